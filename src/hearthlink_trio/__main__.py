@@ -1,0 +1,3 @@
+from hearthlink_trio.cli import main
+
+raise SystemExit(main())
