@@ -1,0 +1,282 @@
+"""The foundation every Hearthlink service is built on.
+
+One place for what all four services share (SPEC §7): the ``--host/--port`` command line,
+``GET /health``, bearer-token auth, the ``{"error", "detail"}`` JSON error shape for every
+error (404 and 405 included), the 1 MiB body limit (chunked or not), name validation, state
+under ``$HEARTHLINK_DATA_DIR/<name>/``, a start-up log line and a clean exit on SIGTERM.
+
+A service module builds its routes on an :class:`fastapi.APIRouter` made by
+:func:`protected_router` and calls :func:`serve` from its ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path as PathParam, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hearthlink_trio import __version__
+
+#: Names of namespaces, keys, plugins, actions and session ids (SPEC §7).
+NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
+#: A path parameter holding a name; anything else is answered 422.
+Name = Annotated[str, PathParam(pattern=NAME_PATTERN)]
+#: Largest accepted request body, chunked or not (SPEC §7).
+MAX_BODY_BYTES = 1024 * 1024
+#: Exit status meaning "my configuration is wrong, restarting will not help" (SPEC §5.3).
+EX_CONFIG = 78
+#: How long uvicorn lets open requests finish after SIGTERM (SPEC §7 wants exit within 2 s).
+GRACEFUL_SHUTDOWN_SECONDS = 1
+
+ERROR_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "timeout",
+}
+
+log = logging.getLogger("hearthlink.service")
+
+
+class ApiError(Exception):
+    """Raise from a route to answer ``{"error": code, "detail": detail}`` with ``status``."""
+
+    def __init__(self, status: int, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code or ERROR_CODES.get(status, "error")
+
+
+class ConfigurationError(Exception):
+    """The service cannot start with the environment it was given (exit status 78)."""
+
+
+def error_response(status: int, detail: str, *, code: str | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": code or ERROR_CODES.get(status, "error"), "detail": detail}, status_code=status
+    )
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with a ``Z`` suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def api_token() -> str:
+    token = os.environ.get("HEARTHLINK_API_TOKEN", "")
+    if not token:
+        raise ConfigurationError("HEARTHLINK_API_TOKEN is not set; the service refuses to run open")
+    return token
+
+
+def service_data_dir(name: str) -> Path:
+    """``$HEARTHLINK_DATA_DIR/<name>/``, created owner-only."""
+    base = os.environ.get("HEARTHLINK_DATA_DIR")
+    if not base:
+        raise ConfigurationError("HEARTHLINK_DATA_DIR is not set")
+    path = Path(base).expanduser() / name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _make_auth(token: str) -> Callable[..., Awaitable[None]]:
+    expected = f"Bearer {token}".encode()
+
+    async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        # Constant-time comparison of the whole header, so timing says nothing of the token.
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+            raise ApiError(401, "missing or wrong bearer token")
+
+    return require_token
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for bodies over ``limit`` bytes, whether announced or chunked.
+
+    A declared ``Content-Length`` over the limit is refused before the body is read; a
+    chunked body is counted as it streams and refused once it passes the limit.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await error_response(400, "invalid Content-Length")(scope, receive, send)
+                    return
+                if declared > self.limit:
+                    await self._too_large(scope, receive, send)
+                    return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, f"request body is larger than {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(
+    name: str,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    health_extra: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """A FastAPI app with the shared behaviour of every service.
+
+    Args:
+        name: the service name (``vault``); ``/health`` reports ``<name>-api``.
+        lifespan: the service's own start-up/shut-down context.
+        health_extra: fields added to the ``/health`` body (Alden's ``memory_mode``).
+    """
+    app = FastAPI(
+        title=f"{name}-api",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    # SPEC §7: a trailing slash is a 404, never a redirect.
+    app.router.redirect_slashes = False
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.detail, code=exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error_response(exc.status_code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(part) for part in err.get("loc", ()))
+            problems.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(422, "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a traceback on the wire; the log gets the type only (values may be secret).
+        log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        return error_response(500, "internal error")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "healthy",
+            "service": f"{name}-api",
+            "version": __version__,
+            "timestamp": utc_now(),
+        }
+        if health_extra is not None:
+            body.update(health_extra())
+        return body
+
+    app.add_middleware(BodyLimitMiddleware)
+    app.state.require_token = _make_auth(api_token())
+    return app
+
+
+def auth_dependency(app: FastAPI) -> Any:
+    """The dependency to put on every protected route or router of ``app``."""
+    return Depends(app.state.require_token)
+
+
+def parse_args(name: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=name, description=f"The Hearthlink {name} service")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    return parser.parse_args(argv)
+
+
+def serve(name: str, build: Callable[[], FastAPI], argv: Sequence[str] | None = None) -> int:
+    """Parse ``--host/--port``, build the app and run it under uvicorn until SIGTERM.
+
+    Returns the process exit status: 0 after SIGTERM/SIGINT, 78 (EX_CONFIG) when the
+    environment is wrong (the message goes to stderr).
+    """
+    import uvicorn
+
+    args = parse_args(name, argv)
+    logging.basicConfig(level=logging.INFO, format=f"{name}: %(levelname)s %(message)s")
+    try:
+        app = build()
+    except ConfigurationError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr, flush=True)
+        return EX_CONFIG
+    log.info("%s-api %s starting on http://%s:%d", name, __version__, args.host, args.port)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # A lifespan that failed at start-up leaves ``started`` unset: report it as an error.
+    return 0 if server.started else 1
