@@ -1,0 +1,187 @@
+"""Helpers for tests that run real processes: ports, bounded polls, service processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+TOKEN = "test-token-0123456789"
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> T:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def descendants(root: int | None = None) -> dict[int, str]:
+    """Live (non-zombie) descendants of ``root`` (default: this process) with their cmdlines."""
+    root = os.getpid() if root is None else root
+    tree = _children_map()
+    found: dict[int, str] = {}
+    stack = list(tree.get(root, []))
+    while stack:
+        pid = stack.pop()
+        if pid_alive(pid):
+            found[pid] = _cmdline(pid)
+        stack.extend(tree.get(pid, []))
+    return found
+
+
+def reap_zombies() -> None:
+    """Reap zombie children of this process (orphans re-parented to us as subreaper)."""
+    for pid in _children_map().get(os.getpid(), []):
+        if not pid_alive(pid):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def health_ok(url: str) -> bool:
+    try:
+        response = httpx.get(url, timeout=0.5, trust_env=False)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+@dataclass
+class ServiceProcess:
+    """A service started by a test; ``url`` is its base URL."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def client(self, *, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10, trust_env=False)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Signal the process, wait for it (SIGKILL after ``timeout``), return its status."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def service_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTHLINK_")}
+    env.update(HEARTHLINK_DATA_DIR=str(data_dir), HEARTHLINK_API_TOKEN=TOKEN)
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def run_service(
+    module: str,
+    data_dir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    wait_healthy: bool = True,
+    log_path: Path | None = None,
+) -> Iterator[ServiceProcess]:
+    """Start ``python -m module --host 127.0.0.1 --port P`` and stop it (by pid) afterwards."""
+    port = free_port() if port is None else port
+    log_path = log_path or data_dir / f"{module.rsplit('.', 1)[-1]}-{port}.out"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    full_env = service_env(data_dir)
+    full_env.update(env or {})
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    service = ServiceProcess(proc, port, log_path)
+    try:
+        if wait_healthy:
+            wait_for(
+                lambda: health_ok(f"{service.url}/health") or proc.poll() is not None,
+                timeout=20,
+                what=f"{module} on port {port} to answer /health",
+            )
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"{module} exited with {proc.returncode}:\n{service.output()[-3000:]}"
+                )
+        yield service
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
