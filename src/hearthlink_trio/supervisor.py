@@ -1,0 +1,572 @@
+"""The supervisor (SPEC §5): a root nursery, one nursery per service, cancellation to stop.
+
+Shape, top-down::
+
+    Supervisor.run                       outer nursery: signals (outlives shutdown)
+      └─ services scope                  cancelled on the first SIGINT/SIGTERM or a fatal error
+           └─ root nursery
+                ├─ ServiceRunner.run     one per service: wait for dependencies, then
+                │    └─ incarnation      nursery: process, stdout pump, stderr pump, health loop
+                └─ phase-switch logger
+
+What happens on SIGTERM: :meth:`Supervisor._watch_signals` cancels the services scope. Every
+runner's current incarnation runs its shielded ``finally``: wait until its dependents' processes
+are gone, send ``stop_signal`` to its process group, wait up to ``stop_timeout``, SIGKILL the
+group, reap, and drain the pumps (at most :data:`PUMP_DRAIN_SECONDS`). A second signal sets
+``force``: every stop that is waiting SIGKILLs at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import hearthlink_trio
+from hearthlink_trio.config import Config, Service
+from hearthlink_trio.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK
+from hearthlink_trio.health import Prober
+from hearthlink_trio.output import Console, ServiceLog, ServiceOutput, pump
+from hearthlink_trio.policy import ProbeTracker, Verdict, backoff_delay
+from hearthlink_trio.preflight import GroupRecord
+from hearthlink_trio.process import Child, describe_exit, spawn
+
+#: How long the pumps may keep reading after their process exited.
+PUMP_DRAIN_SECONDS = 1.0
+#: Exit status by which a service says "my configuration is wrong; do not restart me".
+EX_CONFIG = 78
+#: Environment variables of the supervisor's own service manager, not for the children.
+SUPERVISOR_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
+
+class State(enum.Enum):
+    """A service's state. ``status`` (SPEC §5.6) is the coarser word shown to clients."""
+
+    WAITING = "waiting"  # for its dependencies to be healthy
+    STARTING = "starting"  # process started, not yet passed a probe
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"  # running, failing probes, not yet past the threshold
+    BACKOFF = "backoff"  # stopped, waiting to be restarted
+    FAILED = "failed"  # given up
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+    @property
+    def status(self) -> str:
+        return _STATUS[self]
+
+
+_STATUS = {
+    State.WAITING: "starting",
+    State.STARTING: "starting",
+    State.HEALTHY: "running",
+    State.UNHEALTHY: "running",
+    State.BACKOFF: "stopped",
+    State.FAILED: "error",
+    State.STOPPING: "stopped",
+    State.STOPPED: "stopped",
+}
+
+
+class End(enum.Enum):
+    """Why a process incarnation ended."""
+
+    EXITED = "exited"
+    UNHEALTHY = "unhealthy"
+    MANUAL = "manual"
+    CONFIG = "config"  # exited with EX_CONFIG: give up at once
+    SPAWN_FAILED = "spawn_failed"
+
+
+def _g(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def resource_dir() -> Path:
+    """The folder holding the ``hearthlink_trio`` package (the seed's resource dir)."""
+    return Path(hearthlink_trio.__file__).resolve().parent.parent
+
+
+def child_environment(
+    config: Config,
+    service: Service,
+    *,
+    token: str,
+    vault_key: str | None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of one service process (SPEC §3)."""
+    env = dict(os.environ if base is None else base)
+    for key in list(env):
+        if key in SUPERVISOR_ONLY_ENV or key.startswith("WATCHDOG_"):
+            del env[key]
+    env.pop("HEARTHLINK_VAULT_KEY", None)
+    env["HEARTHLINK_DATA_DIR"] = str(config.data_dir)
+    env["HEARTHLINK_SERVICE"] = service.name
+    env["HEARTHLINK_API_TOKEN"] = token
+    for other in config.services:
+        env[f"HEARTHLINK_{other.name.upper().replace('-', '_')}_URL"] = other.url
+    paths = [str(resource_dir())]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if service.name == "vault" and vault_key is not None:
+        env["HEARTHLINK_VAULT_KEY"] = vault_key
+    env.update(service.env)
+    return env
+
+
+@dataclass
+class Outcome:
+    end: End
+    detail: str = ""
+
+
+class ServiceRunner:
+    """Runs one service for the supervisor's life: start, watch, restart, give up, stop."""
+
+    def __init__(self, sup: Supervisor, service: Service, index: int, env: dict[str, str]) -> None:
+        self.sup = sup
+        self.service = service
+        self.name = service.name
+        self.env = env
+        self.state = State.WAITING
+        self.child: Child | None = None
+        self.started_at: float | None = None
+        self.last_health_check: float | None = None
+        self.error_message: str | None = None
+        self.restart_count = 0
+        self.last_restart: float | None = None
+        self.restart_backoff = backoff_delay(1, sup.config.restart)
+        self.out = ServiceOutput(
+            service.name,
+            index,
+            sup.console,
+            ServiceLog(
+                sup.config.log_dir / f"{service.name}.log",
+                max_bytes=sup.config.log_max_bytes,
+                backups=sup.config.log_backups,
+            ),
+        )
+        self._restart_requested = trio.Event()
+        #: Set while this service has no live process; dependencies wait on it at shutdown.
+        self.gone = trio.Event()
+        self.gone.set()
+        self.stopped = False
+
+    # -- state ------------------------------------------------------------------------
+
+    def _set(self, state: State, error: str | None = None) -> None:
+        self.state = state
+        if error is not None:
+            self.error_message = error
+        self.sup.changed()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The seed's ServiceStatus fields, plus ``state`` (the finer state)."""
+        return {
+            "name": self.name,
+            "status": self.state.status,
+            "state": self.state.value,
+            "port": self.service.port,
+            "pid": self.child.pid if self.child is not None else None,
+            "started_at": self.started_at,
+            "health_check_url": self.service.health_url,
+            "last_health_check": self.last_health_check,
+            "error_message": self.error_message,
+            "restart_count": self.restart_count,
+            "last_restart": self.last_restart,
+            "restart_backoff": self.restart_backoff,
+            "critical": self.service.critical,
+        }
+
+    def request_restart(self) -> str:
+        """Manual restart (SPEC §5.3); returns what will happen, for the caller to show."""
+        if self.state is State.BACKOFF:
+            return "in backoff; it restarts when its wait is over"
+        if self.state is State.FAILED:
+            self.restart_count = 0
+        self._restart_requested.set()
+        return "restarting"
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        log = self.sup.log
+        try:
+            await self._wait_for_dependencies()
+            attempt = 0
+            while True:
+                outcome = await self._incarnation(attempt)
+                attempt = 0
+                if outcome.end is End.MANUAL:
+                    continue
+                if outcome.end is End.CONFIG:
+                    self._give_up(
+                        f"{self.name} service exited with status {EX_CONFIG} (configuration "
+                        "error), not restarting",
+                        self.out.last_line or "configuration error (exit status 78)",
+                    )
+                    await self._wait_for_manual_restart()
+                    continue
+                if self.restart_count >= self.sup.config.restart.max_attempts:
+                    self._give_up(
+                        f"Service {self.name} has failed {self.restart_count} times, not restarting",
+                        outcome.detail,
+                    )
+                    await self._wait_for_manual_restart()
+                    continue
+                self.restart_count += 1
+                attempt = self.restart_count
+                delay = backoff_delay(attempt, self.sup.config.restart)
+                self.restart_backoff = delay
+                self._set(State.BACKOFF, outcome.detail)
+                log.info(
+                    "Restarting %s service with exponential backoff",
+                    self.name,
+                    extra={"event": "restarting", "service": self.name, "backoff": delay},
+                )
+                await trio.sleep(delay)
+        finally:
+            self.state = State.STOPPED
+            self.stopped = True
+            self.sup.changed()
+
+    def _give_up(self, line: str, error: str) -> None:
+        self.sup.log.error(
+            line, extra={"event": "gave_up", "service": self.name, "attempt": self.restart_count}
+        )
+        self._set(State.FAILED, error)
+        if self.service.critical:
+            self.sup.fatal(f"critical service {self.name} gave up: {error}")
+
+    async def _wait_for_manual_restart(self) -> None:
+        self._restart_requested = trio.Event()
+        await self._restart_requested.wait()
+        self.sup.log.info(
+            "Manual restart of %s service", self.name, extra={"event": "manual_restart", "service": self.name}
+        )
+
+    async def _wait_for_dependencies(self) -> None:
+        deps = [self.sup.runners[name] for name in self.service.depends_on]
+        while not all(dep.state in (State.HEALTHY, State.UNHEALTHY) for dep in deps):
+            waiting = ", ".join(d.name for d in deps if d.state not in (State.HEALTHY, State.UNHEALTHY))
+            self.error_message = f"waiting for {waiting} to be healthy"
+            await self.sup.wait_changed()
+        self.error_message = None
+
+    async def _incarnation(self, attempt: int) -> Outcome:
+        """Start the process once and watch it until it exits, fails health or is restarted."""
+        sup = self.sup
+        self._restart_requested = trio.Event()
+        try:
+            child = spawn(self.service.argv, env=self.env, cwd=self.service.cwd)
+        except OSError as exc:
+            reason = f"could not start: {exc.strerror or exc}"
+            sup.log.error(
+                "%s service %s", self.name, reason, extra={"event": "spawn_failed", "service": self.name}
+            )
+            return Outcome(End.SPAWN_FAILED, reason)
+        self.child = child
+        self.gone = trio.Event()
+        now_wall = time.time()
+        self.started_at = now_wall
+        if attempt:
+            self.last_restart = now_wall
+        sup.groups.add(self.name, child.pid, child.start_ticks)
+        self._set(State.STARTING)
+        sup.log.info(
+            "Started %s service on port %d with PID %d",
+            self.name,
+            self.service.port,
+            child.pid,
+            extra={"event": "started", "service": self.name, "pid": child.pid, "port": self.service.port},
+        )
+        if attempt:
+            self.restart_backoff = backoff_delay(attempt + 1, sup.config.restart)
+            sup.log.info(
+                "Service %s restarted (attempt %d), next backoff: %s",
+                self.name,
+                attempt,
+                _g(self.restart_backoff),
+                extra={
+                    "event": "restarted",
+                    "service": self.name,
+                    "attempt": attempt,
+                    "backoff": self.restart_backoff,
+                },
+            )
+        outcome = Outcome(End.EXITED)
+        pumps_done = trio.Event()
+        pump_scopes: list[trio.CancelScope] = []
+        async with trio.open_nursery() as nursery:
+            remaining = [2]
+
+            async def run_pump(stream: trio.lowlevel.FdStream) -> None:
+                # Shielded: the pumps keep draining while the process shuts down, so it can
+                # log its last words; they are ended below once it has exited.
+                with trio.CancelScope(shield=True) as scope:
+                    pump_scopes.append(scope)
+                    await pump(stream, self.out)
+                remaining[0] -= 1
+                if not remaining[0]:
+                    pumps_done.set()
+
+            nursery.start_soon(run_pump, child.stdout)
+            nursery.start_soon(run_pump, child.stderr)
+            try:
+                async with trio.open_nursery() as watch:
+
+                    async def on_exit() -> None:
+                        await child.wait_exited()
+                        code = child.peek_returncode()
+                        if code == EX_CONFIG:
+                            outcome.end, outcome.detail = End.CONFIG, "configuration error"
+                        else:
+                            detail = describe_exit(code)
+                            outcome.end, outcome.detail = End.EXITED, f"exited ({detail})"
+                            if not sup.shutting_down:
+                                sup.log.warning(
+                                    "%s service exited (%s), scheduling restart",
+                                    self.name,
+                                    detail,
+                                    extra={"event": "exited", "service": self.name, "exit_code": code},
+                                )
+                        watch.cancel_scope.cancel()
+
+                    async def on_manual() -> None:
+                        await self._restart_requested.wait()
+                        outcome.end, outcome.detail = End.MANUAL, "manual restart"
+                        sup.log.info(
+                            "Manual restart of %s service",
+                            self.name,
+                            extra={"event": "manual_restart", "service": self.name},
+                        )
+                        watch.cancel_scope.cancel()
+
+                    async def on_health() -> None:
+                        reason = await self._health_loop()
+                        outcome.end, outcome.detail = End.UNHEALTHY, reason
+                        watch.cancel_scope.cancel()
+
+                    watch.start_soon(on_exit)
+                    watch.start_soon(on_manual)
+                    watch.start_soon(on_health)
+            finally:
+                with trio.CancelScope(shield=True):
+                    if sup.shutting_down:
+                        for dependent in sup.dependents[self.name]:
+                            await dependent.gone.wait()
+                        self.state = State.STOPPING
+                        sup.changed()
+                    code = await child.stop(
+                        self.service.stop_signal, self.service.stop_timeout, sup.force
+                    )
+                    sup.groups.remove(self.name)
+                    with trio.move_on_after(PUMP_DRAIN_SECONDS):
+                        await pumps_done.wait()
+                    for scope in pump_scopes:
+                        scope.cancel()
+                    self.child = None
+                    self.gone.set()
+                    if sup.shutting_down:
+                        sup.log.info(
+                            "Stopped %s service (%s)",
+                            self.name,
+                            describe_exit(code),
+                            extra={"event": "stopped", "service": self.name, "exit_code": code},
+                        )
+        child.close_streams()
+        return outcome
+
+    async def _health_loop(self) -> str:
+        """Probe until the service is unhealthy; returns the last failure's reason."""
+        sup = self.sup
+        health = sup.config.health
+        tracker = ProbeTracker(health, sup.started, process_start=trio.current_time())
+        healthy_since: float | None = None
+        reason = ""
+        while True:
+            now = trio.current_time()
+            delay = tracker.next_delay(now)
+            if healthy_since is not None and self.restart_count:
+                # Wake up in time to reset the count once stable (SPEC §5.3).
+                delay = min(delay, max(0.0, healthy_since + sup.config.restart.stable_after - now))
+            await trio.sleep(delay)
+            result = await sup.prober.probe(self.service.health_url)
+            now = trio.current_time()
+            verdict = tracker.observe(result is None, now)
+            if result is None:
+                self.last_health_check = time.time()
+            else:
+                reason = result
+            if verdict is Verdict.FIRST_PASS:
+                healthy_since = now
+                self._set(State.HEALTHY, error=None)
+                self.error_message = None
+                sup.log.info(
+                    "%s service is healthy", self.name, extra={"event": "healthy", "service": self.name}
+                )
+            elif verdict is Verdict.PASSED:
+                if self.state is State.UNHEALTHY:
+                    healthy_since = now
+                    self.error_message = None
+                    self._set(State.HEALTHY)
+                    sup.log.info(
+                        "%s service is healthy again",
+                        self.name,
+                        extra={"event": "healthy", "service": self.name},
+                    )
+                if (
+                    self.restart_count
+                    and healthy_since is not None
+                    and now - healthy_since >= sup.config.restart.stable_after
+                ):
+                    self.restart_count = 0
+                    self.restart_backoff = backoff_delay(1, sup.config.restart)
+                    sup.changed()
+            elif verdict is Verdict.FAILED:
+                healthy_since = None
+                self._set(State.UNHEALTHY, error=reason)
+            elif verdict is Verdict.UNHEALTHY:
+                self.sup.log.warning(
+                    "%s service unhealthy (%s), scheduling restart",
+                    self.name,
+                    reason,
+                    extra={"event": "unhealthy", "service": self.name},
+                )
+                return f"unhealthy ({reason})"
+
+
+class Supervisor:
+    """Supervises every service of ``config`` until a signal, a shutdown request or a fatal error."""
+
+    def __init__(
+        self,
+        config: Config,
+        log: logging.Logger,
+        *,
+        token: str,
+        vault_key: str | None,
+        console: Console,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.console = console
+        self.groups = GroupRecord(config.run_dir)
+        self.force = trio.Event()
+        self.shutting_down = False
+        self.exit_code = EXIT_OK
+        self.started = 0.0
+        self._changed = trio.Event()
+        self._services_scope = trio.CancelScope()
+        self.prober: Prober
+        self.runners: dict[str, ServiceRunner] = {}
+        for index, service in enumerate(config.services):
+            env = child_environment(config, service, token=token, vault_key=vault_key)
+            self.runners[service.name] = ServiceRunner(self, service, index, env)
+        self.dependents: dict[str, list[ServiceRunner]] = {name: [] for name in self.runners}
+        for service in config.services:
+            for dep in service.depends_on:
+                self.dependents[dep].append(self.runners[service.name])
+        #: Called with no arguments whenever any state changes (sd_notify STATUS, …).
+        self.listeners: list[Callable[[], None]] = []
+
+    # -- state changes ---------------------------------------------------------------
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+        for listener in self.listeners:
+            listener()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def overall_status(self) -> str:
+        if self.shutting_down:
+            return "stopping"
+        states = [r.state for r in self.runners.values()]
+        if any(s in (State.WAITING, State.STARTING) for s in states) and not any(
+            s in (State.UNHEALTHY, State.BACKOFF, State.FAILED) for s in states
+        ):
+            return "starting"
+        if all(s is State.HEALTHY for s in states):
+            return "healthy"
+        return "degraded"
+
+    def health(self) -> dict[str, Any]:
+        """The object of ``GET /v1/health`` (SPEC §6)."""
+        return {
+            "status": self.overall_status(),
+            "pid": os.getpid(),
+            "services": [runner.snapshot() for runner in self.runners.values()],
+        }
+
+    # -- requests ----------------------------------------------------------------------
+
+    def restart(self, name: str) -> str:
+        """Manual restart of service ``name``. Raises KeyError for an unknown name."""
+        return self.runners[name].request_restart()
+
+    def shutdown(self, reason: str = "Shutdown requested") -> None:
+        """Begin a graceful stop of every service (idempotent)."""
+        if not self.shutting_down:
+            self.log.info("%s, stopping all services", reason, extra={"event": "shutdown"})
+            self.shutting_down = True
+            self.changed()
+        self._services_scope.cancel()
+
+    def fatal(self, reason: str) -> None:
+        self.exit_code = EXIT_FATAL
+        self.shutdown(f"Fatal: {reason}")
+
+    # -- the run ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Supervise until stopped; returns the exit code (SPEC §4)."""
+        self.started = trio.current_time()
+        async with trio.open_nursery() as outer:
+            await outer.start(self._watch_signals)
+            async with Prober(services=len(self.runners), timeout=self.config.health.timeout) as prober:
+                self.prober = prober
+                with self._services_scope:
+                    async with trio.open_nursery() as root:
+                        for runner in self.runners.values():
+                            root.start_soon(runner.run)
+                        root.start_soon(self._announce_steady_phase)
+            self.groups.clear()
+            outer.cancel_scope.cancel()
+        return self.exit_code
+
+    async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self.shutting_down:
+                    self.shutdown(f"Received {name}")
+                elif not self.force.is_set():
+                    self.log.warning(
+                        "Received %s again, killing all services now", name, extra={"event": "forced"}
+                    )
+                    self.exit_code = EXIT_FORCED
+                    self.force.set()
+
+    async def _announce_steady_phase(self) -> None:
+        health = self.config.health
+        await trio.sleep_until(self.started + health.startup_period)
+        self.log.info(
+            "Health monitoring: Switching to steady-state mode (%s intervals)",
+            _g(health.steady_interval),
+            extra={"event": "steady_state"},
+        )
