@@ -8,6 +8,7 @@ gone, kills any that are left by pid, and fails the test that leaked them.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -39,10 +40,8 @@ def no_leaked_processes() -> Iterator[None]:
             return
         if time.monotonic() > deadline:
             for pid in leaked:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.1)
             reap_zombies()
             pytest.fail(f"test leaked processes: {leaked}")

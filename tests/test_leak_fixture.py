@@ -7,13 +7,16 @@ import sys
 
 from tests.helpers import descendants, pid_alive, wait_for
 
+GRANDPARENT = (
+    "import subprocess as s; "
+    "p = s.Popen(['sleep', '30'], stdout=s.DEVNULL, stderr=s.DEVNULL); print(p.pid)"
+)
+
 
 def test_orphaned_grandchild_is_seen_and_can_be_removed() -> None:
     # The child starts a sleeping grandchild and exits at once, orphaning it.
     out = subprocess.run(
-        [sys.executable, "-c",
-         "import subprocess,sys; p=subprocess.Popen(['sleep','30'],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL); print(p.pid)"],
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", GRANDPARENT], capture_output=True, text=True, check=True
     )
     grandchild = int(out.stdout)
     try:

@@ -48,7 +48,8 @@ def run(
     *,
     config: ConfigOption = None,
     log_format: Annotated[
-        Literal["human", "json"], Parameter(help="Supervisor events on stderr as text or JSON lines.")
+        Literal["human", "json"],
+        Parameter(help="Supervisor events on stderr as text or JSON lines."),
     ] = "human",
 ) -> int:
     """Start every service of the config and supervise them until Ctrl-C or SIGTERM."""

@@ -279,8 +279,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
             )
         if svc.port in ports:
             problems.append(
-                f"{label}: {key}.port: port {svc.port} is already used by service "
-                f"{ports[svc.port]}"
+                f"{label}: {key}.port: port {svc.port} is already used by service {ports[svc.port]}"
             )
         else:
             ports[svc.port] = name
@@ -295,9 +294,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
                 "(set allow_external = true to bind it)"
             )
         if svc.script is not None and not _resolve(base, svc.script).is_file():
-            problems.append(
-                f"{label}: {key}.script: file not found: {_resolve(base, svc.script)}"
-            )
+            problems.append(f"{label}: {key}.script: file not found: {_resolve(base, svc.script)}")
         cwd = _resolve(base, svc.cwd) if svc.cwd else base
         if not cwd.is_dir():
             problems.append(f"{label}: {key}.cwd: not a directory: {cwd}")

@@ -20,7 +20,7 @@ def _reason(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, httpx.ConnectError):
-        return "Connection refused" if not text else text
+        return text or "Connection refused"
     return text or type(exc).__name__
 
 

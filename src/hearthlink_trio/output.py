@@ -162,7 +162,7 @@ async def pump(stream: trio.abc.ReceiveStream, out: ServiceOutput) -> None:
     splitter = LineSplitter()
     while True:
         try:
-            chunk = await stream.receive_some(READ_CHUNK_BYTES)
+            chunk = bytes(await stream.receive_some(READ_CHUNK_BYTES))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             break
         if not chunk:
@@ -198,7 +198,9 @@ def setup_event_log(log_format: str, stream: TextIO | None = None) -> logging.Lo
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter("%(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter("%(message)s")
+    )
     logger.addHandler(handler)
     return logger
 

@@ -240,7 +240,9 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> RunLoc
         for service in config.services:
             reason = check_port(service)
             if reason is None:
-                port_lines.append((service, f"✓ Port {service.port} available for {service.name} service"))
+                port_lines.append(
+                    (service, f"✓ Port {service.port} available for {service.name} service")
+                )
             else:
                 problems.append(
                     f"Port {service.port} unavailable for {service.name} service: {reason}"
@@ -248,7 +250,10 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> RunLoc
         if problems:
             raise PreflightError(problems)
         for service, line in port_lines:
-            log.info(line, extra={"event": "port_available", "service": service.name, "port": service.port})
+            log.info(
+                line,
+                extra={"event": "port_available", "service": service.name, "port": service.port},
+            )
     except BaseException:
         lock.release()
         raise

@@ -107,9 +107,7 @@ class Child:
             self.pidfd = -1
         return code
 
-    async def stop(
-        self, stop_signal: int, timeout: float, force: trio.Event | None = None
-    ) -> int:
+    async def stop(self, stop_signal: int, timeout: float, force: trio.Event | None = None) -> int:
         """Stop the whole process group and reap the leader; returns its exit status.
 
         Sends ``stop_signal`` to the group, waits up to ``timeout`` (less if ``force`` is set
@@ -128,10 +126,10 @@ class Child:
                             nursery.cancel_scope.cancel()
 
                         async def forced_now() -> None:
-                            if force is not None:
-                                await force.wait()
-                                killpg(self.pid, signal.SIGKILL)
-                            await trio.sleep_forever()
+                            if force is None:
+                                return
+                            await force.wait()
+                            killpg(self.pid, signal.SIGKILL)
 
                         nursery.start_soon(exited)
                         nursery.start_soon(forced_now)
@@ -139,12 +137,12 @@ class Child:
             # reaped yet (a zombie keeps its pid, and so the group id, from being reused).
             killpg(self.pid, signal.SIGKILL)
             await self.wait_exited()
-            return self.reap()
+        return self.reap()
 
     def close_streams(self) -> None:
         for stream in (self.stdout, self.stderr):
             with contextlib.suppress(trio.ClosedResourceError, OSError):
-                stream.close()  # type: ignore[no-untyped-call]
+                stream.close()
 
 
 def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> Child:

@@ -24,7 +24,8 @@ def _vault_key(config: Config) -> str | None:
     from hearthlink_trio.services.vault_keys import load_or_create_key
 
     try:
-        return load_or_create_key(config.data_dir)
+        key: str = load_or_create_key(config.data_dir)
+        return key
     except ValueError as exc:
         raise FatalError(f"vault key: {exc}") from None
 

@@ -220,7 +220,8 @@ class ServiceRunner:
                     continue
                 if self.restart_count >= self.sup.config.restart.max_attempts:
                     self._give_up(
-                        f"Service {self.name} has failed {self.restart_count} times, not restarting",
+                        f"Service {self.name} has failed {self.restart_count} times, "
+                        "not restarting",
                         outcome.detail,
                     )
                     await self._wait_for_manual_restart()
@@ -253,13 +254,17 @@ class ServiceRunner:
         self._restart_requested = trio.Event()
         await self._restart_requested.wait()
         self.sup.log.info(
-            "Manual restart of %s service", self.name, extra={"event": "manual_restart", "service": self.name}
+            "Manual restart of %s service",
+            self.name,
+            extra={"event": "manual_restart", "service": self.name},
         )
 
     async def _wait_for_dependencies(self) -> None:
         deps = [self.sup.runners[name] for name in self.service.depends_on]
         while not all(dep.state in (State.HEALTHY, State.UNHEALTHY) for dep in deps):
-            waiting = ", ".join(d.name for d in deps if d.state not in (State.HEALTHY, State.UNHEALTHY))
+            waiting = ", ".join(
+                d.name for d in deps if d.state not in (State.HEALTHY, State.UNHEALTHY)
+            )
             self.error_message = f"waiting for {waiting} to be healthy"
             await self.sup.wait_changed()
         self.error_message = None
@@ -273,7 +278,10 @@ class ServiceRunner:
         except OSError as exc:
             reason = f"could not start: {exc.strerror or exc}"
             sup.log.error(
-                "%s service %s", self.name, reason, extra={"event": "spawn_failed", "service": self.name}
+                "%s service %s",
+                self.name,
+                reason,
+                extra={"event": "spawn_failed", "service": self.name},
             )
             return Outcome(End.SPAWN_FAILED, reason)
         self.child = child
@@ -289,7 +297,12 @@ class ServiceRunner:
             self.name,
             self.service.port,
             child.pid,
-            extra={"event": "started", "service": self.name, "pid": child.pid, "port": self.service.port},
+            extra={
+                "event": "started",
+                "service": self.name,
+                "pid": child.pid,
+                "port": self.service.port,
+            },
         )
         if attempt:
             self.restart_backoff = backoff_delay(attempt + 1, sup.config.restart)
@@ -339,7 +352,11 @@ class ServiceRunner:
                                     "%s service exited (%s), scheduling restart",
                                     self.name,
                                     detail,
-                                    extra={"event": "exited", "service": self.name, "exit_code": code},
+                                    extra={
+                                        "event": "exited",
+                                        "service": self.name,
+                                        "exit_code": code,
+                                    },
                                 )
                         watch.cancel_scope.cancel()
 
@@ -414,7 +431,9 @@ class ServiceRunner:
                 self._set(State.HEALTHY, error=None)
                 self.error_message = None
                 sup.log.info(
-                    "%s service is healthy", self.name, extra={"event": "healthy", "service": self.name}
+                    "%s service is healthy",
+                    self.name,
+                    extra={"event": "healthy", "service": self.name},
                 )
             elif verdict is Verdict.PASSED:
                 if self.state is State.UNHEALTHY:
@@ -448,7 +467,7 @@ class ServiceRunner:
 
 
 class Supervisor:
-    """Supervises every service of ``config`` until a signal, a shutdown request or a fatal error."""
+    """Supervises every service of ``config`` until a signal, a stop request or a fatal error."""
 
     def __init__(
         self,
@@ -537,7 +556,9 @@ class Supervisor:
         self.started = trio.current_time()
         async with trio.open_nursery() as outer:
             await outer.start(self._watch_signals)
-            async with Prober(services=len(self.runners), timeout=self.config.health.timeout) as prober:
+            async with Prober(
+                services=len(self.runners), timeout=self.config.health.timeout
+            ) as prober:
                 self.prober = prober
                 with self._services_scope:
                     async with trio.open_nursery() as root:
@@ -548,7 +569,9 @@ class Supervisor:
             outer.cancel_scope.cancel()
         return self.exit_code
 
-    async def _watch_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _watch_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:
@@ -557,7 +580,9 @@ class Supervisor:
                     self.shutdown(f"Received {name}")
                 elif not self.force.is_set():
                     self.log.warning(
-                        "Received %s again, killing all services now", name, extra={"event": "forced"}
+                        "Received %s again, killing all services now",
+                        name,
+                        extra={"event": "forced"},
                     )
                     self.exit_code = EXIT_FORCED
                     self.force.set()

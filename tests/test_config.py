@@ -1,0 +1,175 @@
+"""Config validation (SPEC §3): defaults, resolution, and one line per problem, exit 2."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from hearthlink_trio.config import config_path, default_config_path, load_config
+from hearthlink_trio.errors import ConfigError
+from tests.sup import TESTSVC, run_command, write_config
+
+
+def problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    return info.value.problems
+
+
+def test_defaults_and_resolution(tmp_path: Path) -> None:
+    (tmp_path / "svc.py").write_text("")
+    path = write_config(
+        tmp_path / "c.toml",
+        {
+            "supervisor": {"data_dir": "state"},
+            "services.web": {"script": "svc.py", "port": 9001},
+            "services.api": {
+                "command": ["{python}", "-m", "x", "--port", "{port}", "--name", "{name}"],
+                "port": 9002,
+                "depends_on": ["web"],
+                "stop_signal": "INT",
+            },
+        },
+    )
+    config = load_config(path, environ={})
+    assert config.data_dir == tmp_path / "state"
+    assert config.log_dir == tmp_path / "state" / "logs"
+    assert config.control_socket == tmp_path / "state" / "run" / "hearthlink.sock"
+    assert config.health.startup_interval == 5.0
+    assert config.health.startup_period == 60.0
+    assert config.health.steady_interval == 30.0
+    assert config.health.timeout == 5.0
+    assert config.health.failure_threshold == 3
+    assert config.restart.max_attempts == 5
+    assert config.restart.initial_backoff == 1.0
+    assert config.restart.max_backoff == 30.0
+    assert config.restart.stable_after == 10.0
+    web, api = config.service("web"), config.service("api")
+    assert web.argv[1:] == (str(tmp_path / "svc.py"), "--host", "127.0.0.1", "--port", "9001")
+    assert web.health_url == "http://127.0.0.1:9001/health"
+    assert web.stop_timeout == 10.0 and web.stop_signal is signal.SIGTERM
+    assert web.cwd == tmp_path
+    assert api.argv[1:] == ("-m", "x", "--port", "9002", "--name", "api")
+    assert api.stop_signal is signal.SIGINT
+    assert config.names == ("web", "api")
+
+
+def test_data_dir_env_overrides(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.toml", {"services.a": {"command": ["true"], "port": 9}})
+    config = load_config(path, environ={"HEARTHLINK_DATA_DIR": str(tmp_path / "elsewhere")})
+    assert config.data_dir == tmp_path / "elsewhere"
+
+
+def test_services_are_ordered_dependencies_first(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "c.toml",
+        {
+            "services.c": {"command": ["true"], "port": 3, "depends_on": ["b"]},
+            "services.b": {"command": ["true"], "port": 2, "depends_on": ["a"]},
+            "services.a": {"command": ["true"], "port": 1},
+        },
+    )
+    assert load_config(path, environ={}).names == ("a", "b", "c")
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        ({"command": ["true"]}, "c.toml: services.a.port: field required"),
+        (
+            {"command": ["true"], "port": 1, "colour": "red"},
+            "c.toml: services.a.colour: unknown key",
+        ),
+        (
+            {"command": ["true"], "port": "eighty"},
+            "c.toml: services.a.port: Input should be a valid integer",
+        ),
+        (
+            {"command": ["true"], "port": 70000},
+            "c.toml: services.a.port: Input should be less than",
+        ),
+        ({"port": 1}, "c.toml: services.a: give exactly one of 'script' or 'command'"),
+        (
+            {"command": ["true"], "port": 1, "stop_signal": "SIGNOPE"},
+            "services.a.stop_signal: unknown signal",
+        ),
+        ({"script": "missing.py", "port": 1}, "c.toml: services.a.script: file not found"),
+        (
+            {"command": ["true"], "port": 1, "host": "0.0.0.0"},
+            "services.a.host: '0.0.0.0' is not a loopback",
+        ),
+        (
+            {"command": ["true"], "port": 1, "depends_on": ["ghost"]},
+            "services.a.depends_on: unknown service 'ghost'",
+        ),
+    ],
+)
+def test_each_bad_config_names_file_and_key(
+    tmp_path: Path, service: dict[str, object], expected: str
+) -> None:
+    path = write_config(tmp_path / "c.toml", {"services.a": service})
+    found = problems(path)
+    assert len(found) == 1, found
+    assert found[0].startswith(expected) or expected in found[0], found
+
+
+def test_duplicate_ports_cycles_and_several_problems_at_once(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "c.toml",
+        {
+            "health": {"timeout": -1},
+            "services.a": {"command": ["true"], "port": 5, "depends_on": ["b"]},
+            "services.b": {"command": ["true"], "port": 5, "depends_on": ["a"]},
+        },
+    )
+    assert problems(path) == ["c.toml: health.timeout: Input should be greater than 0"]
+    path = write_config(
+        tmp_path / "c.toml",
+        {
+            "services.a": {"command": ["true"], "port": 5, "depends_on": ["b"]},
+            "services.b": {"command": ["true"], "port": 5, "depends_on": ["a"]},
+            "services.Bad": {"command": ["true"], "port": 6},
+        },
+    )
+    found = problems(path)
+    assert "c.toml: services.b.port: port 5 is already used by service a" in found
+    assert any("dependency cycle: a -> b -> a" in line for line in found)
+    assert any(line.startswith("c.toml: services.Bad: invalid service name") for line in found)
+
+
+def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[services.a\nport = 1\n")
+    assert problems(bad)[0].startswith("c.toml: TOML syntax error")
+    assert "file not found" in problems(tmp_path / "absent.toml")[0]
+
+
+def test_config_lookup_order(tmp_path: Path) -> None:
+    explicit = tmp_path / "x.toml"
+    assert config_path(explicit, {"HEARTHLINK_CONFIG": "/y.toml"}) == explicit
+    assert config_path(None, {"HEARTHLINK_CONFIG": "/y.toml"}) == Path("/y.toml")
+    assert config_path(None, {}) == default_config_path()
+
+
+def test_bad_config_exits_2_and_starts_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pids"
+    marker.mkdir()
+    path = write_config(
+        tmp_path / "c.toml",
+        {
+            "supervisor": {"data_dir": str(tmp_path / "data")},
+            "services.good": {
+                "script": str(TESTSVC),
+                "port": 1,
+                "env": {"TESTSVC_PIDDIR": str(marker)},
+            },
+            "services.bad": {"script": str(TESTSVC), "port": 1},
+        },
+    )
+    for command in ("run", "check"):
+        result = run_command(command, "--config", str(path), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "c.toml: services.bad.port: port 1 is already used by service good" in result.stderr
+    assert list(marker.iterdir()) == []
