@@ -31,12 +31,12 @@ from typing import Any
 import trio
 
 import hearthlink_trio
-from hearthlink_trio.config import Config, Service
-from hearthlink_trio.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK
+from hearthlink_trio.config import Config, Service, load_config
+from hearthlink_trio.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError
 from hearthlink_trio.health import Prober
 from hearthlink_trio.output import Console, ServiceLog, ServiceOutput, pump
 from hearthlink_trio.policy import ProbeTracker, Verdict, backoff_delay
-from hearthlink_trio.preflight import GroupRecord
+from hearthlink_trio.preflight import GroupRecord, check_port
 from hearthlink_trio.process import Child, describe_exit, spawn
 
 #: How long the pumps may keep reading after their process exited.
@@ -161,7 +161,11 @@ class ServiceRunner:
         #: Set while this service has no live process; dependencies wait on it at shutdown.
         self.gone = trio.Event()
         self.gone.set()
-        self.stopped = False
+        #: Cancelled to retire this runner alone (its service removed or changed by a reload).
+        self.scope = trio.CancelScope()
+        self.retiring = False
+        #: Set once :meth:`run` has returned and its process is gone.
+        self.done = trio.Event()
 
     # -- state ------------------------------------------------------------------------
 
@@ -201,46 +205,55 @@ class ServiceRunner:
     # -- the loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        log = self.sup.log
         try:
-            await self._wait_for_dependencies()
-            attempt = 0
-            while True:
-                outcome = await self._incarnation(attempt)
-                attempt = 0
-                if outcome.end is End.MANUAL:
-                    continue
-                if outcome.end is End.CONFIG:
-                    self._give_up(
-                        f"{self.name} service exited with status {EX_CONFIG} (configuration "
-                        "error), not restarting",
-                        self.out.last_line or "configuration error (exit status 78)",
-                    )
-                    await self._wait_for_manual_restart()
-                    continue
-                if self.restart_count >= self.sup.config.restart.max_attempts:
-                    self._give_up(
-                        f"Service {self.name} has failed {self.restart_count} times, "
-                        "not restarting",
-                        outcome.detail,
-                    )
-                    await self._wait_for_manual_restart()
-                    continue
-                self.restart_count += 1
-                attempt = self.restart_count
-                delay = backoff_delay(attempt, self.sup.config.restart)
-                self.restart_backoff = delay
-                self._set(State.BACKOFF, outcome.detail)
-                log.info(
-                    "Restarting %s service with exponential backoff",
-                    self.name,
-                    extra={"event": "restarting", "service": self.name, "backoff": delay},
-                )
-                await trio.sleep(delay)
+            with self.scope:
+                await self._supervise()
         finally:
             self.state = State.STOPPED
-            self.stopped = True
+            self.out.log.close()
+            self.done.set()
             self.sup.changed()
+
+    def retire(self) -> None:
+        """Stop this service for good (a reload removed or changed it)."""
+        self.retiring = True
+        self.scope.cancel()
+
+    async def _supervise(self) -> None:
+        log = self.sup.log
+        await self._wait_for_dependencies()
+        attempt = 0
+        while True:
+            outcome = await self._incarnation(attempt)
+            attempt = 0
+            if outcome.end is End.MANUAL:
+                continue
+            if outcome.end is End.CONFIG:
+                self._give_up(
+                    f"{self.name} service exited with status {EX_CONFIG} (configuration "
+                    "error), not restarting",
+                    self.out.last_line or "configuration error (exit status 78)",
+                )
+                await self._wait_for_manual_restart()
+                continue
+            if self.restart_count >= self.sup.config.restart.max_attempts:
+                self._give_up(
+                    f"Service {self.name} has failed {self.restart_count} times, not restarting",
+                    outcome.detail,
+                )
+                await self._wait_for_manual_restart()
+                continue
+            self.restart_count += 1
+            attempt = self.restart_count
+            delay = backoff_delay(attempt, self.sup.config.restart)
+            self.restart_backoff = delay
+            self._set(State.BACKOFF, outcome.detail)
+            log.info(
+                "Restarting %s service with exponential backoff",
+                self.name,
+                extra={"event": "restarting", "service": self.name, "backoff": delay},
+            )
+            await trio.sleep(delay)
 
     def _give_up(self, line: str, error: str) -> None:
         self.sup.log.error(
@@ -395,7 +408,7 @@ class ServiceRunner:
                         scope.cancel()
                     self.child = None
                     self.gone.set()
-                    if sup.shutting_down:
+                    if sup.shutting_down or self.retiring:
                         sup.log.info(
                             "Stopped %s service (%s)",
                             self.name,
@@ -489,16 +502,27 @@ class Supervisor:
         self._changed = trio.Event()
         self._services_scope = trio.CancelScope()
         self.prober: Prober
+        self._token = token
+        self._vault_key = vault_key
+        self._root: trio.Nursery | None = None
+        self._reload_lock = trio.Lock()
         self.runners: dict[str, ServiceRunner] = {}
-        for index, service in enumerate(config.services):
-            env = child_environment(config, service, token=token, vault_key=vault_key)
-            self.runners[service.name] = ServiceRunner(self, service, index, env)
-        self.dependents: dict[str, list[ServiceRunner]] = {name: [] for name in self.runners}
+        self.dependents: dict[str, list[ServiceRunner]] = {}
         for service in config.services:
-            for dep in service.depends_on:
-                self.dependents[dep].append(self.runners[service.name])
+            self.runners[service.name] = self._runner(service)
+        self._link_dependents()
         #: Called with no arguments whenever any state changes (sd_notify STATUS, …).
         self.listeners: list[Callable[[], None]] = []
+
+    def _runner(self, service: Service) -> ServiceRunner:
+        env = child_environment(self.config, service, token=self._token, vault_key=self._vault_key)
+        return ServiceRunner(self, service, self.config.names.index(service.name), env)
+
+    def _link_dependents(self) -> None:
+        self.dependents = {name: [] for name in self.runners}
+        for runner in self.runners.values():
+            for dep in runner.service.depends_on:
+                self.dependents[dep].append(runner)
 
     # -- state changes ---------------------------------------------------------------
 
@@ -562,9 +586,11 @@ class Supervisor:
                 self.prober = prober
                 with self._services_scope:
                     async with trio.open_nursery() as root:
+                        self._root = root
                         for runner in self.runners.values():
                             root.start_soon(runner.run)
                         root.start_soon(self._announce_steady_phase)
+                        await trio.sleep_forever()
             self.groups.clear()
             outer.cancel_scope.cancel()
         return self.exit_code
@@ -572,11 +598,14 @@ class Supervisor:
     async def _watch_signals(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             task_status.started()
             async for signum in signals:
                 name = signal.Signals(signum).name
-                if not self.shutting_down:
+                if signum == signal.SIGHUP:
+                    if not self.shutting_down:
+                        self.reload()
+                elif not self.shutting_down:
                     self.shutdown(f"Received {name}")
                 elif not self.force.is_set():
                     self.log.warning(
@@ -586,6 +615,95 @@ class Supervisor:
                     )
                     self.exit_code = EXIT_FORCED
                     self.force.set()
+
+    # -- reload (SIGHUP) ------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config file and apply the difference; False if it was refused.
+
+        Added services start, removed ones stop, changed ones (any setting of their own
+        table) are stopped and started with the new settings; the rest are left alone. The
+        [health] and [restart] sections apply at once to every service. A new config that is
+        invalid, moves the data dir, or wants a port that is busy is refused as a whole.
+        """
+        log = self.log
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            for line in exc.problems:
+                log.error(line, extra={"event": "config_error"})
+            log.error(
+                "Config reload refused; the running services keep their config",
+                extra={"event": "reload_refused"},
+            )
+            return False
+        old = self.config
+        if (new.data_dir, new.log_dir, new.control_socket) != (
+            old.data_dir,
+            old.log_dir,
+            old.control_socket,
+        ):
+            log.error(
+                "Config reload refused: data_dir, log_dir and control_socket cannot change "
+                "while running; restart hearthlink to move them",
+                extra={"event": "reload_refused"},
+            )
+            return False
+        before = {svc.name: svc for svc in old.services}
+        after = {svc.name: svc for svc in new.services}
+        removed = [name for name in before if name not in after]
+        added = [name for name in after if name not in before]
+        changed = [name for name in after if name in before and after[name] != before[name]]
+        busy = []
+        for name in added + changed:
+            if name in before and before[name].port == after[name].port:
+                continue
+            reason = check_port(after[name])
+            if reason is not None:
+                busy.append(f"Port {after[name].port} unavailable for {name} service: {reason}")
+        if busy:
+            for line in busy:
+                log.error(line, extra={"event": "port_unavailable"})
+            log.error(
+                "Config reload refused; the running services keep their config",
+                extra={"event": "reload_refused"},
+            )
+            return False
+        self.config = new
+        summary = "; ".join(
+            f"{what} {', '.join(names)}"
+            for what, names in (("added", added), ("removed", removed), ("changed", changed))
+            if names
+        )
+        log.info(
+            "Config reloaded: %s", summary or "no service changed", extra={"event": "reloaded"}
+        )
+        assert self._root is not None
+        self._root.start_soon(self._apply_reload, removed + changed, added + changed)
+        return True
+
+    async def _apply_reload(self, stop: list[str], start: list[str]) -> None:
+        # One reload at a time: a second SIGHUP's difference is against the first's result.
+        async with self._reload_lock:
+            await self._swap_runners(stop, start)
+
+    async def _swap_runners(self, stop: list[str], start: list[str]) -> None:
+        retiring = [self.runners[name] for name in stop]
+        for runner in retiring:
+            runner.retire()
+        for runner in retiring:
+            await runner.done.wait()
+        for name in stop:
+            del self.runners[name]
+        order = self.config.names
+        for name in start:
+            self.runners[name] = self._runner(self.config.service(name))
+        self.runners = {name: self.runners[name] for name in order}
+        self._link_dependents()
+        assert self._root is not None
+        for name in start:
+            self._root.start_soon(self.runners[name].run)
+        self.changed()
 
     async def _announce_steady_phase(self) -> None:
         health = self.config.health
