@@ -106,7 +106,7 @@ async def test_probe_schedule_on_virtual_clock(
     assert reason == "unhealthy (HTTP 503)"
     times = [round(t - sup.started, 3) for t in prober.times]
     # Fast probes before the first pass...
-    assert times[:4] == [0.1, 0.2, 0.3, 0.4]
+    assert times[:4] == [0.05, 0.1, 0.15, 0.2]
     # ... then every startup_interval until 60 s after supervisor start ...
     gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
     assert gaps[3:14] == [5.0] * 11
@@ -137,8 +137,8 @@ async def test_restart_count_resets_after_stable_period(
     sup.listeners.append(listen)
     await runner._health_loop()
     resets = [t for t, c in counts if c == 0]
-    # First pass at 0.1 s; the count goes to zero 10 s later, not at the next 30 s probe.
-    assert resets and resets[0] == pytest.approx(10.1)
+    # First pass at 0.05 s; the count goes to zero 10 s later, not at the next 30 s probe.
+    assert resets and resets[0] == pytest.approx(10.05)
 
 
 class ScriptedRunner(ServiceRunner):
