@@ -200,13 +200,19 @@ def _connect(path: Path) -> sqlite3.Connection:
 def probe_key(directory: Path, key: bytes) -> bool | None:
     """Whether ``key`` opens the Vault data in ``directory``; None when there is none.
 
-    Reads only; the caller holds the :class:`VaultLock`.
+    Reads through a read-only connection, which never checkpoints the WAL nor writes the
+    database: a wrong key leaves the data files exactly as they were.
+
+    Raises:
+        StoreError: the file is not a readable Vault database.
     """
     path = directory / DB_FILE
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return None
     try:
-        conn = _connect(path)
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS
+        )
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                 return None
@@ -216,7 +222,7 @@ def probe_key(directory: Path, key: bytes) -> bool | None:
     except sqlite3.Error as exc:
         raise StoreError(f"{path} cannot be read as a Vault database: {exc}") from exc
     if row is None:
-        return False
+        raise StoreError(f"{path} lacks its key check value; refusing to guess a key for it")
     try:
         return _open_blob(Cipher(key), row[0], KEY_CHECK_AAD) == KEY_CHECK_PLAINTEXT
     except IntegrityError:
@@ -282,6 +288,9 @@ class VaultStore:
             lock = VaultLock.acquire(directory, purpose="start the Vault")
         try:
             path = directory / DB_FILE
+            # The key is checked read-only first, so a wrong one changes no file at all.
+            if probe_key(directory, key) is False:
+                raise KeyMismatchError(f"the key does not match the data in {path}")
             for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", AUDIT_FILE):
                 if name == DB_FILE or (directory / name).exists():
                     _private_file(directory / name)
