@@ -15,6 +15,7 @@ import argparse
 import hmac
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -41,6 +42,10 @@ MAX_BODY_BYTES = 1024 * 1024
 EX_CONFIG = 78
 #: How long uvicorn lets open requests finish after SIGTERM (SPEC §7 wants exit within 2 s).
 GRACEFUL_SHUTDOWN_SECONDS = 1
+#: Optional extras that httpx/httpcore import when they are installed, and no service uses:
+#: ``rich`` (httpx's command-line client), ``trio`` (httpcore's trio backend; services run
+#: on asyncio under uvicorn) and ``h2`` (HTTP/2). Together ~8 MiB of RSS per service.
+UNUSED_OPTIONAL_MODULES = ("rich", "trio", "h2")
 
 ERROR_CODES: dict[int, str] = {
     400: "bad_request",
@@ -102,6 +107,35 @@ def service_data_dir(name: str) -> Path:
     path = Path(base).expanduser() / name
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def open_database(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating) a service's SQLite database in WAL mode.
+
+    Writes go through ``with conn:`` (one transaction, committed or rolled back); every
+    statement waits up to 5 s for a lock instead of failing at once.
+
+    Raises:
+        ConfigurationError: the file cannot be opened as a database (exit 78).
+    """
+    try:
+        conn = sqlite3.connect(path, timeout=5.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.Error as exc:
+        raise ConfigurationError(f"cannot open database {path}: {exc}") from exc
+    return conn
+
+
+def skip_unused_optional_imports() -> None:
+    """Make :data:`UNUSED_OPTIONAL_MODULES` unimportable in this (service) process.
+
+    httpx and httpcore guard these imports and fall back cleanly when they fail; a module
+    that is already loaded is left alone. Call it before anything imports httpx.
+    """
+    for module in UNUSED_OPTIONAL_MODULES:
+        sys.modules.setdefault(module, None)  # type: ignore[arg-type]
 
 
 def _make_auth(token: str) -> Callable[..., Awaitable[None]]:
@@ -261,6 +295,7 @@ def serve(name: str, build: Callable[[], FastAPI], argv: Sequence[str] | None = 
 
     args = parse_args(name, argv)
     logging.basicConfig(level=logging.INFO, format=f"{name}: %(levelname)s %(message)s")
+    skip_unused_optional_imports()
     try:
         app = build()
     except ConfigurationError as exc:
@@ -274,6 +309,7 @@ def serve(name: str, build: Callable[[], FastAPI], argv: Sequence[str] | None = 
         log_level="info",
         access_log=False,
         server_header=False,
+        ws="none",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
     )
