@@ -112,6 +112,24 @@ def service_data_dir(name: str) -> Path:
     return path
 
 
+def env_number(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or empty).
+
+    Raises:
+        ConfigurationError: the value is not a finite number >= ``minimum`` (exit 78).
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum or value == float("inf"):
+        raise ConfigurationError(f"{name}={raw!r}: expected a number >= {minimum:g}")
+    return value
+
+
 def open_database(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
     """Open (creating) a service's SQLite database in WAL mode.
 
