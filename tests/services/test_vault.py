@@ -256,6 +256,7 @@ def test_moved_or_altered_ciphertext_is_an_integrity_error(tmp_path: Path) -> No
         ("ns", "gamma"): "GAMMA-plaintext",
         ("other", "alpha"): "OTHER-ALPHA-plaintext",
         ("ns", "delta"): "DELTA-plaintext",
+        ("ns", "epsilon"): "EPSILON-plaintext",
     }
     with vault(tmp_path, generate_key()) as service, service.client() as client:
         for (ns, key), value in records.items():
@@ -276,14 +277,20 @@ def test_moved_or_altered_ciphertext_is_an_integrity_error(tmp_path: Path) -> No
         flipped = bytes([gamma[0] ^ 1]) + gamma[1:]
         db_execute(tmp_path, "UPDATE records SET ciphertext = ? WHERE key = 'gamma'", (flipped,))
         db_execute(tmp_path, "UPDATE records SET version = 7 WHERE key = 'delta'")
+        # A sealed value turned into (invalid UTF-8) text.
+        db_execute(
+            tmp_path, "UPDATE records SET ciphertext = x'ff' || ciphertext WHERE key = 'epsilon'"
+        )
 
-        for ns, key in (("ns", "beta"), ("other", "alpha"), ("ns", "gamma"), ("ns", "delta")):
+        damaged = [("ns", "beta"), ("other", "alpha"), ("ns", "gamma"), ("ns", "delta")]
+        damaged.append(("ns", "epsilon"))
+        for ns, key in damaged:
             response = client.get(f"/v1/memories/{ns}/{key}")
             assert_error(response, 500, "integrity")
             assert "plaintext" not in response.text
         # The untouched record is still served, and so is the listing.
         assert client.get("/v1/memories/ns/alpha").json()["value"] == "ALPHA-plaintext"
-        assert len(client.get("/v1/memories/ns").json()["items"]) == 4
+        assert len(client.get("/v1/memories/ns").json()["items"]) == 5
         # A damaged record can be replaced, then it reads again.
         assert client.put("/v1/memories/ns/beta", json={"value": "fresh"}).is_success
         assert client.get("/v1/memories/ns/beta").json()["value"] == "fresh"
@@ -394,6 +401,9 @@ class Writers:
         for thread in self._threads:
             thread.join(timeout=30)
 
+    def reached(self, count: int) -> Callable[[], bool]:
+        return lambda: self.count >= count
+
     def _write(self, worker: int) -> None:
         with self.service.client() as client:
             i = 0
@@ -435,7 +445,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
                 check_acknowledged(client, acked)
                 assert verify(client)["ok"] is True
             with Writers(service, round_no, acked) as writers:
-                wait_for(lambda w=writers: w.count >= 200, timeout=60, what="200 acks")
+                wait_for(writers.reached(200), timeout=60, what="200 acknowledged writes")
                 service.proc.kill()
                 service.proc.wait()
     with vault(tmp_path, key) as service, service.client() as client:

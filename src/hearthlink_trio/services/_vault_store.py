@@ -182,11 +182,19 @@ def _private_file(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """A connection to an existing database file, without changing anything in it."""
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
     )
+    # Sealed values are read with CAST(... AS BLOB) and text decoded leniently, so a column
+    # an intruder changed to another type or to invalid UTF-8 reads as a failed
+    # authentication or a harmless odd name, never as an exception.
+    conn.text_factory = _lenient_text
     try:
         conn.execute("PRAGMA trusted_schema=OFF")
         conn.execute("PRAGMA secure_delete=ON")
@@ -216,7 +224,9 @@ def probe_key(directory: Path, key: bytes) -> bool | None:
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
                 return None
-            row = conn.execute("SELECT value FROM meta WHERE name = 'key_check'").fetchone()
+            row = conn.execute(
+                "SELECT CAST(value AS BLOB) FROM meta WHERE name = 'key_check'"
+            ).fetchone()
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -397,7 +407,8 @@ class VaultStore:
         failed = False
         with self._operation("get", namespace, key) as outcome:
             row = self._conn.execute(
-                "SELECT version, updated_at, nonce, ciphertext FROM records"
+                "SELECT version, updated_at, CAST(nonce AS BLOB), CAST(ciphertext AS BLOB)"
+                " FROM records"
                 " WHERE namespace = ? AND key = ?",
                 (namespace, key),
             ).fetchone()
@@ -474,7 +485,8 @@ class VaultStore:
             rowids = [row[0] for row in conn.execute("SELECT rowid FROM records ORDER BY rowid")]
             for rowid in rowids:
                 namespace, key, version, nonce, ciphertext = conn.execute(
-                    "SELECT namespace, key, version, nonce, ciphertext FROM records"
+                    "SELECT namespace, key, version, CAST(nonce AS BLOB),"
+                    " CAST(ciphertext AS BLOB) FROM records"
                     " WHERE rowid = ?",
                     (rowid,),
                 ).fetchone()
@@ -496,7 +508,9 @@ class VaultStore:
                 checkpoint(f"record:{count}")
             mac_key = _open_blob(
                 self._cipher,
-                conn.execute("SELECT value FROM meta WHERE name = 'audit_key'").fetchone()[0],
+                conn.execute(
+                    "SELECT CAST(value AS BLOB) FROM meta WHERE name = 'audit_key'"
+                ).fetchone()[0],
                 AUDIT_KEY_AAD,
             )
             conn.executemany(
@@ -540,7 +554,7 @@ def _initialise_or_check(conn: sqlite3.Connection, cipher: Cipher, path: Path) -
         raise StoreError(
             f"{path} has schema version {version}; this Vault understands {SCHEMA_VERSION}"
         )
-    meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+    meta = dict(conn.execute("SELECT name, CAST(value AS BLOB) FROM meta").fetchall())
     if "key_check" not in meta or "audit_key" not in meta:
         raise StoreError(f"{path} lacks its key check value; refusing to guess a key for it")
     try:
@@ -586,7 +600,9 @@ def _create(conn: sqlite3.Connection, cipher: Cipher) -> None:
 
 
 def _read_anchor(conn: sqlite3.Connection) -> Anchor:
-    row = conn.execute("SELECT seq, hash, line FROM audit_anchor WHERE id = 1").fetchone()
+    row = conn.execute(
+        "SELECT seq, hash, CAST(line AS BLOB) FROM audit_anchor WHERE id = 1"
+    ).fetchone()
     if row is None:
         raise StoreError("the database lacks its audit anchor; it was altered")
     seq, digest, line = row
