@@ -585,6 +585,18 @@ def test_audit_tail_after_a_crash_is_restored_but_a_cut_tail_is_reported(tmp_pat
         assert result["first_bad_seq"] == len(lines) - 1
 
 
+def test_a_new_database_does_not_inherit_an_orphaned_audit_log(tmp_path: Path) -> None:
+    key = generate_key()
+    with vault(tmp_path, key) as service, service.client() as client:
+        client.put("/v1/memories/o/k", json={"value": 1})
+    for path in (tmp_path / "vault").glob("vault.db*"):
+        path.unlink()  # the user starts over, forgetting the audit log
+    with vault(tmp_path, key) as service, service.client() as client:
+        assert verify(client) == {"ok": True, "entries": 0}
+        assert "audit log of the old one was moved" in service.output()
+    assert len(list((tmp_path / "vault").glob("audit.jsonl.orphaned-*"))) == 1
+
+
 # --- auth -----------------------------------------------------------------------------
 
 PROTECTED = [

@@ -299,8 +299,11 @@ class VaultStore:
         try:
             path = directory / DB_FILE
             # The key is checked read-only first, so a wrong one changes no file at all.
-            if probe_key(directory, key) is False:
+            verdict = probe_key(directory, key)
+            if verdict is False:
                 raise KeyMismatchError(f"the key does not match the data in {path}")
+            if verdict is None:
+                _set_aside_orphaned_audit(directory)
             for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm", AUDIT_FILE):
                 if name == DB_FILE or (directory / name).exists():
                     _private_file(directory / name)
@@ -527,6 +530,22 @@ class VaultStore:
         with self._mutex, contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return count
+
+
+def _set_aside_orphaned_audit(directory: Path) -> None:
+    """Move away an audit log left without its database (a new one is about to begin).
+
+    Its chain is anchored in a database that is gone, so appending to it would make the
+    new log fail verification from its first line.
+    """
+    audit = directory / AUDIT_FILE
+    if not audit.exists() or audit.stat().st_size == 0:
+        return
+    stamp = _utc_timestamp().replace(":", "").replace("-", "")
+    aside = directory / f"{AUDIT_FILE}.orphaned-{stamp}"
+    os.replace(audit, aside)
+    _fsync_dir(directory)
+    log.warning("a new database begins; the audit log of the old one was moved to %s", aside)
 
 
 def _initialise_or_check(conn: sqlite3.Connection, cipher: Cipher, path: Path) -> bytes:
