@@ -1,0 +1,92 @@
+"""Core's calls to the Alden agent (``POST $HEARTHLINK_ALDEN_URL/v1/chat``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+
+from hearthlink_trio.services._base import outbound_client
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+#: The participant name Core asks for a reply when it is its turn.
+AGENT = "alden"
+
+
+class AgentError(Exception):
+    """Alden could not give a reply; the message says why, for the ``agent_error`` field."""
+
+
+class AldenClient:
+    """Asks Alden for replies; the HTTP client is made at the first call."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    async def reply(self, message: str, session_id: str) -> str:
+        """Alden's reply to ``message`` in session ``session_id``.
+
+        Raises:
+            AgentError: Alden is not configured, unreachable, too slow or answered an error.
+        """
+        if not self._base_url:
+            raise AgentError("alden is not configured (HEARTHLINK_ALDEN_URL is not set)")
+        if self._client is None:
+            self._client = outbound_client(
+                timeout=self._timeout, tls=self._base_url.startswith("https:")
+            )
+        url = f"{self._base_url}/v1/chat"
+        try:
+            response = await self._client.post(
+                url, json={"message": message, "session_id": session_id}, headers=self._headers
+            )
+        except httpx.TimeoutException:
+            raise AgentError(f"alden did not answer within {self._timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise AgentError(f"alden could not be reached at {url}: {_reason(exc)}") from None
+        if response.status_code != 200:
+            raise AgentError(f"alden answered {response.status_code}: {_detail(response)}")
+        try:
+            reply = response.json()["reply"]
+        except (ValueError, KeyError, TypeError):
+            reply = None
+        if not isinstance(reply, str):
+            raise AgentError("alden answered without a reply")
+        return reply
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> AldenClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    # httpx wraps the OS error; its text ("[Errno 111] Connection refused") is what helps.
+    cause = exc.__context__ or exc.__cause__
+    text = str(cause or exc) or type(exc).__name__
+    return text
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return str(body["detail"])[:200]
+    return response.reason_phrase
