@@ -253,6 +253,13 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def _is_json_media_type(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
 def create_app(
     name: str,
     *,
@@ -290,8 +297,20 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return error_response(400, "the body is not valid JSON")
+        content_type = request.headers.get("content-type", "")
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        body_errors = any(tuple(err.get("loc", ()))[:1] == ("body",) for err in errors)
+        if body_errors and has_body and not _is_json_media_type(content_type):
+            # FastAPI hands a body that is not declared JSON to validation as bytes, which
+            # would read "Input should be a valid dictionary": say what is wrong instead.
+            return error_response(415, "the body must be JSON (Content-Type: application/json)")
         problems = []
-        for err in exc.errors():
+        for err in errors:
             where = ".".join(str(part) for part in err.get("loc", ()))
             problems.append(f"{where}: {err.get('msg', 'invalid')}")
         return error_response(422, "; ".join(problems) or "invalid request")
