@@ -185,3 +185,96 @@ def run_service(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@dataclass
+class Recorded:
+    """One request seen by a :class:`JsonServer`."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: object
+
+
+#: A :class:`JsonServer` route: ``(path, parsed JSON body)`` -> ``(status, JSON body)``, or
+#: ``(status, bytes)`` for a raw answer.
+JsonHandler = Callable[[str, object], tuple[int, object]]
+
+
+class JsonServer:
+    """A small threaded HTTP server on loopback, started by a test in its own process.
+
+    Every request is recorded (``requests``) before ``handler`` answers it, so a test can
+    tell whether a call reached the server. ``release`` is an event handlers may wait on
+    (bounded) to simulate a slow answer; it is set on exit so no thread stays blocked.
+    """
+
+    def __init__(self, handler: JsonHandler) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[Recorded] = []
+        self.release = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                import json
+
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body: object = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                server.requests.append(
+                    Recorded(self.command, self.path, dict(self.headers.items()), body)
+                )
+                status, answer = handler(self.path, body)
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.port: int = self._httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def paths(self) -> list[str]:
+        return [request.path for request in self.requests]
+
+    def __enter__(self) -> JsonServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
+    """``response`` is a JSON ``{"error", "detail"}`` answer with ``status``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error", "detail"}, body
+    assert isinstance(body["detail"], str)
+    if code is not None:
+        assert body["error"] == code, body
