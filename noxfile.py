@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+
+
+def _find_pyenv_interpreters() -> None:
+    # pyenv's shims answer only for the selected version; put every installed 3.11-3.13
+    # on PATH so the matrix finds them, and never let uv download an interpreter instead.
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    extra = [
+        str(bin_dir)
+        for version in PYTHONS
+        for bin_dir in sorted(root.glob(f"{version}.*/bin"))[-1:]
+    ]
+    if extra:
+        os.environ["PATH"] = os.pathsep.join([*extra, os.environ.get("PATH", "")])
+    os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+
+
+_find_pyenv_interpreters()
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
-
-PYTHONS = ["3.11", "3.12", "3.13"]
 
 
 @nox.session(python=PYTHONS)
