@@ -120,7 +120,8 @@ class AuditLog:
             return True
         data = b"".join(self._unwritten)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(self.path, flags, 0o600)
         except OSError:
             return False
         try:
@@ -232,7 +233,7 @@ class AuditLog:
     def _read_tail(self, notes: list[str]) -> bytes:
         """The last complete line of the file (b"" if none); drops an unfinished one."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             return b""
         try:

@@ -297,7 +297,7 @@ def _holds_data(data_dir: Path) -> bool:
     import sqlite3
 
     try:
-        conn = sqlite3.connect(db_path, timeout=5.0)
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
         try:
             version: int = conn.execute("PRAGMA user_version").fetchone()[0]
         finally:
