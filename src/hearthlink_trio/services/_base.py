@@ -222,18 +222,26 @@ class BodyLimitMiddleware:
                     return
         received = 0
         started = False
+        answered = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, answered
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    # Answer 413 here: FastAPI turns any error of a body read into its own
+                    # 400, so the exception alone would not reach the handler below.
+                    if not started and not answered:
+                        answered = True
+                        await self._too_large(scope, receive, send)
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return  # the 413 is out; the app's answer to the aborted read is dropped
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -241,7 +249,7 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
-            if not started:
+            if not started and not answered:
                 await self._too_large(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
