@@ -1,0 +1,30 @@
+"""Synapse (SPEC §7): the plugin gateway, with a registry persisted in SQLite.
+
+Run as ``python -m hearthlink_trio.services.synapse --port 8002`` or as a script path.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from hearthlink_trio.services._base import serve
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+def build() -> FastAPI:
+    # Imported here, after serve() has trimmed httpx's unused optional imports (RSS budget).
+    from hearthlink_trio.services._synapse_app import build_app
+
+    return build_app()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve("synapse", build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
