@@ -225,7 +225,7 @@ def test_no_plaintext_of_a_value_anywhere_in_the_data_directory(tmp_path: Path) 
         for name, value in canaries.items():
             assert client.put(f"/v1/memories/secret/{name}", json={"value": value}).is_success
         # Enough 1 KiB records to fill WAL pages and trigger a checkpoint into vault.db.
-        for i in range(1200):
+        for i in range(600):
             value = f"CANARY-bulk-{i:05d}-" + "v" * 1000
             assert client.put(f"/v1/memories/bulk/r{i}", json={"value": value}).is_success
         client.put("/v1/memories/secret/overwritten", json={"value": "CANARY-new-version-3f3f3f"})

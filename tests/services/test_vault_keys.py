@@ -264,7 +264,8 @@ def test_an_interrupted_rotation_leaves_the_data_readable_with_a_key_on_disk(
     assert key_file(tmp_path).read_text().strip() == expected
     assert_readable(tmp_path, expected)
     # And the settled state rotates cleanly again.
-    assert_readable(tmp_path, rotate_key(tmp_path))
+    again = rotate_key(tmp_path)
+    assert load_or_create_key(tmp_path) == again != expected
 
 
 def test_an_interrupted_rotation_of_an_environment_key_keeps_the_new_key(tmp_path: Path) -> None:
