@@ -28,7 +28,6 @@ import base64
 import binascii
 import contextlib
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,7 +95,8 @@ def decode_key(text: str, *, source: str) -> bytes:
 
 def generate_key() -> str:
     """A fresh random key, base64-encoded."""
-    return base64.b64encode(secrets.token_bytes(KEY_BYTES)).decode("ascii")
+    # os.urandom is the CSPRNG ``secrets`` uses, without its import of hashlib/OpenSSL.
+    return base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii")
 
 
 def load_or_create_key(data_dir: Path) -> str:
