@@ -1,0 +1,30 @@
+"""Alden (SPEC §7): the persona assistant, with its memories kept in the Vault.
+
+Run as ``python -m hearthlink_trio.services.alden --port 8888`` or as a script path.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from hearthlink_trio.services._base import serve
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+def build() -> FastAPI:
+    # Imported here, after serve() has trimmed httpx's unused optional imports (RSS budget).
+    from hearthlink_trio.services._alden_app import build_app
+
+    return build_app()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return serve("alden", build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
