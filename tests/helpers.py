@@ -242,6 +242,10 @@ class JsonServer:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    # One request per connection: once the server is shut down, nothing
+                    # answers any more (no kept-alive connection outlives it).
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
