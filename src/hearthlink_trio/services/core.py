@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def build() -> FastAPI:
-    # Imported here, after serve() has trimmed httpx's unused optional imports (RSS budget).
+    # Imported here, after serve() has trimmed unused optional imports (RSS budget).
     from hearthlink_trio.services._core_app import build_app
 
     return build_app()
