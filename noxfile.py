@@ -48,3 +48,10 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("mypy")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """The benchmark (bench/run.py): SPEC §9's budgets; not in the default sessions."""
+    session.install("-e", ".")
+    session.run("python", "bench/run.py", *session.posargs)

@@ -1,0 +1,114 @@
+"""The benchmark's service: a tiny stdlib HTTP/1.1 server that starts as fast as Python can.
+
+``python svc.py --host H --port P`` listens on H:P and answers ``GET /health`` with
+``{"status": "healthy", "service": NAME, "pid": PID}`` (keep-alive, so the supervisor's
+pooled client reuses its connection). One thread, one ``selectors`` loop: no
+``http.server``, no ``argparse``, so a start costs little more than the interpreter's own.
+
+It prints ``ready <monotonic> pid <pid>`` once listening and ``bye <monotonic>`` when it
+exits on SIGTERM; the benchmark reads both through the supervisor's stdout (the clock is
+CLOCK_MONOTONIC, the same in every process of the machine). With ``BENCHSVC_IGNORE_TERM=1``
+in its environment it ignores SIGTERM, so only SIGKILL stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+
+NAME = os.environ.get("HEARTHLINK_SERVICE", "benchsvc")
+PID = os.getpid()
+BODY = ('{"status": "healthy", "service": "%s", "pid": %d}' % (NAME, PID)).encode()  # noqa: UP031
+OK = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+) + BODY
+NOT_FOUND_BODY = b'{"error": "not_found"}'
+NOT_FOUND = (
+    b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    % len(NOT_FOUND_BODY)
+) + NOT_FOUND_BODY
+MAX_REQUEST = 16 * 1024
+
+
+def _args(argv: list[str]) -> tuple[str, int]:
+    host, port = "127.0.0.1", 0
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--host":
+            host = argv[i + 1]
+            i += 2
+        elif argv[i] == "--port":
+            port = int(argv[i + 1])
+            i += 2
+        else:
+            sys.exit(f"usage: svc.py --host H --port P (unknown argument {argv[i]!r})")
+    if not port:
+        sys.exit("usage: svc.py --host H --port P")
+    return host, port
+
+
+def _on_term(signum: int, frame: object) -> None:
+    os.write(1, b"bye %.6f\n" % time.monotonic())
+    os._exit(0)
+
+
+def _answer(conn: socket.socket, buf: bytearray) -> bool:
+    """Answer every complete request in ``buf``; False once the connection should close."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            return len(buf) <= MAX_REQUEST
+        head = bytes(buf[:end]).lower()
+        del buf[: end + 4]
+        first = head.split(b"\r\n", 1)[0].split()
+        path = first[1] if len(first) > 1 else b""
+        conn.sendall(OK if path == b"/health" else NOT_FOUND)
+        if first[-1:] == [b"http/1.0"] or b"connection: close" in head:
+            return False
+
+
+def main() -> None:
+    host, port = _args(sys.argv[1:])
+    if os.environ.get("BENCHSVC_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, _on_term)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(256)
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, None)
+    os.write(1, b"ready %.6f pid %d\n" % (time.monotonic(), PID))
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                try:
+                    conn, _addr = listener.accept()
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue
+                conn.setblocking(True)
+                conn.settimeout(2.0)
+                sel.register(conn, selectors.EVENT_READ, bytearray())
+                continue
+            conn = key.fileobj  # type: ignore[assignment]
+            try:
+                chunk = conn.recv(4096)
+                keep = bool(chunk)
+                if keep:
+                    key.data.extend(chunk)
+                    keep = _answer(conn, key.data)
+            except OSError:
+                keep = False
+            if not keep:
+                sel.unregister(conn)
+                conn.close()
+
+
+if __name__ == "__main__":
+    main()
