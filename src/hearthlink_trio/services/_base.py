@@ -15,7 +15,6 @@ import argparse
 import hmac
 import logging
 import os
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -33,6 +32,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hearthlink_trio import __version__
 
 if TYPE_CHECKING:
+    import sqlite3
+
     import httpx
 
 #: Names of namespaces, keys, plugins, actions and session ids (SPEC §7).
@@ -141,6 +142,9 @@ def open_database(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connectio
     Raises:
         ConfigurationError: the file cannot be opened as a database (exit 78).
     """
+    # Imported here: a service without a database (Alden) saves the library's ~1 MiB.
+    import sqlite3
+
     try:
         conn = sqlite3.connect(path, timeout=5.0)
         conn.execute("PRAGMA journal_mode=WAL")
