@@ -7,15 +7,19 @@ reported here and mapped to its exit code.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 
 from hearthlink_trio import __version__
 from hearthlink_trio.config import Config, config_path, load_config
 from hearthlink_trio.errors import HearthlinkError
+
+if TYPE_CHECKING:
+    from hearthlink_trio.control import ControlClient
 
 app = App(
     name="hearthlink",
@@ -76,6 +80,161 @@ def check(*, config: ConfigOption = None) -> int:
     return 0
 
 
+def _client(cfg: Config) -> ControlClient:
+    from hearthlink_trio.control import ControlClient
+
+    return ControlClient(cfg.control_socket, data_dir=cfg.data_dir)
+
+
+@app.command
+def status(
+    *,
+    config: ConfigOption = None,
+    json: Annotated[bool, Parameter(help="Print the control API's JSON object.")] = False,
+) -> int:
+    """Show the state of the running supervisor's services (exit 1 if none is running)."""
+    import json as json_module
+
+    from hearthlink_trio.control import ControlError
+    from hearthlink_trio.statusview import render_status_table
+
+    try:
+        health = _client(_load(config)).health()
+    except HearthlinkError as exc:
+        return _report(exc)
+    except ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if json:
+        print(json_module.dumps(health, indent=2))
+    else:
+        print(render_status_table(health))
+    return 0
+
+
+@app.command
+def restart(name: str, /, *, config: ConfigOption = None) -> int:
+    """Restart service NAME now (a failed one gets its restart count reset)."""
+    from hearthlink_trio.control import ControlError
+
+    try:
+        _client(_load(config)).restart(name)
+    except HearthlinkError as exc:
+        return _report(exc)
+    except ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"Restart of {name} requested")
+    return 0
+
+
+@app.command
+def stop(*, config: ConfigOption = None) -> int:
+    """Stop the running supervisor gracefully and wait until it has exited."""
+    from hearthlink_trio.control import ControlError
+
+    try:
+        cfg = _load(config)
+        client = _client(cfg)
+        client.shutdown()
+    except HearthlinkError as exc:
+        return _report(exc)
+    except ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    limit = cfg.worst_case_stop_seconds() + 15
+    if not client.wait_gone(limit):
+        print(f"The supervisor is still stopping after {limit:g}s", file=sys.stderr)
+        return 1
+    print("Stopped")
+    return 0
+
+
+@app.command
+def logs(
+    name: str,
+    /,
+    *,
+    config: ConfigOption = None,
+    follow: Annotated[
+        bool, Parameter(name=["--follow", "-f"], help="Keep printing new lines (across rotation).")
+    ] = False,
+    lines: Annotated[int, Parameter(name=["--lines", "-n"], help="How many last lines.")] = 20,
+) -> int:
+    """Print the last lines of service NAME's log file, and follow it with -f."""
+    from hearthlink_trio.logview import follow as follow_lines
+    from hearthlink_trio.logview import tail_lines
+
+    try:
+        cfg = _load(config)
+    except HearthlinkError as exc:
+        return _report(exc)
+    if name not in cfg.names:
+        print(
+            f"No service named {name!r} in {cfg.path} (services: {', '.join(cfg.names)})",
+            file=sys.stderr,
+        )
+        return 1
+    path = cfg.log_dir / f"{name}.log"
+    if lines < 0:
+        print("--lines must be 0 or more", file=sys.stderr)
+        return 2
+    if not follow:
+        try:
+            text = tail_lines(path, lines)
+        except FileNotFoundError:
+            print(f"No log yet for {name} ({path})", file=sys.stderr)
+            return 1
+        for line in text:
+            print(line)
+        return 0
+    try:
+        for line in follow_lines(path, last=lines):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+@app.command
+def systemd(
+    *,
+    config: ConfigOption = None,
+    install: Annotated[bool, Parameter(help="Write it to ~/.config/systemd/user/.")] = False,
+) -> int:
+    """Print the systemd user unit for this installation (or install it)."""
+    from hearthlink_trio.systemd_unit import (
+        default_exec_start,
+        enable_commands,
+        install_unit,
+        render_unit,
+    )
+
+    try:
+        cfg = _load(config)
+    except HearthlinkError as exc:
+        return _report(exc)
+    explicit = config is not None or bool(os.environ.get("HEARTHLINK_CONFIG"))
+    try:
+        text = render_unit(
+            exec_start=default_exec_start(),
+            config_path=cfg.path if explicit else None,
+            data_dir=cfg.data_dir,
+            stop_timeout_worst=cfg.worst_case_stop_seconds(),
+        )
+    except ValueError as exc:
+        print(f"hearthlink systemd: {exc}", file=sys.stderr)
+        return 1
+    if not install:
+        print(text, end="")
+        return 0
+    path = install_unit(text)
+    print(f"Wrote {path}. Enable and start it with:")
+    for command in enable_commands(path):
+        print(f"  {command}")
+    return 0
+
+
 vault_app = App(name="vault", help="Vault maintenance.")
 app.command(vault_app)
 
@@ -83,8 +242,6 @@ app.command(vault_app)
 @vault_app.command(name="rotate-key")
 def rotate_key(*, config: ConfigOption = None) -> int:
     """Re-encrypt every Vault record under a new key (stop the supervisor first)."""
-    import os
-
     from hearthlink_trio.preflight import acquire_lock
     from hearthlink_trio.services.vault_keys import rotate_key as rotate
 

@@ -162,6 +162,20 @@ class Config:
     def names(self) -> tuple[str, ...]:
         return tuple(svc.name for svc in self.services)
 
+    def worst_case_stop_seconds(self) -> float:
+        """The longest a graceful shutdown can take.
+
+        Dependents stop before their dependencies, so the worst case is the longest
+        ``depends_on`` chain's sum of ``stop_timeout``, plus one second per service in it for
+        draining output.
+        """
+        longest: dict[str, float] = {}
+        for svc in self.services:  # dependencies come first
+            below = max((longest[dep] for dep in svc.depends_on), default=0.0)
+            longest[svc.name] = below + svc.stop_timeout + 1.0
+        # A chain runs from a dependent down to its dependencies: the maximum covers it.
+        return max(longest.values(), default=0.0)
+
 
 def default_config_path() -> Path:
     """The bundled four-service config."""

@@ -10,6 +10,7 @@ from hearthlink_trio.config import Config
 from hearthlink_trio.errors import FatalError
 from hearthlink_trio.output import Console, setup_event_log
 from hearthlink_trio.preflight import preflight
+from hearthlink_trio.sdnotify import Notifier
 from hearthlink_trio.secretfiles import api_token
 from hearthlink_trio.supervisor import Supervisor
 
@@ -43,6 +44,7 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
             token=api_token(config.data_dir),
             vault_key=_vault_key(config),
             console=console,
+            notifier=Notifier.from_environ(),
         )
         return trio.run(supervisor.run)
     finally:

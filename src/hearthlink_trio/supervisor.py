@@ -32,19 +32,19 @@ import trio
 
 import hearthlink_trio
 from hearthlink_trio.config import Config, Service, load_config
-from hearthlink_trio.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, ConfigError
+from hearthlink_trio.control import ControlSocketError, serve_control
+from hearthlink_trio.errors import EXIT_FATAL, EXIT_FORCED, EXIT_OK, EXIT_PREFLIGHT, ConfigError
 from hearthlink_trio.health import Prober
 from hearthlink_trio.output import Console, ServiceLog, ServiceOutput, pump
 from hearthlink_trio.policy import ProbeTracker, Verdict, backoff_delay
 from hearthlink_trio.preflight import GroupRecord, check_port
 from hearthlink_trio.process import Child, describe_exit, spawn
+from hearthlink_trio.sdnotify import Notifier, clean_child_env
 
 #: How long the pumps may keep reading after their process exited.
 PUMP_DRAIN_SECONDS = 1.0
 #: Exit status by which a service says "my configuration is wrong; do not restart me".
 EX_CONFIG = 78
-#: Environment variables of the supervisor's own service manager, not for the children.
-SUPERVISOR_ONLY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
 
 class State(enum.Enum):
@@ -104,10 +104,7 @@ def child_environment(
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one service process (SPEC §3)."""
-    env = dict(os.environ if base is None else base)
-    for key in list(env):
-        if key in SUPERVISOR_ONLY_ENV or key.startswith("WATCHDOG_"):
-            del env[key]
+    env = clean_child_env(dict(os.environ if base is None else base))
     env.pop("HEARTHLINK_VAULT_KEY", None)
     env["HEARTHLINK_DATA_DIR"] = str(config.data_dir)
     env["HEARTHLINK_SERVICE"] = service.name
@@ -147,6 +144,8 @@ class ServiceRunner:
         self.restart_count = 0
         self.last_restart: float | None = None
         self.restart_backoff = backoff_delay(1, sup.config.restart)
+        #: Has passed a probe at least once since the supervisor started.
+        self.ever_healthy = False
         self.out = ServiceOutput(
             service.name,
             index,
@@ -441,6 +440,7 @@ class ServiceRunner:
                 reason = result
             if verdict is Verdict.FIRST_PASS:
                 healthy_since = now
+                self.ever_healthy = True
                 self._set(State.HEALTHY, error=None)
                 self.error_message = None
                 sup.log.info(
@@ -490,8 +490,10 @@ class Supervisor:
         token: str,
         vault_key: str | None,
         console: Console,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        self.notifier = notifier or Notifier(None)
         self.log = log
         self.console = console
         self.groups = GroupRecord(config.run_dir)
@@ -538,12 +540,11 @@ class Supervisor:
     def overall_status(self) -> str:
         if self.shutting_down:
             return "stopping"
-        states = [r.state for r in self.runners.values()]
-        if any(s in (State.WAITING, State.STARTING) for s in states) and not any(
-            s in (State.UNHEALTHY, State.BACKOFF, State.FAILED) for s in states
-        ):
+        runners = self.runners.values()
+        # SPEC §5.6: starting until every service has passed its first probe or failed.
+        if any(not r.ever_healthy and r.state is not State.FAILED for r in runners):
             return "starting"
-        if all(s is State.HEALTHY for s in states):
+        if all(r.state is State.HEALTHY for r in runners):
             return "healthy"
         return "degraded"
 
@@ -557,9 +558,15 @@ class Supervisor:
 
     # -- requests ----------------------------------------------------------------------
 
-    def restart(self, name: str) -> str:
-        """Manual restart of service ``name``. Raises KeyError for an unknown name."""
-        return self.runners[name].request_restart()
+    def restart(self, name: str) -> None:
+        """Manual restart of service ``name`` (control API). KeyError for an unknown name."""
+        what = self.runners[name].request_restart()
+        self.log.info(
+            "Restart of %s service requested: %s",
+            name,
+            what,
+            extra={"event": "restart_requested", "service": name},
+        )
 
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
@@ -580,6 +587,15 @@ class Supervisor:
         self.started = trio.current_time()
         async with trio.open_nursery() as outer:
             await outer.start(self._watch_signals)
+            try:
+                await outer.start(serve_control, self.config.control_socket, self)
+            except ControlSocketError as exc:
+                self.log.error("Control socket: %s", exc, extra={"event": "control_error"})
+                outer.cancel_scope.cancel()
+                return EXIT_PREFLIGHT
+            if self.notifier.enabled:
+                outer.start_soon(self.notifier.watchdog_loop)
+                outer.start_soon(self._notify_systemd)
             async with Prober(
                 services=len(self.runners), timeout=self.config.health.timeout
             ) as prober:
@@ -615,6 +631,44 @@ class Supervisor:
                     )
                     self.exit_code = EXIT_FORCED
                     self.force.set()
+
+    # -- systemd -----------------------------------------------------------------------
+
+    def status_text(self) -> str:
+        """One line for systemd's STATUS=: ``4/4 healthy``, ``vault restarting (attempt 2)``."""
+        if self.shutting_down:
+            return "stopping"
+        runners = list(self.runners.values())
+        for runner in runners:
+            if runner.state is State.BACKOFF:
+                return f"{runner.name} restarting (attempt {runner.restart_count})"
+        healthy = sum(runner.state is State.HEALTHY for runner in runners)
+        text = f"{healthy}/{len(runners)} healthy"
+        failed = [runner.name for runner in runners if runner.state is State.FAILED]
+        return f"{text}, {', '.join(failed)} failed" if failed else text
+
+    async def _notify_systemd(self) -> None:
+        """READY=1 once start-up is over, STATUS= on every change, STOPPING=1 at shutdown.
+
+        Start-up is over when every service has passed its first probe (READY=1 with
+        "N/N healthy"), or has passed or failed (READY=1 with the failed ones named), so
+        that one failed service does not make systemd time the whole unit out.
+        """
+        ready = False
+        last = ""
+        while True:
+            changed = self._changed  # taken first: a change while sending is not missed
+            text = self.status_text()
+            if self.shutting_down:
+                await self.notifier.stopping(text)
+                return
+            if not ready and self.overall_status() != "starting":
+                ready = True
+                await self.notifier.ready(text)
+            elif text != last:
+                await self.notifier.status(text)
+            last = text
+            await changed.wait()
 
     # -- reload (SIGHUP) ------------------------------------------------------------------
 
