@@ -2,12 +2,16 @@
 
 Shape, top-down::
 
-    Supervisor.run                       outer nursery: signals (outlives shutdown)
-      └─ services scope                  cancelled on the first SIGINT/SIGTERM or a fatal error
+    Supervisor.run                       outer nursery, outlives the shutdown: signals,
+      │                                  the control API, sd_notify and its watchdog
+      └─ services scope                  cancelled on the first SIGINT/SIGTERM, `hearthlink
+           │                             stop` or a fatal error (a critical service gave up)
            └─ root nursery
                 ├─ ServiceRunner.run     one per service: wait for dependencies, then
-                │    └─ incarnation      nursery: process, stdout pump, stderr pump, health loop
-                └─ phase-switch logger
+                │    └─ incarnation      nursery: process, stdout pump, stderr pump, health
+                │                        loop (and the exit and manual-restart watchers)
+                ├─ phase-switch logger
+                └─ reloads (SIGHUP)      retire removed/changed runners, start new ones
 
 What happens on SIGTERM: :meth:`Supervisor._watch_signals` cancels the services scope. Every
 runner's current incarnation runs its shielded ``finally``: wait until its dependents' processes
@@ -23,7 +27,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,10 +105,9 @@ def child_environment(
     *,
     token: str,
     vault_key: str | None,
-    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one service process (SPEC §3)."""
-    env = clean_child_env(dict(os.environ if base is None else base))
+    env = clean_child_env(dict(os.environ))
     env.pop("HEARTHLINK_VAULT_KEY", None)
     env["HEARTHLINK_DATA_DIR"] = str(config.data_dir)
     env["HEARTHLINK_SERVICE"] = service.name
