@@ -7,6 +7,7 @@ reported here and mapped to its exit code.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -60,9 +61,17 @@ def run(
     from hearthlink_trio.runtime import run_supervisor
 
     try:
-        return run_supervisor(_load(config), log_format=log_format)
+        code = run_supervisor(_load(config), log_format=log_format)
     except HearthlinkError as exc:
         return _report(exc)
+    if _EXIT_AT_ONCE:
+        # Every service is stopped and reaped, every line written: skip the interpreter's
+        # teardown (~70 ms of freeing modules), so the exit follows the last service's.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 @app.command
@@ -266,6 +275,12 @@ def rotate_key(*, config: ConfigOption = None) -> int:
     return 0
 
 
+#: Set by main(): only the real program exits at once, not a test calling run() in-process.
+_EXIT_AT_ONCE = False
+
+
 def main() -> int:
+    global _EXIT_AT_ONCE
+    _EXIT_AT_ONCE = True
     app()
     return 0

@@ -30,10 +30,10 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import trio
 
 if TYPE_CHECKING:
+    import httpx
     from hypercorn.config import Config
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
@@ -405,6 +405,8 @@ class ControlClient:
                 probe.connect(os.fspath(self.socket_path))
             except OSError as exc:
                 raise self._connect_error(exc) from exc
+        import httpx  # only the CLI's client needs it, never the supervisor
+
         transport = httpx.HTTPTransport(uds=os.fspath(self.socket_path))
         try:
             with httpx.Client(transport=transport, timeout=self.timeout, trust_env=False) as client:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
+
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.process import start_time_ticks
@@ -76,6 +78,7 @@ class GroupRecord:
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / GROUPS_NAME
         self._groups: dict[str, tuple[int, int]] = {}
+        self._pending = False
 
     def add(self, name: str, pgid: int, start_ticks: int | None) -> None:
         if start_ticks is not None:
@@ -87,10 +90,32 @@ class GroupRecord:
             self._write()
 
     def clear(self) -> None:
+        self._pending = False  # a flush still queued must not write the file again
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     def _write(self) -> None:
+        """Write the file once for all the adds and removes of this scheduler batch.
+
+        At start-up (N spawns) and shutdown (N removes) this is one write instead of N, each
+        of them O(N).
+        """
+        if self._pending:
+            return
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # outside trio (tests, tools): write now
+            self._write_now()
+            return
+        self._pending = True
+        token.run_sync_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._pending = False
+            self._write_now()
+
+    def _write_now(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         data = {name: list(entry) for name, entry in self._groups.items()}
         tmp.write_text(json.dumps(data))

@@ -289,7 +289,10 @@ class ServiceRunner:
         sup = self.sup
         self._restart_requested = trio.Event()
         try:
-            child = spawn(self.service.argv, env=self.env, cwd=self.service.cwd)
+            # One spawn per scheduler batch: a spawn blocks the loop for a few ms (fork and
+            # exec), and N of them back to back kept every probe waiting at start-up.
+            async with sup.spawn_lock:
+                child = spawn(self.service.argv, env=self.env, cwd=self.service.cwd)
         except OSError as exc:
             reason = f"could not start: {exc.strerror or exc}"
             sup.log.error(
@@ -505,6 +508,8 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.started = 0.0
         self._changed = trio.Event()
+        #: Serializes spawns, each in its own scheduler batch (see ServiceRunner._incarnation).
+        self.spawn_lock = trio.Lock()
         self._services_scope = trio.CancelScope()
         self.prober: Prober
         self._token = token
