@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("hearthlink-trio")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+# The single source of the version: pyproject.toml reads it from here (hatch), and so
+# every service's /health reports it without importing importlib.metadata at start.
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]
