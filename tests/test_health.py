@@ -74,7 +74,7 @@ async def test_pass_and_every_failure_reason() -> None:
         pass
 
     with server(A) as (url, connections):
-        async with Prober(services=1, timeout=0.5) as prober:
+        async with Prober(timeout=0.5) as prober:
             assert await probe(prober, url) is None
             assert await probe(prober, url) is None
             assert len(connections) == 1  # the connection is kept alive between probes
@@ -91,7 +91,7 @@ async def test_pass_and_every_failure_reason() -> None:
 
 
 async def test_refused_and_timeout() -> None:
-    async with Prober(services=1, timeout=0.3) as prober:
+    async with Prober(timeout=0.3) as prober:
         assert await probe(prober, f"http://127.0.0.1:{free_port()}/health") == (
             "Connection refused"
         )
@@ -107,7 +107,7 @@ async def test_refused_and_timeout() -> None:
 
 async def test_a_restarted_server_is_probed_on_a_fresh_connection() -> None:
     port = free_port()
-    async with Prober(services=1, timeout=1.0) as prober:
+    async with Prober(timeout=1.0) as prober:
         with server(Answer, port) as (url, _):
             assert await probe(prober, url) is None
         # The kept connection now points at a closed server; a new one is listening.

@@ -57,7 +57,7 @@ class Prober:
     ``status`` is ``"healthy"``, within the timeout.
     """
 
-    def __init__(self, *, services: int, timeout: float) -> None:
+    def __init__(self, *, timeout: float) -> None:
         self.timeout = timeout
         self._targets: dict[str, _Target] = {}
         self._idle: dict[str, tuple[trio.SocketStream, h11.Connection]] = {}

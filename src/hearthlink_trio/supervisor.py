@@ -604,9 +604,7 @@ class Supervisor:
             if self.notifier.enabled:
                 outer.start_soon(self.notifier.watchdog_loop)
                 outer.start_soon(self._notify_systemd)
-            async with Prober(
-                services=len(self.runners), timeout=self.config.health.timeout
-            ) as prober:
+            async with Prober(timeout=self.config.health.timeout) as prober:
                 self.prober = prober
                 with self._services_scope:
                     async with trio.open_nursery() as root:

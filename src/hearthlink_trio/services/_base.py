@@ -18,7 +18,6 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hearthlink_trio import __version__
+from hearthlink_trio._util import utc_now
 
 if TYPE_CHECKING:
     import sqlite3
@@ -91,11 +91,6 @@ def error_response(status: int, detail: str, *, code: str | None = None) -> JSON
     return JSONResponse(
         {"error": code or ERROR_CODES.get(status, "error"), "detail": detail}, status_code=status
     )
-
-
-def utc_now() -> str:
-    """The current time as ISO 8601 UTC with a ``Z`` suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def api_token() -> str:

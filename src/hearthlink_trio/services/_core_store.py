@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hearthlink_trio.services._base import open_database, utc_now
+from hearthlink_trio._util import utc_now
+from hearthlink_trio.services._base import open_database
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from hearthlink_trio.services._base import open_database, utc_now
+from hearthlink_trio._util import utc_now
+from hearthlink_trio.services._base import open_database
 
 if TYPE_CHECKING:
     from collections.abc import Collection

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from hearthlink_trio._util import fsync_dir
+
 #: ``prev_hash`` of the first entry.
 GENESIS_HASH = "0" * 64
 #: Name of the log file inside the Vault's data folder.
@@ -139,7 +141,7 @@ class AuditLog:
         finally:
             os.close(fd)
         if size == 0:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._unwritten.clear()
         return True
 
@@ -286,11 +288,3 @@ def _lines(file: BinaryIO) -> Iterator[bytes | None]:
             yield None
             continue
         yield line
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

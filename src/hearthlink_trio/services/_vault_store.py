@@ -24,9 +24,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from hearthlink_trio._util import fsync_dir, utc_now
 from hearthlink_trio.services._vault_audit import (
     AUDIT_FILE,
     EMPTY_ANCHOR,
@@ -102,18 +102,6 @@ class RecordInfo:
     updated_at: str
 
 
-def _utc_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class VaultLock:
     """Exclusive ownership of a Vault folder (``flock``; released when the process dies)."""
 
@@ -179,7 +167,7 @@ def _private_file(path: Path) -> None:
             path.chmod(0o600)
         return
     os.close(fd)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _lenient_text(data: bytes) -> str:
@@ -389,7 +377,7 @@ class VaultStore:
                 "SELECT version FROM records WHERE namespace = ? AND key = ?", (namespace, key)
             ).fetchone()
             version = 1 if row is None else int(row[0]) + 1
-            updated_at = _utc_timestamp()
+            updated_at = utc_now()
             nonce, ciphertext = self._cipher.seal(plaintext, record_aad(namespace, key, version))
             self._conn.execute(
                 "INSERT INTO records (namespace, key, version, updated_at, nonce, ciphertext)"
@@ -541,10 +529,10 @@ def _set_aside_orphaned_audit(directory: Path) -> None:
     audit = directory / AUDIT_FILE
     if not audit.exists() or audit.stat().st_size == 0:
         return
-    stamp = _utc_timestamp().replace(":", "").replace("-", "")
+    stamp = utc_now().replace(":", "").replace("-", "")
     aside = directory / f"{AUDIT_FILE}.orphaned-{stamp}"
     os.replace(audit, aside)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     log.warning("a new database begins; the audit log of the old one was moved to %s", aside)
 
 

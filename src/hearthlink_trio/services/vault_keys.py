@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hearthlink_trio._util import fsync_dir
+
 if TYPE_CHECKING:
     from hearthlink_trio.services._vault_store import VaultLock
 
@@ -219,7 +221,7 @@ def rotate_key(data_dir: Path, *, current_key: str | None = None) -> str:
         _checkpoint("committed")
         if current_key is None:
             os.replace(new_path, key_path)
-            _fsync_dir(data_dir)
+            fsync_dir(data_dir)
         _checkpoint("done")
     return new_text
 
@@ -246,7 +248,7 @@ def _settle_rotation(data_dir: Path) -> str:
         raise ValueError(str(exc)) from None
     if new_matches or (new_matches is None and old_text is None):
         os.replace(new_path, key_path)
-        _fsync_dir(data_dir)
+        fsync_dir(data_dir)
         return new_text
     if old_text is not None and (old_matches or new_matches is None):
         _remove(new_path)
@@ -354,7 +356,7 @@ def _write_key_file(path: Path, text: str, *, replace: bool) -> None:
             os.link(tmp, path)
     finally:
         _remove(tmp)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _private_dir(path: Path) -> None:
@@ -368,12 +370,4 @@ def _remove(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         return
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
