@@ -323,3 +323,28 @@ def test_stdout_is_written_line_by_line_to_a_pipe(tmp_path: Path) -> None:
     healthy = [e for e in events if e["event"] == "healthy"]
     assert healthy and healthy[0]["service"] == "talker"
     assert healthy[0]["message"] == "talker service is healthy"
+
+
+def test_missing_program_is_a_preflight_failure(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("ghost")
+    stack.services["ghost"].pop("script")
+    stack.services["ghost"]["command"] = [str(tmp_path / "no-such-program"), "--port", "{port}"]
+    result = run_command("check", "--config", str(stack.write()), cwd=tmp_path)
+    assert result.returncode == 3
+    assert "ghost service: program not found or not executable:" in result.stderr
+
+
+def test_sigterm_while_services_are_still_starting(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("slow", env={"TESTSVC_DELAY": "2"})
+    stack.add("after", depends_on=["slow"])
+    with running(stack.write()) as sup:
+        sup.wait_line("^Started slow service")
+        wait_for(lambda: stack.pids("slow"), timeout=5, what="the slow service to run")
+        pids = stack.pids()
+        sup.signal(signal.SIGTERM)
+        sup.signal(signal.SIGHUP)  # a reload asked for during the shutdown is ignored
+        assert sup.wait() == 0
+    all_gone(pids, timeout=0.5)
+    assert "Started after service" not in sup.stderr()
