@@ -348,3 +348,45 @@ def test_sigterm_while_services_are_still_starting(tmp_path: Path) -> None:
         assert sup.wait() == 0
     all_gone(pids, timeout=0.5)
     assert "Started after service" not in sup.stderr()
+
+
+def test_bad_secret_files_are_a_preflight_failure_and_kept(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("vault")
+    config = stack.write()
+    stack.data_dir.mkdir(mode=0o700)
+    key_file = stack.data_dir / "vault.key"
+    key_file.write_text("not base64 at all\n")
+    key_file.chmod(0o600)
+    result = run_command("run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert f"Secrets in {stack.data_dir}:" in result.stderr
+    assert key_file.read_text() == "not base64 at all\n"  # never overwritten
+    assert stack.pids() == []
+    key_file.unlink()
+    (stack.data_dir / "api.token").write_text("")
+    result = run_command("run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "api.token is empty" in result.stderr
+    assert stack.pids() == []
+
+
+def test_vault_key_is_generated_once_and_given_to_the_vault_only(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("vault")
+    stack.add("other")
+    config = stack.write()
+    keys = []
+    for _ in range(2):
+        with running(config) as sup:
+            sup.wait_line("^vault service is healthy$")
+            sup.wait_line("^other service is healthy$")
+            vault_env = get_json(stack.port("vault"), "/env")
+            other_env = get_json(stack.port("other"), "/env")
+            keys.append(vault_env["HEARTHLINK_VAULT_KEY"])
+            assert "HEARTHLINK_VAULT_KEY" not in other_env
+            assert str(keys[-1]) not in sup.stderr()
+            sup.signal(signal.SIGINT)
+            assert sup.wait() == 0
+    assert keys[0] == keys[1] == (stack.data_dir / "vault.key").read_text().strip()
+    assert (stack.data_dir / "vault.key").stat().st_mode & 0o777 == 0o600

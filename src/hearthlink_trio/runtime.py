@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import trio
 
 from hearthlink_trio.config import Config
-from hearthlink_trio.errors import FatalError
+from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.output import Console, setup_event_log
 from hearthlink_trio.preflight import preflight
 from hearthlink_trio.sdnotify import Notifier
@@ -15,20 +16,23 @@ from hearthlink_trio.secretfiles import api_token
 from hearthlink_trio.supervisor import Supervisor
 
 
-def _vault_key(config: Config) -> str | None:
-    import os
+def _secrets(config: Config) -> tuple[str, str | None]:
+    """The API token, and the Vault key if the config has a service named ``vault``.
 
-    if not any(svc.name == "vault" for svc in config.services):
-        return None
-    if os.environ.get("HEARTHLINK_VAULT_KEY"):
-        return os.environ["HEARTHLINK_VAULT_KEY"]
-    from hearthlink_trio.services.vault_keys import load_or_create_key
-
+    Raises:
+        PreflightError: a secret file is unreadable or malformed (nothing is overwritten).
+    """
     try:
-        key: str = load_or_create_key(config.data_dir)
-        return key
-    except ValueError as exc:
-        raise FatalError(f"vault key: {exc}") from None
+        token = api_token(config.data_dir)
+        if not any(svc.name == "vault" for svc in config.services):
+            return token, None
+        if os.environ.get("HEARTHLINK_VAULT_KEY"):
+            return token, os.environ["HEARTHLINK_VAULT_KEY"]
+        from hearthlink_trio.services.vault_keys import load_or_create_key
+
+        return token, load_or_create_key(config.data_dir)
+    except (OSError, ValueError) as exc:
+        raise PreflightError([f"Secrets in {config.data_dir}: {exc}"]) from None
 
 
 def run_supervisor(config: Config, *, log_format: str) -> int:
@@ -38,11 +42,12 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
     assert lock is not None
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     try:
+        token, vault_key = _secrets(config)
         supervisor = Supervisor(
             config,
             log,
-            token=api_token(config.data_dir),
-            vault_key=_vault_key(config),
+            token=token,
+            vault_key=vault_key,
             console=console,
             notifier=Notifier.from_environ(),
         )
