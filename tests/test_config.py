@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -173,3 +174,12 @@ def test_bad_config_exits_2_and_starts_nothing(tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert "c.toml: services.bad.port: port 1 is already used by service good" in result.stderr
     assert list(marker.iterdir()) == []
+
+
+def test_bad_config_with_json_log_format_is_one_json_object_a_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.toml", {"services.a": {"command": ["true"]}})
+    result = run_command("run", "--config", str(path), "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 2
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["message"] for e in events] == ["c.toml: services.a.port: field required"]
+    assert events[0]["level"] == "error"

@@ -37,10 +37,18 @@ ConfigOption = Annotated[
 ]
 
 
-def _report(exc: HearthlinkError) -> int:
+def _report(exc: HearthlinkError, log_format: str = "human") -> int:
+    """Print every problem of ``exc`` on stderr (as JSON events with ``--log-format json``)."""
     problems = getattr(exc, "problems", None) or [exc.message]
-    for line in problems:
-        print(line, file=sys.stderr)
+    if log_format == "json":
+        from hearthlink_trio.output import setup_event_log
+
+        log = setup_event_log("json")
+        for line in problems:
+            log.error(line, extra={"event": type(exc).__name__})
+    else:
+        for line in problems:
+            print(line, file=sys.stderr)
     return exc.exit_code
 
 
@@ -63,7 +71,7 @@ def run(
     try:
         code = run_supervisor(_load(config), log_format=log_format)
     except HearthlinkError as exc:
-        return _report(exc)
+        return _report(exc, log_format)
     if _EXIT_AT_ONCE:
         # Every service is stopped and reaped, every line written: skip the interpreter's
         # teardown (~70 ms of freeing modules), so the exit follows the last service's.
