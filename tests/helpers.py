@@ -19,6 +19,7 @@ import httpx
 T = TypeVar("T")
 
 TOKEN = "test-token-0123456789"
+SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 
 
 def free_port() -> int:
@@ -153,16 +154,26 @@ def run_service(
     port: int | None = None,
     wait_healthy: bool = True,
     log_path: Path | None = None,
+    as_script: bool = False,
 ) -> Iterator[ServiceProcess]:
-    """Start ``python -m module --host 127.0.0.1 --port P`` and stop it (by pid) afterwards."""
+    """Start ``python -m module --host 127.0.0.1 --port P`` and stop it (by pid) afterwards.
+
+    ``as_script``: run the module's file as a plain script instead (``python .../module.py``),
+    with ``src`` on ``PYTHONPATH``, as a user may start it by hand.
+    """
     port = free_port() if port is None else port
     log_path = log_path or data_dir / f"{module.rsplit('.', 1)[-1]}-{port}.out"
     data_dir.mkdir(parents=True, exist_ok=True)
     full_env = service_env(data_dir)
+    if as_script:
+        full_env["PYTHONPATH"] = str(SRC_DIR)
+        program = [str(SRC_DIR / (module.replace(".", "/") + ".py"))]
+    else:
+        program = ["-m", module]
     full_env.update(env or {})
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, *program, "--host", "127.0.0.1", "--port", str(port)],
             env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -185,6 +196,19 @@ def run_service(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+def start_refused(module: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Start ``python -m module`` expecting it to exit by itself; its status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(free_port())],
+        env=service_env(data_dir, **env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 @dataclass

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,28 +14,11 @@ import httpx
 import pytest
 
 from hearthlink_trio.services.vault_keys import generate_key
-from tests.helpers import (
-    TOKEN,
-    JsonServer,
-    ServiceProcess,
-    assert_error,
-    free_port,
-    health_ok,
-    run_service,
-    service_env,
-    wait_for,
-)
+from tests.helpers import JsonServer, ServiceProcess, assert_error, free_port, run_service, wait_for
+from tests.services import common
+from tests.services.common import JSON, vault
 
 MODULE = "hearthlink_trio.services.alden"
-VAULT = "hearthlink_trio.services.vault"
-SRC_DIR = Path(__file__).resolve().parents[2] / "src"
-JSON = {"content-type": "application/json"}
-
-
-@contextlib.contextmanager
-def vault(data_dir: Path, key: str, *, port: int | None = None) -> Iterator[ServiceProcess]:
-    with run_service(VAULT, data_dir, env={"HEARTHLINK_VAULT_KEY": key}, port=port) as service:
-        yield service
 
 
 def alden_env(vault_url: str | None, **extra: str) -> dict[str, str]:
@@ -107,15 +87,7 @@ def vault_records(vault_client: httpx.Client) -> dict[str, Any]:
 
 
 def test_health_is_open_and_reports_the_memory_mode(alden: ServiceProcess) -> None:
-    with alden.client(token=None) as anonymous:
-        response = anonymous.get("/health")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["status"] == "healthy"
-    assert body["service"] == "alden-api"
-    assert body["version"] == "0.1.0"
-    assert body["timestamp"].endswith(("Z", "+00:00"))
+    body = common.assert_open_health(alden, "alden-api")
     assert body["memory_mode"] == "vault"
     assert body["pending_memories"] == 0
     assert "alden-api" in alden.output()
@@ -211,67 +183,54 @@ PROTECTED = [
 ]
 
 
-@pytest.mark.parametrize(
-    "authorization", [None, "", f"Bearer {TOKEN}x", f"bearer {TOKEN}", TOKEN, f"Basic {TOKEN}"]
-)
+@pytest.mark.parametrize("authorization", common.BAD_AUTHORIZATIONS)
 def test_every_route_but_health_needs_the_token(
     alden: ServiceProcess, vault_client: httpx.Client, authorization: str | None
 ) -> None:
     before = len(vault_records(vault_client))
-    headers = {} if authorization is None else {"Authorization": authorization}
-    with httpx.Client(base_url=alden.url, headers=headers, trust_env=False) as intruder:
-        for method, url, body in PROTECTED:
-            assert_error(intruder.request(method, url, json=body), 401, "unauthorized")
-        assert intruder.get("/health").status_code == 200
+    common.assert_only_health_is_open(alden, authorization, PROTECTED)
     assert len(vault_records(vault_client)) == before
 
 
-@pytest.mark.parametrize(
-    ("method", "url", "headers", "content", "status"),
-    [
-        ("POST", "/v1/chat", JSON, b"{not json", 400),
-        ("POST", "/v1/chat", JSON, b"[" * 100_000 + b"]" * 100_000, 400),
-        ("POST", "/v1/chat", {"content-type": "text/plain"}, b'{"message": "hi"}', 415),
-        ("POST", "/v1/chat", JSON, b"", 422),
-        ("POST", "/v1/chat", JSON, b"{}", 422),
-        ("POST", "/v1/chat", JSON, b'{"message": ""}', 422),
-        ("POST", "/v1/chat", JSON, b'{"message": 42}', 422),
-        ("POST", "/v1/chat", JSON, b'{"message": null}', 422),
-        ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": "../x"}', 422),
-        ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": ""}', 422),
-        ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": 7}', 422),
-        ("POST", "/v1/chat", JSON, b'{"message": "hi", "extra": 1}', 422),
-        ("POST", "/v1/chat", JSON, b'{"message": "' + b"x" * 40_000 + b'"}', 422),
-        ("GET", "/v1/memories?limit=0", {}, None, 422),
-        ("GET", "/v1/memories?limit=many", {}, None, 422),
-        ("GET", "/v1/chat", {}, None, 405),
-        ("DELETE", "/v1/memories", {}, None, 405),
-        ("POST", "/v1/chat/", JSON, b'{"message": "hi"}', 404),
-        ("GET", "/v1/memories/", {}, None, 404),
-        ("GET", "/v1//memories", {}, None, 404),
-        ("GET", "/v1/nothing", {}, None, 404),
-    ],
-)
-def test_malformed_requests_get_their_4xx(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    content: bytes | None,
-    status: int,
-) -> None:
-    assert_error(client.request(method, url, headers=headers, content=content), status)
+MALFORMED = [
+    ("POST", "/v1/chat", JSON, b"{not json", 400),
+    ("POST", "/v1/chat", JSON, b"[" * 100_000 + b"]" * 100_000, 400),
+    ("POST", "/v1/chat", {"content-type": "text/plain"}, b'{"message": "hi"}', 415),
+    ("POST", "/v1/chat", JSON, b"", 422),
+    ("POST", "/v1/chat", JSON, b"{}", 422),
+    ("POST", "/v1/chat", JSON, b'{"message": ""}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": 42}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": null}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": "../x"}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": ""}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": 7}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": "hi", "extra": 1}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": "' + b"x" * 40_000 + b'"}', 422),
+    ("GET", "/v1/memories?limit=0", {}, None, 422),
+    ("GET", "/v1/memories?limit=many", {}, None, 422),
+    ("GET", "/v1/chat", {}, None, 405),
+    ("DELETE", "/v1/memories", {}, None, 405),
+    ("POST", "/v1/chat/", JSON, b'{"message": "hi"}', 404),
+    ("GET", "/v1/memories/", {}, None, 404),
+    ("GET", "/v1//memories", {}, None, 404),
+    ("GET", "/v1/nothing", {}, None, 404),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=common.malformed_id)
+def test_malformed_requests_get_their_4xx(client: httpx.Client, case: tuple[Any, ...]) -> None:
+    common.assert_refused(client, *case)
 
 
 def test_body_size_limit_is_1_mib(client: httpx.Client) -> None:
-    big = b'{"message": "' + b"a" * (1024 * 1024) + b'"}'
-    assert_error(client.post("/v1/chat", content=big, headers=JSON), 413)
+    big = b'{"message": "' + b"a" * common.MIB + b'"}'
+    common.assert_too_large(client, "POST", "/v1/chat", big)
+    common.assert_too_large(client, "POST", "/v1/chat", common.chunks_over_1_mib())
 
 
 def test_still_healthy_after_the_abuse(alden: ServiceProcess) -> None:
+    common.assert_still_healthy(alden)
     assert health(alden)["memory_mode"] == "vault"
-    assert alden.proc.poll() is None
-    assert "Traceback" not in alden.output()
 
 
 # --- without the Vault ---------------------------------------------------------------------
@@ -412,26 +371,8 @@ def test_llm_failure_is_502_and_slowness_504_and_nothing_is_stored(tmp_path: Pat
 
 
 def test_runs_as_a_script_and_stops_within_two_seconds_of_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    script = SRC_DIR / "hearthlink_trio" / "services" / "alden.py"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port)],
-        env=service_env(tmp_path, PYTHONPATH=str(SRC_DIR)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: health_ok(f"http://127.0.0.1:{port}/health"), timeout=20)
-        proc.send_signal(signal.SIGTERM)
-        stopping = time.monotonic()
-        proc.wait(timeout=10)
-        assert time.monotonic() - stopping < 2.0
-        assert proc.returncode in (0, -signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with run_service(MODULE, tmp_path, as_script=True) as alden:
+        common.assert_sigterm_stops_it_within_two_seconds(alden)
     assert (tmp_path / "alden").is_dir()
 
 
@@ -445,7 +386,5 @@ def test_sigterm_with_the_vault_away_still_exits_within_two_seconds(tmp_path: Pa
         with run_service(MODULE, tmp_path, env=env) as alden, alden.client() as c:
             wait_for(lambda: health(alden)["memory_mode"] == "memory-only", timeout=10)
             chat(c, "buffered while the Vault hangs")
-            stopping = time.monotonic()
-            assert alden.stop() in (0, -signal.SIGTERM)
-            assert time.monotonic() - stopping < 2.0
+            common.assert_sigterm_stops_it_within_two_seconds(alden)
             assert "could not be written to the Vault" in alden.output()

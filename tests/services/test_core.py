@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,22 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import (
-    TOKEN,
-    JsonServer,
-    ServiceProcess,
-    assert_error,
-    free_port,
-    health_ok,
-    run_service,
-    service_env,
-    wait_for,
-)
+from tests.helpers import JsonServer, ServiceProcess, assert_error, run_service, start_refused
+from tests.services import common
+from tests.services.common import JSON
 
 MODULE = "hearthlink_trio.services.core"
 ALDEN = "hearthlink_trio.services.alden"
-SRC_DIR = Path(__file__).resolve().parents[2] / "src"
-JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +67,7 @@ def messages(client: httpx.Client, session_id: str) -> list[dict[str, Any]]:
 
 
 def test_health_is_open_and_has_the_spec_shape(core: ServiceProcess) -> None:
-    with core.client(token=None) as anonymous:
-        response = anonymous.get("/health")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["status"] == "healthy"
-    assert body["service"] == "core-api"
-    assert body["version"] == "0.1.0"
-    assert body["timestamp"].endswith(("Z", "+00:00"))
+    common.assert_open_health(core, "core-api")
     assert "core-api" in core.output()
 
 
@@ -328,9 +307,7 @@ def test_sessions_persist_and_alden_unconfigured_is_reported(tmp_path: Path) -> 
 # --- auth and malformed requests -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "authorization", [None, "", f"Bearer {TOKEN}x", f"bearer {TOKEN}", TOKEN, f"Basic {TOKEN}"]
-)
+@pytest.mark.parametrize("authorization", common.BAD_AUTHORIZATIONS)
 def test_every_route_but_health_needs_the_token(
     core: ServiceProcess, client: httpx.Client, authorization: str | None
 ) -> None:
@@ -343,105 +320,60 @@ def test_every_route_but_health_needs_the_token(
         ("POST", f"/v1/sessions/{sid}/messages", {"author": "ann", "content": "x"}),
         ("GET", f"/v1/sessions/{sid}/messages", None),
     ]
-    headers = {} if authorization is None else {"Authorization": authorization}
-    with httpx.Client(base_url=core.url, headers=headers, trust_env=False) as intruder:
-        for method, url, body in protected:
-            assert_error(intruder.request(method, url, json=body), 401, "unauthorized")
-        assert intruder.get("/health").status_code == 200
+    common.assert_only_health_is_open(core, authorization, protected)
     assert len(client.get("/v1/sessions").json()["items"]) == count
     assert messages(client, sid) == []
 
 
-@pytest.mark.parametrize(
-    ("method", "url", "headers", "content", "status"),
-    [
-        ("POST", "/v1/sessions", JSON, b"{not json", 400),
-        ("POST", "/v1/sessions", JSON, b'{"title": "\xff"}', 400),
-        ("POST", "/v1/sessions", JSON, b"[" * 100_000 + b"]" * 100_000, 400),
-        ("POST", "/v1/sessions", {"content-type": "text/plain"}, b"{}", 415),
-        ("POST", "/v1/sessions", JSON, b"", 422),
-        ("POST", "/v1/sessions", JSON, b"[]", 422),
-        ("PUT", "/v1/sessions", JSON, b"{}", 405),
-        ("DELETE", "/v1/sessions/abc", {}, None, 405),
-        ("PUT", "/v1/sessions/abc/messages", JSON, b"{}", 405),
-        ("GET", "/v1/sessions/", {}, None, 404),
-        ("POST", "/v1/sessions/", JSON, b"{}", 404),
-        ("GET", "/v1/sessions//messages", {}, None, 404),
-        ("GET", "/v1/sessions/abc/messages/", {}, None, 404),
-        ("GET", "/v1/sessions/abc/other", {}, None, 404),
-        ("GET", "/v1/sessions/.x", {}, None, 422),
-        ("GET", "/v1/sessions/%2E%2E/messages", {}, None, 422),
-        ("GET", "/v1/sessions/" + "n" * 129, {}, None, 422),
-        ("POST", "/v1/sessions/.x/messages", JSON, b'{"author": "a", "content": "b"}', 422),
-        ("GET", "/v1/nothing", {}, None, 404),
-    ],
-)
-def test_malformed_requests_get_their_4xx(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    content: bytes | None,
-    status: int,
-) -> None:
-    assert_error(client.request(method, url, headers=headers, content=content), status)
+MALFORMED = [
+    ("POST", "/v1/sessions", JSON, b"{not json", 400),
+    ("POST", "/v1/sessions", JSON, b'{"title": "\xff"}', 400),
+    ("POST", "/v1/sessions", JSON, b"[" * 100_000 + b"]" * 100_000, 400),
+    ("POST", "/v1/sessions", {"content-type": "text/plain"}, b"{}", 415),
+    ("POST", "/v1/sessions", JSON, b"", 422),
+    ("POST", "/v1/sessions", JSON, b"[]", 422),
+    ("PUT", "/v1/sessions", JSON, b"{}", 405),
+    ("DELETE", "/v1/sessions/abc", {}, None, 405),
+    ("PUT", "/v1/sessions/abc/messages", JSON, b"{}", 405),
+    ("GET", "/v1/sessions/", {}, None, 404),
+    ("POST", "/v1/sessions/", JSON, b"{}", 404),
+    ("GET", "/v1/sessions//messages", {}, None, 404),
+    ("GET", "/v1/sessions/abc/messages/", {}, None, 404),
+    ("GET", "/v1/sessions/abc/other", {}, None, 404),
+    ("GET", "/v1/sessions/.x", {}, None, 422),
+    ("GET", "/v1/sessions/%2E%2E/messages", {}, None, 422),
+    ("GET", "/v1/sessions/" + "n" * 129, {}, None, 422),
+    ("POST", "/v1/sessions/.x/messages", JSON, b'{"author": "a", "content": "b"}', 422),
+    ("GET", "/v1/nothing", {}, None, 404),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=common.malformed_id)
+def test_malformed_requests_get_their_4xx(client: httpx.Client, case: tuple[Any, ...]) -> None:
+    common.assert_refused(client, *case)
 
 
 def test_body_size_limit_is_1_mib_chunked_or_not(client: httpx.Client) -> None:
-    big = b'{"title": "' + b"a" * (1024 * 1024) + b'", "participants": ["a"]}'
-    assert_error(client.post("/v1/sessions", content=big, headers=JSON), 413)
-
-    def chunks() -> Iterator[bytes]:
-        for _ in range(17):
-            yield b" " * 65536
-        yield b"{}"
-
-    assert_error(client.post("/v1/sessions", content=chunks(), headers=JSON), 413)
+    big = b'{"title": "' + b"a" * common.MIB + b'", "participants": ["a"]}'
+    common.assert_too_large(client, "POST", "/v1/sessions", big)
+    common.assert_too_large(client, "POST", "/v1/sessions", common.chunks_over_1_mib())
 
 
 def test_still_healthy_after_the_abuse(core: ServiceProcess) -> None:
-    assert health_ok(f"{core.url}/health")
-    assert core.proc.poll() is None
-    assert "Traceback" not in core.output()
+    common.assert_still_healthy(core)
 
 
 # --- lifecycle ----------------------------------------------------------------------------------
 
 
 def test_runs_as_a_script_and_stops_within_two_seconds_of_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    script = SRC_DIR / "hearthlink_trio" / "services" / "core.py"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port)],
-        env=service_env(tmp_path, PYTHONPATH=str(SRC_DIR)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: health_ok(f"http://127.0.0.1:{port}/health"), timeout=20)
-        proc.send_signal(signal.SIGTERM)
-        stopping = time.monotonic()
-        proc.wait(timeout=10)
-        assert time.monotonic() - stopping < 2.0
-        assert proc.returncode in (0, -signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with run_service(MODULE, tmp_path, as_script=True) as core:
+        common.assert_sigterm_stops_it_within_two_seconds(core)
 
 
 def test_unusable_data_dir_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / "core").mkdir()
     (tmp_path / "core" / "core.db").write_bytes(b"this is not a database" * 100)
-    refused = subprocess.run(
-        [sys.executable, "-m", MODULE, "--host", "127.0.0.1", "--port", str(free_port())],
-        env=service_env(tmp_path),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    refused = start_refused(MODULE, tmp_path)
     assert refused.returncode == 78, refused.stderr
     assert "core.db" in refused.stderr

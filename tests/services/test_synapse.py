@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,15 +17,14 @@ from tests.helpers import (
     ServiceProcess,
     assert_error,
     free_port,
-    health_ok,
     run_service,
-    service_env,
+    start_refused,
     wait_for,
 )
+from tests.services import common
+from tests.services.common import JSON
 
 MODULE = "hearthlink_trio.services.synapse"
-SRC_DIR = Path(__file__).resolve().parents[2] / "src"
-JSON = {"content-type": "application/json"}
 TIMEOUT = 1.0
 BREAKER_RESET = 0.4
 #: Tunables of the shared Synapse: a short timeout and breaker reset, default rate limit.
@@ -110,15 +106,7 @@ def invoke(client: httpx.Client, name: str, action: str, payload: Any = None) ->
 
 
 def test_health_is_open_and_has_the_spec_shape(synapse: ServiceProcess) -> None:
-    with synapse.client(token=None) as anonymous:
-        response = anonymous.get("/health")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert body["status"] == "healthy"
-    assert body["service"] == "synapse-api"
-    assert body["version"] == "0.1.0"
-    assert body["timestamp"].endswith(("Z", "+00:00"))
+    common.assert_open_health(synapse, "synapse-api")
     assert "synapse-api" in synapse.output()
 
 
@@ -410,106 +398,66 @@ PROTECTED = [
 ]
 
 
-@pytest.mark.parametrize(
-    "authorization", [None, "", f"Bearer {TOKEN}x", f"bearer {TOKEN}", TOKEN, f"Basic {TOKEN}"]
-)
+@pytest.mark.parametrize("authorization", common.BAD_AUTHORIZATIONS)
 def test_every_route_but_health_needs_the_token(
     synapse: ServiceProcess, client: httpx.Client, plugin: Plugin, authorization: str | None
 ) -> None:
     if client.get("/v1/plugins/authp").status_code == 404:
         assert register(client, "authp", plugin.server.url, ["a"]).status_code == 201
     before = len(plugin.server.requests)
-    headers = {} if authorization is None else {"Authorization": authorization}
-    with httpx.Client(base_url=synapse.url, headers=headers, trust_env=False) as intruder:
-        for method, url, body in PROTECTED:
-            assert_error(intruder.request(method, url, json=body), 401, "unauthorized")
-        assert intruder.get("/health").status_code == 200
+    common.assert_only_health_is_open(synapse, authorization, PROTECTED)
     assert client.get("/v1/plugins/authp").status_code == 200
     assert_error(client.get("/v1/plugins/p"), 404)
     assert len(plugin.server.requests) == before
 
 
-@pytest.mark.parametrize(
-    ("method", "url", "headers", "content", "status"),
-    [
-        ("POST", "/v1/plugins", JSON, b"{not json", 400),
-        ("POST", "/v1/plugins", JSON, b'{"name": "\xff"}', 400),
-        ("POST", "/v1/plugins", JSON, b"[" * 100_000 + b"]" * 100_000, 400),
-        ("POST", "/v1/plugins", {"content-type": "text/plain"}, b"{}", 415),
-        ("POST", "/v1/plugins", {}, b'{"name": "x"}', 415),
-        ("POST", "/v1/plugins", JSON, b"", 422),
-        ("POST", "/v1/plugins", JSON, b"null", 422),
-        ("PUT", "/v1/plugins", JSON, b"{}", 405),
-        ("PATCH", "/v1/plugins/x", JSON, b"{}", 405),
-        ("GET", "/v1/plugins/x/invoke", {}, None, 405),
-        ("GET", "/v1/plugins/", {}, None, 404),
-        ("POST", "/v1/plugins/", JSON, b"{}", 404),
-        ("GET", "/v1/plugins//invoke", {}, None, 404),
-        ("POST", "/v1/plugins/x/invoke/", JSON, b"{}", 404),
-        ("GET", "/v1/plugins/.x", {}, None, 422),
-        ("DELETE", "/v1/plugins/..", {}, None, 404),
-        ("DELETE", "/v1/plugins/%2E%2E", {}, None, 422),
-        ("GET", "/v1/plugins/" + "n" * 129, {}, None, 422),
-        ("GET", "/v1/nothing", {}, None, 404),
-        ("GET", "/", {}, None, 404),
-    ],
-)
-def test_malformed_requests_get_their_4xx(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    content: bytes | None,
-    status: int,
-) -> None:
-    assert_error(client.request(method, url, headers=headers, content=content), status)
+MALFORMED = [
+    ("POST", "/v1/plugins", JSON, b"{not json", 400),
+    ("POST", "/v1/plugins", JSON, b'{"name": "\xff"}', 400),
+    ("POST", "/v1/plugins", JSON, b"[" * 100_000 + b"]" * 100_000, 400),
+    ("POST", "/v1/plugins", {"content-type": "text/plain"}, b"{}", 415),
+    ("POST", "/v1/plugins", {}, b'{"name": "x"}', 415),
+    ("POST", "/v1/plugins", JSON, b"", 422),
+    ("POST", "/v1/plugins", JSON, b"null", 422),
+    ("PUT", "/v1/plugins", JSON, b"{}", 405),
+    ("PATCH", "/v1/plugins/x", JSON, b"{}", 405),
+    ("GET", "/v1/plugins/x/invoke", {}, None, 405),
+    ("GET", "/v1/plugins/", {}, None, 404),
+    ("POST", "/v1/plugins/", JSON, b"{}", 404),
+    ("GET", "/v1/plugins//invoke", {}, None, 404),
+    ("POST", "/v1/plugins/x/invoke/", JSON, b"{}", 404),
+    ("GET", "/v1/plugins/.x", {}, None, 422),
+    ("DELETE", "/v1/plugins/..", {}, None, 404),
+    ("DELETE", "/v1/plugins/%2E%2E", {}, None, 422),
+    ("GET", "/v1/plugins/" + "n" * 129, {}, None, 422),
+    ("GET", "/v1/nothing", {}, None, 404),
+    ("GET", "/", {}, None, 404),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=common.malformed_id)
+def test_malformed_requests_get_their_4xx(client: httpx.Client, case: tuple[Any, ...]) -> None:
+    common.assert_refused(client, *case)
 
 
 def test_body_size_limit_is_1_mib_chunked_or_not(client: httpx.Client) -> None:
-    big = b'{"name": "big", "description": "' + b"a" * (1024 * 1024) + b'"}'
-    assert_error(client.post("/v1/plugins", content=big, headers=JSON), 413)
-
-    def chunks() -> Iterator[bytes]:
-        for _ in range(17):
-            yield b" " * 65536
-        yield b"{}"
-
-    assert_error(client.post("/v1/plugins", content=chunks(), headers=JSON), 413)
+    big = b'{"name": "big", "description": "' + b"a" * common.MIB + b'"}'
+    common.assert_too_large(client, "POST", "/v1/plugins", big)
+    common.assert_too_large(client, "POST", "/v1/plugins", common.chunks_over_1_mib())
 
 
 def test_still_healthy_after_the_abuse(synapse: ServiceProcess) -> None:
-    assert health_ok(f"{synapse.url}/health")
-    assert synapse.proc.poll() is None
-    assert "Traceback" not in synapse.output()
+    common.assert_still_healthy(synapse)
 
 
 # --- lifecycle ---------------------------------------------------------------------------------
 
 
 def test_runs_as_a_script_stops_on_sigterm_and_keeps_its_registry(tmp_path: Path) -> None:
-    port = free_port()
-    script = SRC_DIR / "hearthlink_trio" / "services" / "synapse.py"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), "--host", "127.0.0.1", "--port", str(port)],
-        env=service_env(tmp_path, PYTHONPATH=str(SRC_DIR)),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: health_ok(f"http://127.0.0.1:{port}/health"), timeout=20)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+    with run_service(MODULE, tmp_path, as_script=True) as script:
+        with script.client() as client:
             assert register(client, "kept", "http://127.0.0.1:9", ["a"]).status_code == 201
-        proc.send_signal(signal.SIGTERM)
-        stopping = time.monotonic()
-        proc.wait(timeout=10)
-        assert time.monotonic() - stopping < 2.0
-        assert proc.returncode in (0, -signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        common.assert_sigterm_stops_it_within_two_seconds(script)
     assert (tmp_path / "synapse" / "synapse.db").exists()
     with run_service(MODULE, tmp_path) as service, service.client() as client:
         plugins = client.get("/v1/plugins").json()["items"]
@@ -517,14 +465,6 @@ def test_runs_as_a_script_stops_on_sigterm_and_keeps_its_registry(tmp_path: Path
 
 
 def test_bad_tunable_is_a_configuration_error(tmp_path: Path) -> None:
-    refused = subprocess.run(
-        [sys.executable, "-m", MODULE, "--host", "127.0.0.1", "--port", str(free_port())],
-        env=service_env(tmp_path, HEARTHLINK_SYNAPSE_TIMEOUT="soon"),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    refused = start_refused(MODULE, tmp_path, HEARTHLINK_SYNAPSE_TIMEOUT="soon")
     assert refused.returncode == 78
     assert "HEARTHLINK_SYNAPSE_TIMEOUT" in refused.stderr

@@ -20,6 +20,15 @@ class Clock:
         return self.now
 
 
+def tripped_and_waited(clock: Clock) -> CircuitBreaker:
+    """A breaker (threshold 1, reset after 30 s) that failed once, 30 s ago on ``clock``."""
+    breaker = CircuitBreaker(threshold=1, reset_after=30, clock=clock)
+    breaker.before_call()
+    breaker.failure()
+    clock.now += 30
+    return breaker
+
+
 def test_bucket_grants_the_burst_then_refills_at_the_rate() -> None:
     clock = Clock()
     bucket = TokenBucket(rate=50, burst=100, clock=clock)
@@ -64,10 +73,7 @@ def test_breaker_opens_after_consecutive_failures_only() -> None:
 
 def test_half_open_allows_one_trial_whose_verdict_decides() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(threshold=1, reset_after=30, clock=clock)
-    breaker.before_call()
-    breaker.failure()
-    clock.now += 30
+    breaker = tripped_and_waited(clock)
     assert breaker.state is Circuit.HALF_OPEN
     breaker.before_call()  # the trial
     with pytest.raises(BreakerOpen):
@@ -82,11 +88,7 @@ def test_half_open_allows_one_trial_whose_verdict_decides() -> None:
 
 
 def test_an_abandoned_trial_frees_the_next_call_to_be_the_trial() -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(threshold=1, reset_after=30, clock=clock)
-    breaker.before_call()
-    breaker.failure()
-    clock.now += 30
+    breaker = tripped_and_waited(Clock())
     breaker.before_call()
     breaker.abandon()
     assert breaker.state is Circuit.HALF_OPEN

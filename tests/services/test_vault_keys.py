@@ -23,14 +23,9 @@ from hearthlink_trio.services.vault_keys import (
     load_or_create_key,
     rotate_key,
 )
-from tests.services.test_vault import (
-    EX_CONFIG,
-    JSON_VALUES,
-    audit_entries,
-    start_refused,
-    vault,
-    verify,
-)
+from tests.helpers import start_refused
+from tests.services.common import VAULT, vault
+from tests.services.test_vault import EX_CONFIG, JSON_VALUES, audit_entries, verify
 
 RECORDS: dict[str, Any] = {f"r{i}": value for i, value in enumerate(JSON_VALUES[:6])}
 
@@ -151,7 +146,7 @@ def test_rotate_key_re_encrypts_everything_and_replaces_the_key_file(tmp_path: P
     assert not [c for c in before if c[:32] in on_disk]
     assert_readable(tmp_path, new)
     assert [e["op"] for e in audit_entries(tmp_path)].count("rotate_key") == 1
-    refused = start_refused(tmp_path, HEARTHLINK_VAULT_KEY=old)
+    refused = start_refused(VAULT, tmp_path, HEARTHLINK_VAULT_KEY=old)
     assert refused.returncode == EX_CONFIG
     assert "does not match" in refused.stderr
 
@@ -273,7 +268,7 @@ def test_an_interrupted_rotation_of_an_environment_key_keeps_the_new_key(tmp_pat
     populate(tmp_path, old)
     crash_rotation(tmp_path, "committed", current_key=old)
     new = new_key_file(tmp_path).read_text().strip()
-    refused = start_refused(tmp_path, HEARTHLINK_VAULT_KEY=old)
+    refused = start_refused(VAULT, tmp_path, HEARTHLINK_VAULT_KEY=old)
     assert refused.returncode == EX_CONFIG
     # The refusal points at the key that opens the data.
     assert str(new_key_file(tmp_path)) in refused.stderr
