@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -188,21 +189,21 @@ def test_logs_and_follow(tmp_path: Path) -> None:
                 "chatty",
                 "-f",
                 "-n",
-                "0",
+                "1",
                 "--config",
                 str(config),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
-            text=True,
         )
+        read_line = LineReader(follower)
         try:
-            time.sleep(0.5)  # let the follower open the file before the new line lands
+            # The last line comes first: once it is printed, the follower is following.
+            assert read_line().startswith("chatty listening on")
             run_command("restart", "chatty", "--config", str(config), cwd=tmp_path)
-            assert follower.stdout is not None
-            line = follower.stdout.readline()
-            assert "chatty got SIGTERM, shutting down" in line or "listening" in line
+            assert read_line() == "chatty got SIGTERM, shutting down"
+            assert read_line().startswith("chatty listening on")
         finally:
             follower.send_signal(signal.SIGINT)
             follower.wait(5)
@@ -211,6 +212,27 @@ def test_logs_and_follow(tmp_path: Path) -> None:
         assert missing.returncode == 1
         sup.signal(signal.SIGINT)
         assert sup.wait() == 0
+
+
+class LineReader:
+    """Lines of a process's stdout pipe, each waited for at most ``timeout`` seconds."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        self.buffer = b""
+
+    def __call__(self, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, remaining))
+            assert ready, f"no line within {timeout}s (have {self.buffer!r})"
+            chunk = os.read(self.fd, 65536)
+            assert chunk, f"end of output (have {self.buffer!r})"
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
 
 
 def _notify_socket(tmp_path: Path) -> tuple[socket.socket, Path]:
