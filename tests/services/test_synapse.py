@@ -34,6 +34,10 @@ SHARED_ENV = {
 }
 
 
+#: Deeper than pydantic serializes (255 levels), shallower than Python's JSON decoder stops.
+NESTED = 300
+
+
 class Plugin:
     """A plugin server whose answers the test steers: ``mode`` per action path."""
 
@@ -55,6 +59,12 @@ class Plugin:
             return 200, b"plain words"
         if mode == "huge":
             return 200, b'"' + b"x" * (1024 * 1024 + 10) + b'"'
+        if mode == "deep":
+            return 200, b"[" * 100_000 + b"]" * 100_000
+        if mode == "nested":
+            return 200, b"[" * NESTED + b"]" * NESTED
+        if mode == "nan":
+            return 200, b'{"x": NaN}'
         return 200, {"echo": body, "path": path}
 
     def calls(self, path: str) -> int:
@@ -326,6 +336,33 @@ def test_failing_unreachable_and_oversized_plugins_are_502(
     unreachable = invoke(client, "down", "ping")
     assert_error(unreachable, 502, "bad_gateway")
     assert down in unreachable.json()["detail"]
+
+
+def test_deep_or_nan_answers_are_502_and_open_the_breaker(client: httpx.Client) -> None:
+    with Plugin() as odd:
+        odd.mode.update({"/deep": "deep", "/nan": "nan", "/nested": "nested"})
+        assert register(client, "odd", odd.server.url, ["deep", "nan", "nested"]).status_code == 201
+        # NaN is not JSON: never silently passed on as null.
+        nan = invoke(client, "odd", "nan")
+        assert_error(nan, 502, "bad_gateway")
+        assert "NaN" in nan.json()["detail"]
+        # Nested, but within what JSON encodes: passed on unchanged (and closing the count).
+        nested = invoke(client, "odd", "nested")
+        assert nested.status_code == 200, nested.text
+        result = nested.json()["result"]
+        for _ in range(NESTED - 1):
+            assert isinstance(result, list) and len(result) == 1
+            result = result[0]
+        assert result == []
+        # Nested too deeply to decode: a plugin failure, and five in a row open the circuit.
+        for _ in range(5):
+            deep = invoke(client, "odd", "deep")
+            assert_error(deep, 502, "bad_gateway")
+            assert "nested too deeply" in deep.json()["detail"]
+        assert client.get("/v1/plugins/odd").json()["circuit"] == "open"
+        assert_error(invoke(client, "odd", "deep"), 503, "unavailable")
+        assert odd.calls("/deep") == 5
+        assert client.delete("/v1/plugins/odd").status_code == 204
 
 
 def test_slow_plugin_is_504_after_the_timeout(client: httpx.Client) -> None:

@@ -12,7 +12,8 @@ Routes (SPEC §7), all behind the bearer token:
   the plugin answered) and ``result`` its JSON (or text) answer. Refused before the plugin
   is reached: 404 unknown plugin, 403 action not permitted, 503 circuit open (with
   Retry-After), 429 rate limit (with Retry-After). After forwarding: 504 past the
-  timeout, 502 when the plugin fails (unreachable, 5xx, answer over 1 MiB).
+  timeout, 502 when the plugin fails (unreachable, 5xx, answer over 1 MiB, nested too
+  deeply, or holding NaN or Infinity); every 502 and 504 counts against the breaker.
 
 A plugin is ``{"name", "version", "base_url", "permissions", "description",
 "registered_at", "circuit"}``; ``circuit`` is ``closed``, ``open`` or ``half-open``.
@@ -27,6 +28,7 @@ Tunables (environment): ``HEARTHLINK_SYNAPSE_TIMEOUT`` (10 s),
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import AsyncIterator
@@ -63,6 +65,8 @@ from hearthlink_trio.services._synapse_registry import (
 
 if TYPE_CHECKING:
     import httpx
+
+log = logging.getLogger("hearthlink.synapse")
 
 SERVICE = "synapse"
 DEFAULT_TIMEOUT = 10.0
@@ -246,7 +250,7 @@ def build_app() -> FastAPI:
         return Response(status_code=204)
 
     @router.post("/{name}/invoke")
-    async def invoke(name: Name, body: InvokeIn) -> dict[str, Any]:
+    async def invoke(name: Name, body: InvokeIn) -> Response:
         plugin = lookup(name)
         if body.action not in plugin.permissions:
             raise ApiError(403, f"plugin {name!r} has no permission for action {body.action!r}")
@@ -261,6 +265,9 @@ def build_app() -> FastAPI:
             raise _refusal(429, f"rate limit of plugin {name!r} reached", wait)
         try:
             status, result = await _forward(clients, plugin, body.action, body.payload, settings)
+            answer = _render(
+                {"plugin": name, "action": body.action, "status": status, "result": result}
+            )
         except TimeoutError:
             guard.breaker.failure()
             raise ApiError(
@@ -269,12 +276,17 @@ def build_app() -> FastAPI:
         except PluginFailed as exc:
             guard.breaker.failure()
             raise ApiError(502, f"plugin {name!r} failed: {exc}") from None
-        except BaseException:
+        except anyio.get_cancelled_exc_class():
             # Cancelled (the caller went away, or shutdown): no verdict on the plugin.
             guard.breaker.abandon()
             raise
+        except Exception as exc:
+            # Anything else the call to the plugin raised counts against the plugin.
+            guard.breaker.failure()
+            log.error("invoking plugin %r failed with %s", name, type(exc).__name__)
+            raise ApiError(502, f"plugin {name!r} failed: {type(exc).__name__}") from None
         guard.breaker.success()
-        return {"plugin": name, "action": body.action, "status": status, "result": result}
+        return answer
 
     app.include_router(router)
     return app
@@ -310,7 +322,10 @@ async def _forward(
         raise PluginFailed(f"cannot reach {url}: {exc or type(exc).__name__}") from None
     except _TooLarge:
         raise PluginFailed(f"answer larger than {MAX_RESULT_BYTES} bytes") from None
-    result = _decode(raw)
+    try:
+        result = _decode(raw)
+    except RecursionError:
+        raise PluginFailed("answer nested too deeply") from None
     if response.status_code >= 500:
         detail = result.get("detail") if isinstance(result, dict) else result
         raise PluginFailed(f"answered {response.status_code}: {str(detail)[:200]}")
@@ -326,6 +341,21 @@ async def _read_capped(response: httpx.Response) -> bytes:
             raise _TooLarge
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _render(body: dict[str, Any]) -> Response:
+    """``body`` as the JSON response, serialized here so a bad plugin answer is a 502.
+
+    Raises:
+        PluginFailed: the answer holds NaN or Infinity, or is nested too deeply to encode.
+    """
+    try:
+        content = json.dumps(body, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        raise PluginFailed("answer nested too deeply") from None
+    except ValueError:
+        raise PluginFailed("answer holds NaN or Infinity, which JSON does not allow") from None
+    return Response(content, media_type="application/json")
 
 
 def _decode(raw: bytes) -> Any:
