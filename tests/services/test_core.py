@@ -241,6 +241,12 @@ def test_alden_failures_are_reported_and_the_turn_passes_on(tmp_path: Path) -> N
             return 200, {"reply": "too late"}
         if mode["now"] == "noreply":
             return 200, {"something": "else"}
+        if mode["now"] == "garbage":
+            return 200, b"\xff{not json"
+        if mode["now"] == "deep":
+            return 200, b"[" * 100_000 + b"]" * 100_000
+        if mode["now"] == "deep-error":
+            return 500, b"[" * 100_000 + b"]" * 100_000
         return 503, {"error": "unavailable", "detail": "alden is restarting"}
 
     with JsonServer(fake_alden) as server:
@@ -264,6 +270,15 @@ def test_alden_failures_are_reported_and_the_turn_passes_on(tmp_path: Path) -> N
                 mode["now"] = "noreply"
                 assert post(client, sid, "bob", "four").status_code == 201
                 assert "without a reply" in post(client, sid, "ann", "five").json()["agent_error"]
+
+                # Garbage, and JSON nested too deeply to decode, are no reply either.
+                for now in ("garbage", "deep", "deep-error"):
+                    mode["now"] = now
+                    assert post(client, sid, "bob", f"bob {now}").status_code == 201
+                    odd = post(client, sid, "ann", f"ann {now}")
+                    assert odd.status_code == 201, odd.text
+                    assert odd.json()["agent_error"], now
+                    assert odd.json()["next_participant"] == "bob"
                 gate.set()
                 server.__exit__(None, None, None)
 
@@ -278,11 +293,32 @@ def test_alden_failures_are_reported_and_the_turn_passes_on(tmp_path: Path) -> N
                     "three",
                     "four",
                     "five",
+                    "bob garbage",
+                    "ann garbage",
+                    "bob deep",
+                    "ann deep",
+                    "bob deep-error",
+                    "ann deep-error",
                     "six",
                     "seven",
                 ]
         finally:
             gate.set()
+
+
+def test_alden_url_with_an_invalid_port_is_an_agent_error(tmp_path: Path) -> None:
+    env = {"HEARTHLINK_ALDEN_URL": "http://127.0.0.1:99999"}
+    with run_service(MODULE, tmp_path, env=env) as core, core.client() as client:
+        sid = new_session(client, "ann", "alden")["id"]
+        for content in ("one", "two"):
+            answer = post(client, sid, "ann", content)
+            assert answer.status_code == 201, answer.text
+            body = answer.json()
+            assert "port must be 0-65535" in body["agent_error"]
+            assert "reply" not in body
+            assert body["next_participant"] == "ann"
+        assert [m["content"] for m in messages(client, sid)] == ["one", "two"]
+        common.assert_still_healthy(core)
 
 
 def test_sessions_persist_and_alden_unconfigured_is_reported(tmp_path: Path) -> None:

@@ -32,8 +32,17 @@ class AldenClient:
         """Alden's reply to ``message`` in session ``session_id``.
 
         Raises:
-            AgentError: Alden is not configured, unreachable, too slow or answered an error.
+            AgentError: Alden is not configured, unreachable, too slow, answered an error or
+                something else went wrong asking it (every exception but a cancellation).
         """
+        try:
+            return await self._reply(message, session_id)
+        except AgentError:
+            raise
+        except Exception as exc:
+            raise AgentError(f"asking alden failed: {_describe(exc)}") from None
+
+    async def _reply(self, message: str, session_id: str) -> str:
         # httpx is imported at the first outbound call, not at start: it is ~2.5 MiB of
         # RSS and ~50 ms of start-up a service that is never asked to call out can skip.
         import httpx
@@ -57,7 +66,7 @@ class AldenClient:
             raise AgentError(f"alden answered {response.status_code}: {_detail(response)}")
         try:
             reply = response.json()["reply"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             reply = None
         if not isinstance(reply, str):
             raise AgentError("alden answered without a reply")
@@ -86,10 +95,18 @@ def _reason(exc: httpx.HTTPError) -> str:
     return text
 
 
+def _describe(exc: BaseException) -> str:
+    """``exc`` in a line: its type and message; for a group, those of what it holds."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)[:300]
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return response.text[:200] or response.reason_phrase
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
         return str(body["detail"])[:200]

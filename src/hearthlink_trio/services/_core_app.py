@@ -145,14 +145,20 @@ def build_app() -> FastAPI:
                 raise ApiError(409, f"it is {exc.expected}'s turn, not {body.author}'s") from None
             answer = message.to_json()
             if session.next_participant == AGENT:
+                alden_turn = session.turns
+                replied = False
                 try:
                     reply_text = await alden.reply(body.content, session_id)
+                    reply, session = store.post(session_id, AGENT, reply_text)
+                    replied = True
+                    answer["reply"] = reply.to_json()
                 except AgentError as exc:
                     answer["agent_error"] = str(exc)
-                    session = store.pass_turn(session_id, session.turns)
-                else:
-                    reply, session = store.post(session_id, AGENT, reply_text)
-                    answer["reply"] = reply.to_json()
+                finally:
+                    # Whatever happened (an error, a cancellation), the turn never stays
+                    # with Alden without a stored reply.
+                    if not replied:
+                        session = store.pass_turn(session_id, alden_turn)
             answer["next_participant"] = session.next_participant
         return answer
 
