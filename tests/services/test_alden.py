@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hearthlink_trio.services._base import MAX_MESSAGE_CHARS
 from hearthlink_trio.services.vault_keys import generate_key
 from tests.helpers import JsonServer, ServiceProcess, assert_error, free_port, run_service, wait_for
 from tests.services import common
@@ -205,7 +206,7 @@ MALFORMED = [
     ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": ""}', 422),
     ("POST", "/v1/chat", JSON, b'{"message": "hi", "session_id": 7}', 422),
     ("POST", "/v1/chat", JSON, b'{"message": "hi", "extra": 1}', 422),
-    ("POST", "/v1/chat", JSON, b'{"message": "' + b"x" * 40_000 + b'"}', 422),
+    ("POST", "/v1/chat", JSON, b'{"message": "' + b"x" * (MAX_MESSAGE_CHARS + 1) + b'"}', 422),
     ("GET", "/v1/memories?limit=0", {}, None, 422),
     ("GET", "/v1/memories?limit=many", {}, None, 422),
     ("GET", "/v1/chat", {}, None, 405),

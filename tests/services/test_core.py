@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hearthlink_trio.services._base import MAX_MESSAGE_CHARS
 from tests.helpers import JsonServer, ServiceProcess, assert_error, run_service, start_refused
 from tests.services import common
 from tests.services.common import JSON
@@ -166,7 +167,7 @@ def test_round_robin_turns_409_out_of_turn_403_outsider(client: httpx.Client) ->
         {"author": "ann", "content": ""},
         {"author": "ann", "content": 3},
         {"author": "a/b", "content": "x"},
-        {"author": "ann", "content": "x" * (64 * 1024 + 1)},
+        {"author": "ann", "content": "x" * (MAX_MESSAGE_CHARS + 1)},
         {"author": "ann", "content": "x", "extra": 1},
     ],
 )
@@ -219,6 +220,18 @@ def test_alden_takes_its_turn(client: httpx.Client, alden: ServiceProcess) -> No
     with alden.client() as ac:
         remembered = ac.get("/v1/memories").json()["items"]
     assert {m["session_id"] for m in remembered if "Darjeeling" in m["user"]} == {sid}
+
+
+def test_the_longest_message_core_takes_gets_a_reply_from_alden(client: httpx.Client) -> None:
+    sid = new_session(client, "user", "alden")["id"]
+    longest = "word " * (MAX_MESSAGE_CHARS // 5) + "x" * (MAX_MESSAGE_CHARS % 5)
+    assert len(longest) == MAX_MESSAGE_CHARS
+    answer = post(client, sid, "user", longest)
+    assert answer.status_code == 201, answer.text
+    assert "agent_error" not in answer.json()
+    assert answer.json()["reply"]["author"] == "alden"
+    assert_error(post(client, sid, "user", longest + "x"), 422, "validation_error")
+    assert [m["author"] for m in messages(client, sid)] == ["user", "alden"]
 
 
 def test_alden_between_two_people(client: httpx.Client) -> None:

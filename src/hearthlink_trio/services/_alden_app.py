@@ -39,6 +39,7 @@ from hearthlink_trio.services._alden_responder import (
 from hearthlink_trio.services._alden_sync import MemoryBook
 from hearthlink_trio.services._alden_vault import VaultClient
 from hearthlink_trio.services._base import (
+    MAX_MESSAGE_CHARS,
     NAME_PATTERN,
     ApiError,
     api_token,
@@ -53,7 +54,6 @@ DEFAULT_VAULT_TIMEOUT = 2.0
 DEFAULT_RESYNC_INTERVAL = 1.0
 #: Seconds the last write of buffered memories may take on shutdown (exit within 2 s).
 SHUTDOWN_FLUSH_SECONDS = 0.5
-MAX_MESSAGE_CHARS = 32 * 1024
 
 
 class ChatIn(BaseModel):

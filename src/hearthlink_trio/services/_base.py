@@ -42,6 +42,9 @@ NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"
 Name = Annotated[str, PathParam(pattern=NAME_PATTERN)]
 #: Largest accepted request body, chunked or not (SPEC §7).
 MAX_BODY_BYTES = 1024 * 1024
+#: Longest message, in characters, Core accepts and Alden answers (one limit for both, so
+#: every message Core takes can get a reply).
+MAX_MESSAGE_CHARS = 32 * 1024
 #: Exit status meaning "my configuration is wrong, restarting will not help" (SPEC §5.3).
 EX_CONFIG = 78
 #: How long uvicorn lets open requests finish after SIGTERM (SPEC §7 wants exit within 2 s).

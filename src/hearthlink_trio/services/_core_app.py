@@ -28,6 +28,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from hearthlink_trio.services._base import (
+    MAX_MESSAGE_CHARS,
     NAME_PATTERN,
     ApiError,
     Name,
@@ -51,7 +52,6 @@ SERVICE = "core"
 DEFAULT_AGENT_TIMEOUT = 30.0
 MAX_PARTICIPANTS = 32
 MAX_TITLE = 200
-MAX_CONTENT = 64 * 1024
 
 ParticipantName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
@@ -81,7 +81,7 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     author: ParticipantName
-    content: str = Field(min_length=1, max_length=MAX_CONTENT)
+    content: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
 
 def build_app() -> FastAPI:
