@@ -324,3 +324,38 @@ def test_systemd_unit_for_this_installation(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     assert verify(path, tmp_path) == ""
+
+
+def test_a_failed_dependency_ends_start_up_and_its_dependent_waits(tmp_path: Path) -> None:
+    notify, path = _notify_socket(tmp_path)
+    stack = Stack(tmp_path)
+    stack.restart.update(max_attempts=0)
+    stack.add(
+        "base",
+        env={
+            "TESTSVC_EXIT_AFTER": "0",
+            "TESTSVC_EXIT_CODE": "78",
+            "TESTSVC_LAST_WORDS": "bad token $HEARTHLINK_API_TOKEN",
+        },
+    )
+    stack.add("app", depends_on=["base"])
+    config = stack.write()
+    try:
+        with running(config, env={"NOTIFY_SOCKET": str(path)}) as sup:
+            messages = []
+            while not any("READY=1" in m for m in messages):
+                messages.append(notify.recv(4096).decode())
+            assert "READY=1\nSTATUS=0/2 healthy, base failed" in messages
+            health = status_json(config)
+            assert health["status"] == "degraded"
+            app, base = service(health, "app"), service(health, "base")
+            assert app["state"] == "waiting"
+            assert app["error_message"] == "waiting for base to be healthy"
+            # The failed service's last line is its error, with the API token masked.
+            assert base["error_message"] == "bad token ***"
+            token = (stack.data_dir / "api.token").read_text().strip()
+            assert token not in sup.stderr()
+            sup.signal(signal.SIGINT)
+            assert sup.wait() == 0
+    finally:
+        notify.close()

@@ -44,3 +44,28 @@ def test_reload_adds_removes_changes_and_keeps(tmp_path: Path) -> None:
         sup.signal(signal.SIGINT)
         assert sup.wait() == 0
     all_gone(running_pids, timeout=1)
+
+
+def test_a_second_sighup_while_the_first_reload_is_stopping_services(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("slowstop", stop_timeout=1.0, env={"TESTSVC_IGNORE_TERM": "1"})
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^slowstop service is healthy$")
+        # First reload: slowstop changed, so stopped (it takes stop_timeout to die).
+        stack.services["slowstop"]["env"]["CHANGED"] = "1"
+        stack.write()
+        sup.signal(signal.SIGHUP)
+        sup.wait_line(r"^Config reloaded: changed slowstop$")
+        # Second reload while the first is still stopping it: one more service.
+        stack.add("extra")
+        stack.write()
+        sup.signal(signal.SIGHUP)
+        sup.wait_line(r"^Config reloaded: added extra$", timeout=10)
+        sup.wait_line(r"^extra service is healthy$")
+        sup.wait_line(r"^slowstop service is healthy$", count=2)
+        pids = [p for p in stack.pids() if pid_alive(p)]
+        assert len(pids) == 2
+        sup.signal(signal.SIGINT)
+        assert sup.wait() == 0
+    all_gone(pids, timeout=1)

@@ -149,6 +149,7 @@ def restart(name: str, /, *, config: ConfigOption = None) -> int:
 def stop(*, config: ConfigOption = None) -> int:
     """Stop the running supervisor gracefully and wait until it has exited."""
     from hearthlink_trio.control import ControlError
+    from hearthlink_trio.systemd_unit import STOP_TIMEOUT_MARGIN
 
     try:
         cfg = _load(config)
@@ -159,7 +160,7 @@ def stop(*, config: ConfigOption = None) -> int:
     except ControlError as exc:
         print(exc, file=sys.stderr)
         return 1
-    limit = cfg.worst_case_stop_seconds() + 15
+    limit = cfg.worst_case_stop_seconds() + STOP_TIMEOUT_MARGIN
     if not client.wait_gone(limit):
         print(f"The supervisor is still stopping after {limit:g}s", file=sys.stderr)
         return 1

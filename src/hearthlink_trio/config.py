@@ -25,7 +25,6 @@ from hearthlink_trio.errors import ConfigError
 
 SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 DEFAULT_DATA_DIR = "~/.local/share/hearthlink"
-PLACEHOLDERS = ("python", "host", "port", "name", "data_dir")
 
 NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
@@ -132,8 +131,7 @@ class Service:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return _url(self.host, self.port)
 
 
 @dataclass(frozen=True)

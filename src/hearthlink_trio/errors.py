@@ -1,8 +1,8 @@
 """The exception tree, and the one place that maps each kind of failure to an exit code.
 
-``HearthlinkError`` → ``ConfigError`` (2) | ``PreflightError`` (3) | ``FatalError`` (1) |
-``NotRunningError`` (1). The command line catches ``HearthlinkError`` and exits with
-``exit_code``.
+``HearthlinkError`` → ``ConfigError`` (2) | ``PreflightError`` (3). The command line
+catches ``HearthlinkError`` and exits with ``exit_code``; runtime failures (a critical
+service given up) are the supervisor's exit code 1, and a stopped-by-force run's 130.
 """
 
 from __future__ import annotations
@@ -40,20 +40,7 @@ class PreflightError(HearthlinkError):
         self.problems = list(problems)
 
 
-class FatalError(HearthlinkError):
-    """A runtime failure that stops the supervisor (a critical service gave up)."""
-
-    exit_code = 1
-
-
-class NotRunningError(HearthlinkError):
-    """No supervisor is running for the data dir the config names."""
-
-    exit_code = 1
-
-
 EXIT_OK = 0
 EXIT_FATAL = 1
-EXIT_USAGE = 2
 EXIT_PREFLIGHT = 3
 EXIT_FORCED = 130

@@ -89,6 +89,12 @@ class Prober:
             raise
         return trio.SocketStream(sock)
 
+    def forget(self, url: str) -> None:
+        """Close the kept connection to ``url`` (its process is gone, or the service is)."""
+        kept = self._idle.pop(url, None)
+        if kept is not None:
+            kept[0].socket.close()
+
     async def probe(self, url: str) -> str | None:
         """None if healthy, else a short reason (``Connection refused``, ``HTTP 503``…)."""
         target = self._targets.get(url)

@@ -21,7 +21,6 @@ import logging.handlers
 import queue
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,7 +76,6 @@ class Console:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._writer, name="hearthlink-console", daemon=True)
         self._thread.start()
-        self._width = 0
 
     def prefix(self, name: str, index: int) -> bytes:
         label = f"{name} | "
@@ -203,8 +201,3 @@ def setup_event_log(log_format: str, stream: TextIO | None = None) -> logging.Lo
     )
     logger.addHandler(handler)
     return logger
-
-
-def monotonic_to_wall(monotonic_value: float, trio_now: float) -> float:
-    """Convert a trio clock reading to a unix timestamp."""
-    return time.time() - (trio_now - monotonic_value)

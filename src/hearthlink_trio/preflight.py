@@ -111,9 +111,19 @@ class GroupRecord:
         token.run_sync_soon(self._flush)
 
     def _flush(self) -> None:
+        # Runs as a trio system callback, where an exception would crash the run: a record
+        # that cannot be written costs only the reaping after a crash, so warn and go on.
         if self._pending:
             self._pending = False
-            self._write_now()
+            try:
+                self._write_now()
+            except OSError as exc:
+                logging.getLogger("hearthlink").warning(
+                    "Could not record the service process groups in %s: %s",
+                    self.path,
+                    exc.strerror or exc,
+                    extra={"event": "groups_record_failed"},
+                )
 
     def _write_now(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -249,8 +259,13 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> RunLoc
         problem = _program_problem(service)
         if problem:
             problems.append(problem)
-    ensure_private_dir(config.data_dir)
-    lock = acquire_lock(config.run_dir)
+    try:
+        ensure_private_dir(config.data_dir)
+        lock = acquire_lock(config.run_dir)
+    except OSError as exc:
+        raise PreflightError(
+            [*problems, f"Data dir {config.data_dir} is not usable: {exc.strerror or exc}"]
+        ) from None
     try:
         killed = reap_leftovers(config.run_dir)
         if killed:

@@ -22,13 +22,14 @@ from pathlib import Path
 import trio
 
 PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
+# Looked up once here: a lookup in the forked child would be repeated on every spawn.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _arm_parent_death_signal(parent: int) -> None:
     # Runs in the child between fork and exec: one prctl call and nothing else that could
     # take a lock. If the parent died before the prctl, the signal will never come: exit.
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
 
@@ -78,10 +79,6 @@ class Child:
     @property
     def pid(self) -> int:
         return self.popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.returncode
 
     async def wait_exited(self) -> None:
         """Return once the process has exited (it stays a zombie until :meth:`reap`)."""
@@ -174,7 +171,15 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> Child:
     finally:
         os.close(out_w)
         os.close(err_w)
-    pidfd = os.pidfd_open(popen.pid)
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError:
+        # Out of file descriptors, say: do not leave the process running untracked.
+        killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+        for fd in (out_r, err_r):
+            os.close(fd)
+        raise
     return Child(
         popen=popen,
         pidfd=pidfd,

@@ -43,14 +43,17 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     try:
         token, vault_key = _secrets(config)
-        supervisor = Supervisor(
-            config,
-            log,
-            token=token,
-            vault_key=vault_key,
-            console=console,
-            notifier=Notifier.from_environ(),
-        )
+        try:
+            supervisor = Supervisor(
+                config,
+                log,
+                token=token,
+                vault_key=vault_key,
+                console=console,
+                notifier=Notifier.from_environ(),
+            )
+        except OSError as exc:  # the log dir cannot be created or a log file opened
+            raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None
         return trio.run(supervisor.run)
     finally:
         console.close()

@@ -104,6 +104,8 @@ def _state(service: dict[str, Any], status: str) -> str:
 
 
 def _is_healthy(service: dict[str, Any]) -> bool:
+    if "state" in service:  # hearthlink's finer state: running but failing probes is not healthy
+        return bool(service["state"] == "healthy")
     if "health" in service:
         return bool(service["health"] == "healthy")
     return service.get("status") == "running"

@@ -261,6 +261,9 @@ class ServiceRunner:
         self.sup.log.error(
             line, extra={"event": "gave_up", "service": self.name, "attempt": self.restart_count}
         )
+        # The error may be the service's own last output line: it is shown by `status` and
+        # logged, so the secrets the supervisor handed out are masked in it (SPEC §8).
+        error = self.sup.redact(error)
         self._set(State.FAILED, error)
         if self.service.critical:
             self.sup.fatal(f"critical service {self.name} gave up: {error}")
@@ -276,10 +279,8 @@ class ServiceRunner:
 
     async def _wait_for_dependencies(self) -> None:
         deps = [self.sup.runners[name] for name in self.service.depends_on]
-        while not all(dep.state in (State.HEALTHY, State.UNHEALTHY) for dep in deps):
-            waiting = ", ".join(
-                d.name for d in deps if d.state not in (State.HEALTHY, State.UNHEALTHY)
-            )
+        while not all(dep.state is State.HEALTHY for dep in deps):
+            waiting = ", ".join(d.name for d in deps if d.state is not State.HEALTHY)
             self.error_message = f"waiting for {waiting} to be healthy"
             await self.sup.wait_changed()
         self.error_message = None
@@ -339,88 +340,91 @@ class ServiceRunner:
         outcome = Outcome(End.EXITED)
         pumps_done = trio.Event()
         pump_scopes: list[trio.CancelScope] = []
-        async with trio.open_nursery() as nursery:
-            remaining = [2]
+        try:
+            async with trio.open_nursery() as nursery:
+                remaining = [2]
 
-            async def run_pump(stream: trio.lowlevel.FdStream) -> None:
-                # Shielded: the pumps keep draining while the process shuts down, so it can
-                # log its last words; they are ended below once it has exited.
-                with trio.CancelScope(shield=True) as scope:
-                    pump_scopes.append(scope)
-                    await pump(stream, self.out)
-                remaining[0] -= 1
-                if not remaining[0]:
-                    pumps_done.set()
+                async def run_pump(stream: trio.lowlevel.FdStream) -> None:
+                    # Shielded: the pumps keep draining while the process shuts down, so it can
+                    # log its last words; they are ended below once it has exited.
+                    with trio.CancelScope(shield=True) as scope:
+                        pump_scopes.append(scope)
+                        await pump(stream, self.out)
+                    remaining[0] -= 1
+                    if not remaining[0]:
+                        pumps_done.set()
 
-            nursery.start_soon(run_pump, child.stdout)
-            nursery.start_soon(run_pump, child.stderr)
-            try:
-                async with trio.open_nursery() as watch:
+                nursery.start_soon(run_pump, child.stdout)
+                nursery.start_soon(run_pump, child.stderr)
+                try:
+                    async with trio.open_nursery() as watch:
 
-                    async def on_exit() -> None:
-                        await child.wait_exited()
-                        code = child.peek_returncode()
-                        if code == EX_CONFIG:
-                            outcome.end, outcome.detail = End.CONFIG, "configuration error"
-                        else:
-                            detail = describe_exit(code)
-                            outcome.end, outcome.detail = End.EXITED, f"exited ({detail})"
-                            if not sup.shutting_down:
-                                sup.log.warning(
-                                    "%s service exited (%s), scheduling restart",
-                                    self.name,
-                                    detail,
-                                    extra={
-                                        "event": "exited",
-                                        "service": self.name,
-                                        "exit_code": code,
-                                    },
-                                )
-                        watch.cancel_scope.cancel()
+                        async def on_exit() -> None:
+                            await child.wait_exited()
+                            code = child.peek_returncode()
+                            if code == EX_CONFIG:
+                                outcome.end, outcome.detail = End.CONFIG, "configuration error"
+                            else:
+                                detail = describe_exit(code)
+                                outcome.end, outcome.detail = End.EXITED, f"exited ({detail})"
+                                if not sup.shutting_down:
+                                    sup.log.warning(
+                                        "%s service exited (%s), scheduling restart",
+                                        self.name,
+                                        detail,
+                                        extra={
+                                            "event": "exited",
+                                            "service": self.name,
+                                            "exit_code": code,
+                                        },
+                                    )
+                            watch.cancel_scope.cancel()
 
-                    async def on_manual() -> None:
-                        await self._restart_requested.wait()
-                        outcome.end, outcome.detail = End.MANUAL, "manual restart"
-                        sup.log.info(
-                            "Manual restart of %s service",
-                            self.name,
-                            extra={"event": "manual_restart", "service": self.name},
+                        async def on_manual() -> None:
+                            await self._restart_requested.wait()
+                            outcome.end, outcome.detail = End.MANUAL, "manual restart"
+                            sup.log.info(
+                                "Manual restart of %s service",
+                                self.name,
+                                extra={"event": "manual_restart", "service": self.name},
+                            )
+                            watch.cancel_scope.cancel()
+
+                        async def on_health() -> None:
+                            reason = await self._health_loop()
+                            outcome.end, outcome.detail = End.UNHEALTHY, reason
+                            watch.cancel_scope.cancel()
+
+                        watch.start_soon(on_exit)
+                        watch.start_soon(on_manual)
+                        watch.start_soon(on_health)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        if sup.shutting_down:
+                            for dependent in sup.dependents[self.name]:
+                                await dependent.gone.wait()
+                            self.state = State.STOPPING
+                            sup.changed()
+                        code = await child.stop(
+                            self.service.stop_signal, self.service.stop_timeout, sup.force
                         )
-                        watch.cancel_scope.cancel()
-
-                    async def on_health() -> None:
-                        reason = await self._health_loop()
-                        outcome.end, outcome.detail = End.UNHEALTHY, reason
-                        watch.cancel_scope.cancel()
-
-                    watch.start_soon(on_exit)
-                    watch.start_soon(on_manual)
-                    watch.start_soon(on_health)
-            finally:
-                with trio.CancelScope(shield=True):
-                    if sup.shutting_down:
-                        for dependent in sup.dependents[self.name]:
-                            await dependent.gone.wait()
-                        self.state = State.STOPPING
-                        sup.changed()
-                    code = await child.stop(
-                        self.service.stop_signal, self.service.stop_timeout, sup.force
-                    )
-                    sup.groups.remove(self.name)
-                    with trio.move_on_after(PUMP_DRAIN_SECONDS):
-                        await pumps_done.wait()
-                    for scope in pump_scopes:
-                        scope.cancel()
-                    self.child = None
-                    self.gone.set()
-                    if sup.shutting_down or self.retiring:
-                        sup.log.info(
-                            "Stopped %s service (%s)",
-                            self.name,
-                            describe_exit(code),
-                            extra={"event": "stopped", "service": self.name, "exit_code": code},
-                        )
-        child.close_streams()
+                        sup.groups.remove(self.name)
+                        with trio.move_on_after(PUMP_DRAIN_SECONDS):
+                            await pumps_done.wait()
+                        for scope in pump_scopes:
+                            scope.cancel()
+                        self.child = None
+                        self.gone.set()
+                        if sup.shutting_down or self.retiring:
+                            sup.log.info(
+                                "Stopped %s service (%s)",
+                                self.name,
+                                describe_exit(code),
+                                extra={"event": "stopped", "service": self.name, "exit_code": code},
+                            )
+        finally:
+            child.close_streams()
+            sup.prober.forget(self.service.health_url)
         return outcome
 
     async def _health_loop(self) -> str:
@@ -514,6 +518,7 @@ class Supervisor:
         self.prober: Prober
         self._token = token
         self._vault_key = vault_key
+        self._secrets = [secret for secret in (token, vault_key) if secret]
         self._root: trio.Nursery | None = None
         self._reload_lock = trio.Lock()
         self.runners: dict[str, ServiceRunner] = {}
@@ -549,12 +554,29 @@ class Supervisor:
         if self.shutting_down:
             return "stopping"
         runners = self.runners.values()
-        # SPEC §5.6: starting until every service has passed its first probe or failed.
-        if any(not r.ever_healthy and r.state is not State.FAILED for r in runners):
+        # SPEC §5.6: starting until every service has passed its first probe or failed (or
+        # waits on a dependency that failed: it will not start by itself either).
+        if any(not r.ever_healthy and not self._stuck(r) for r in runners):
             return "starting"
         if all(r.state is State.HEALTHY for r in runners):
             return "healthy"
         return "degraded"
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API token and the Vault key replaced by ``***``."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _stuck(self, runner: ServiceRunner) -> bool:
+        """Failed, or waiting on a dependency that is (directly or further down)."""
+        if runner.state is State.FAILED:
+            return True
+        return runner.state is State.WAITING and any(
+            self._stuck(self.runners[dep])
+            for dep in runner.service.depends_on
+            if dep in self.runners
+        )
 
     def health(self) -> dict[str, Any]:
         """The object of ``GET /v1/health`` (SPEC §6)."""
@@ -597,8 +619,13 @@ class Supervisor:
             await outer.start(self._watch_signals)
             try:
                 await outer.start(serve_control, self.config.control_socket, self)
-            except ControlSocketError as exc:
-                self.log.error("Control socket: %s", exc, extra={"event": "control_error"})
+            except (ControlSocketError, OSError) as exc:
+                self.log.error(
+                    "Control socket %s: %s",
+                    self.config.control_socket,
+                    exc,
+                    extra={"event": "control_error"},
+                )
                 outer.cancel_scope.cancel()
                 return EXIT_PREFLIGHT
             if self.notifier.enabled:
@@ -678,13 +705,31 @@ class Supervisor:
 
     # -- reload (SIGHUP) ------------------------------------------------------------------
 
-    def reload(self) -> bool:
-        """Re-read the config file and apply the difference; False if it was refused.
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and apply the difference (see :meth:`_reload`)."""
+        if self._root is None:
+            self.log.warning(
+                "Config reload ignored: the supervisor is still starting; send SIGHUP again",
+                extra={"event": "reload_refused"},
+            )
+            return
+        self._root.start_soon(self._reload)
+
+    async def _reload(self) -> None:
+        # One reload at a time, each against the config the running services have: a second
+        # SIGHUP while the first is still stopping services waits, then diffs against it.
+        async with self._reload_lock:
+            plan = self._plan_reload()
+            if plan is not None:
+                await self._swap_runners(*plan)
+
+    def _plan_reload(self) -> tuple[list[str], list[str]] | None:
+        """Load the new config and adopt it; the services to stop and to start, or None.
 
         Added services start, removed ones stop, changed ones (any setting of their own
         table) are stopped and started with the new settings; the rest are left alone. The
-        [health] and [restart] sections apply at once to every service. A new config that is
-        invalid, moves the data dir, or wants a port that is busy is refused as a whole.
+        [restart] section applies at once; [health] from each service's next start. A new
+        config that is invalid, moves the data dir, or wants a busy port is refused whole.
         """
         log = self.log
         try:
@@ -696,7 +741,7 @@ class Supervisor:
                 "Config reload refused; the running services keep their config",
                 extra={"event": "reload_refused"},
             )
-            return False
+            return None
         old = self.config
         if (new.data_dir, new.log_dir, new.control_socket) != (
             old.data_dir,
@@ -708,7 +753,7 @@ class Supervisor:
                 "while running; restart hearthlink to move them",
                 extra={"event": "reload_refused"},
             )
-            return False
+            return None
         before = {svc.name: svc for svc in old.services}
         after = {svc.name: svc for svc in new.services}
         removed = [name for name in before if name not in after]
@@ -728,7 +773,7 @@ class Supervisor:
                 "Config reload refused; the running services keep their config",
                 extra={"event": "reload_refused"},
             )
-            return False
+            return None
         self.config = new
         summary = "; ".join(
             f"{what} {', '.join(names)}"
@@ -738,14 +783,7 @@ class Supervisor:
         log.info(
             "Config reloaded: %s", summary or "no service changed", extra={"event": "reloaded"}
         )
-        assert self._root is not None
-        self._root.start_soon(self._apply_reload, removed + changed, added + changed)
-        return True
-
-    async def _apply_reload(self, stop: list[str], start: list[str]) -> None:
-        # One reload at a time: a second SIGHUP's difference is against the first's result.
-        async with self._reload_lock:
-            await self._swap_runners(stop, start)
+        return removed + changed, added + changed
 
     async def _swap_runners(self, stop: list[str], start: list[str]) -> None:
         retiring = [self.runners[name] for name in stop]
