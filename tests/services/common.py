@@ -85,6 +85,13 @@ def assert_refused(
     assert_error(client.request(method, url, headers=headers, content=content), status, code)
 
 
+def assert_not_json_is_400(client: httpx.Client, method: str, url: str, content: bytes) -> None:
+    """``content`` sent as ``text/plain`` is a 400 saying the body must be JSON (no 415)."""
+    response = client.request(method, url, content=content, headers={"content-type": "text/plain"})
+    assert_error(response, 400, "bad_request")
+    assert "Content-Type: application/json" in response.json()["detail"]
+
+
 def assert_too_large(
     client: httpx.Client, method: str, url: str, content: bytes | Iterator[bytes]
 ) -> None:

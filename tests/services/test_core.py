@@ -378,7 +378,7 @@ MALFORMED = [
     ("POST", "/v1/sessions", JSON, b"{not json", 400),
     ("POST", "/v1/sessions", JSON, b'{"title": "\xff"}', 400),
     ("POST", "/v1/sessions", JSON, b"[" * 100_000 + b"]" * 100_000, 400),
-    ("POST", "/v1/sessions", {"content-type": "text/plain"}, b"{}", 415),
+    ("POST", "/v1/sessions", {"content-type": "text/plain"}, b"{}", 400, "bad_request"),
     ("POST", "/v1/sessions", JSON, b"", 422),
     ("POST", "/v1/sessions", JSON, b"[]", 422),
     ("PUT", "/v1/sessions", JSON, b"{}", 405),
@@ -400,6 +400,10 @@ MALFORMED = [
 @pytest.mark.parametrize("case", MALFORMED, ids=common.malformed_id)
 def test_malformed_requests_get_their_4xx(client: httpx.Client, case: tuple[Any, ...]) -> None:
     common.assert_refused(client, *case)
+
+
+def test_a_body_not_declared_json_is_400_saying_so(client: httpx.Client) -> None:
+    common.assert_not_json_is_400(client, "POST", "/v1/sessions", b'{"title": "t"}')
 
 
 def test_body_size_limit_is_1_mib_chunked_or_not(client: httpx.Client) -> None:

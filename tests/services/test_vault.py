@@ -604,22 +604,29 @@ MALFORMED = [
     ("PUT", "/v1/memories/ns/k", JSON, b"null", 422, "validation_error"),
     ("PUT", "/v1/memories/ns/k", JSON, b'{"val": 1}', 422, "validation_error"),
     ("PUT", "/v1/memories/ns/k", JSON, b'{"value": 1, "extra": 2}', 422, "validation_error"),
-    ("PUT", "/v1/memories/ns/k", {"content-type": "text/plain"}, b'{"value":1}', 415, None),
+    (
+        "PUT",
+        "/v1/memories/ns/k",
+        {"content-type": "text/plain"},
+        b'{"value":1}',
+        400,
+        "bad_request",
+    ),
     (
         "PUT",
         "/v1/memories/ns/k",
         {"content-type": "application/x-www-form-urlencoded"},
         b"value=1",
-        415,
-        None,
+        400,
+        "bad_request",
     ),
     (
         "PUT",
         "/v1/memories/ns/k",
         {"content-type": "application/json; charset=latin-1"},
         b'{"value":1}',
-        415,
-        None,
+        400,
+        "bad_request",
     ),
     ("POST", "/v1/memories/ns/k", JSON, b'{"value":1}', 405, "method_not_allowed"),
     ("PATCH", "/v1/memories/ns/k", JSON, b'{"value":1}', 405, "method_not_allowed"),
@@ -637,6 +644,11 @@ MALFORMED = [
 @pytest.mark.parametrize("case", MALFORMED, ids=common.malformed_id)
 def test_malformed_input_gets_its_4xx(client: httpx.Client, case: tuple[Any, ...]) -> None:
     common.assert_refused(client, *case)
+
+
+def test_a_body_not_declared_json_is_400_saying_so(client: httpx.Client) -> None:
+    common.assert_not_json_is_400(client, "PUT", "/v1/memories/ns/k", b'{"value": 1}')
+    assert_error(client.get("/v1/memories/ns/k"), 404)
 
 
 def test_body_size_limit_is_1_mib_chunked_or_not(client: httpx.Client) -> None:

@@ -64,7 +64,6 @@ ERROR_CODES: dict[int, str] = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
-    415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
     500: "internal",
@@ -263,11 +262,26 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _is_json_media_type(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
+#: The ``detail`` of the 400 for a body not declared as JSON.
+NOT_JSON_DETAIL = "the body must be UTF-8 JSON (Content-Type: application/json)"
+
+
+def is_json_content_type(content_type: str) -> bool:
+    """``application/json`` (or ``application/*+json``), with no charset or a UTF-8 one."""
+    media_type, *params = content_type.split(";")
+    media_type = media_type.strip().lower()
+    if media_type != "application/json" and not (
         media_type.startswith("application/") and media_type.endswith("+json")
-    )
+    ):
+        return False
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            return False
+    return True
 
 
 def create_app(
@@ -315,10 +329,10 @@ def create_app(
             "transfer-encoding" in request.headers
         )
         body_errors = any(tuple(err.get("loc", ()))[:1] == ("body",) for err in errors)
-        if body_errors and has_body and not _is_json_media_type(content_type):
+        if body_errors and has_body and not is_json_content_type(content_type):
             # FastAPI hands a body that is not declared JSON to validation as bytes, which
             # would read "Input should be a valid dictionary": say what is wrong instead.
-            return error_response(415, "the body must be JSON (Content-Type: application/json)")
+            return error_response(400, NOT_JSON_DETAIL)
         problems = []
         for err in errors:
             where = ".".join(str(part) for part in err.get("loc", ()))

@@ -21,9 +21,11 @@ from fastapi.responses import Response
 
 from hearthlink_trio.services._base import (
     NAME_PATTERN,
+    NOT_JSON_DETAIL,
     ApiError,
     ConfigurationError,
     create_app,
+    is_json_content_type,
     service_data_dir,
 )
 from hearthlink_trio.services._vault_store import (
@@ -61,21 +63,6 @@ def _info(info: RecordInfo) -> dict[str, Any]:
         "version": info.version,
         "updated_at": info.updated_at,
     }
-
-
-def _is_json_type(content_type: str) -> bool:
-    """``application/json``, with no charset or a UTF-8 one."""
-    media_type, *params = content_type.split(";")
-    if media_type.strip().lower() != "application/json":
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
-            "utf-8",
-            "utf8",
-        ):
-            return False
-    return True
 
 
 def _reject_constant(name: str) -> Any:
@@ -132,10 +119,8 @@ class VaultApi:
             return ApiError(status, detail)
 
         content_type = request.headers.get("content-type")
-        if content_type is not None and not _is_json_type(content_type):
-            raise refuse(
-                415, "not JSON", "the body must be UTF-8 JSON (Content-Type: application/json)"
-            )
+        if content_type is not None and not is_json_content_type(content_type):
+            raise refuse(400, "not JSON", NOT_JSON_DETAIL)
         try:
             raw = await request.body()
         except Exception:
