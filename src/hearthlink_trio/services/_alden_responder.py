@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Protocol
 
-from hearthlink_trio.services._base import env_number, outbound_client
+from hearthlink_trio.services._base import env_number, is_https, outbound_client
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -112,7 +112,7 @@ class LlmResponder:
         import httpx
 
         if self._client is None:
-            self._client = outbound_client(timeout=self._timeout, tls=self.url.startswith("https:"))
+            self._client = outbound_client(timeout=self._timeout, tls=is_https(self.url))
         body = {"model": self.model, "messages": self.messages(message, recalled)}
         try:
             response = await self._client.post(self.url, json=body, headers=self._headers)

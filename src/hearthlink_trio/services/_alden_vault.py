@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hearthlink_trio.services._alden_memory import Memory
-from hearthlink_trio.services._base import outbound_client
+from hearthlink_trio.services._base import is_https, outbound_client
 
 if TYPE_CHECKING:
     import httpx
@@ -51,9 +51,7 @@ class VaultClient:
         import httpx
 
         if self._client is None:
-            self._client = outbound_client(
-                timeout=self._timeout, tls=self.base_url.startswith("https:")
-            )
+            self._client = outbound_client(timeout=self._timeout, tls=is_https(self.base_url))
         url = f"{self.base_url}{path}"
         try:
             response = await self._client.request(method, url, headers=self._headers, **kwargs)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi import Path as PathParam
@@ -152,6 +153,14 @@ def open_database(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connectio
     return conn
 
 
+def is_https(url: str) -> bool:
+    """Whether ``url`` is an ``https`` URL (the scheme in any case: ``HTTPS://`` too)."""
+    try:
+        return urlsplit(url).scheme == "https"
+    except ValueError:
+        return False
+
+
 def outbound_client(*, timeout: float, tls: bool = False) -> httpx.AsyncClient:
     """An httpx client for calls to other services, plugins or an LLM endpoint.
 
@@ -160,9 +169,10 @@ def outbound_client(*, timeout: float, tls: bool = False) -> httpx.AsyncClient:
 
     Args:
         timeout: seconds for connect, read, write and pool each.
-        tls: verify certificates against the CA bundle, for ``https`` URLs. Without it the
-            client has an SSL context with no trusted CA (every https call fails, nothing
-            is trusted by accident), which saves the ~1 MiB and 40 ms the bundle costs.
+        tls: verify certificates against the CA bundle, for ``https`` URLs (decide it with
+            :func:`is_https`). Without it the client has an SSL context with no trusted CA
+            (every https call fails, nothing is trusted by accident), which saves the
+            ~1 MiB and 40 ms the bundle costs.
     """
     import ssl
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hearthlink_trio.services._base import outbound_client
+from hearthlink_trio.services._base import is_https, outbound_client
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -50,9 +50,7 @@ class AldenClient:
         if not self._base_url:
             raise AgentError("alden is not configured (HEARTHLINK_ALDEN_URL is not set)")
         if self._client is None:
-            self._client = outbound_client(
-                timeout=self._timeout, tls=self._base_url.startswith("https:")
-            )
+            self._client = outbound_client(timeout=self._timeout, tls=is_https(self._base_url))
         url = f"{self._base_url}/v1/chat"
         try:
             response = await self._client.post(

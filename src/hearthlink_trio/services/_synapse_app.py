@@ -48,6 +48,7 @@ from hearthlink_trio.services._base import (
     auth_dependency,
     create_app,
     env_number,
+    is_https,
     outbound_client,
     service_data_dir,
 )
@@ -164,7 +165,7 @@ class Clients:
         self._clients: dict[bool, httpx.AsyncClient] = {}
 
     def for_url(self, url: str) -> httpx.AsyncClient:
-        tls = url.startswith("https:")
+        tls = is_https(url)
         if tls not in self._clients:
             self._clients[tls] = outbound_client(timeout=self._timeout, tls=tls)
         return self._clients[tls]
