@@ -7,6 +7,7 @@ what is checked, and here how.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from tests.helpers import TOKEN, ServiceProcess, assert_error, health_ok, run_se
 VAULT = "hearthlink_trio.services.vault"
 JSON = {"content-type": "application/json"}
 MIB = 1024 * 1024
+#: A timestamp as the services write it: UTC, milliseconds, ``Z`` (``_util.utc_now``).
+UTC_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 #: ``Authorization`` headers that must not open a protected route (None: no header at all).
 BAD_AUTHORIZATIONS = [

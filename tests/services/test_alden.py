@@ -111,7 +111,7 @@ def test_each_exchange_is_one_vault_record(
     assert value["user"] == "I keep my bicycle in the garden shed"
     assert value["reply"] == answer["reply"]
     assert value["session_id"] == "s-1"
-    assert value["ts"].endswith("Z")
+    assert common.UTC_MS.fullmatch(value["ts"]), value["ts"]
     # Without a session id the record says null.
     second = chat(client, "The shed key hangs by the door")
     assert vault_records(vault_client)[second["memory_key"]]["value"]["session_id"] is None

@@ -442,6 +442,7 @@ def test_audit_log_records_every_operation_without_values(tmp_path: Path) -> Non
     required = {"seq", "ts", "op", "namespace", "key", "outcome", "prev_hash", "hash"}
     for previous, entry in zip([None, *entries], entries, strict=False):
         assert required <= set(entry) <= required | {"reason"}
+        assert common.UTC_MS.fullmatch(entry["ts"]), entry["ts"]
         assert entry["prev_hash"] == (previous["hash"] if previous else "0" * 64)
     assert b"SECRET-VALUE-1" not in audit_path(tmp_path).read_bytes()
     assert TOKEN.encode() not in audit_path(tmp_path).read_bytes()

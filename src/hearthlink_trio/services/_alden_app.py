@@ -29,6 +29,7 @@ import anyio
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from hearthlink_trio._util import utc_now
 from hearthlink_trio.services._alden_memory import Memory, new_key, recall
 from hearthlink_trio.services._alden_responder import (
     LlmResponder,
@@ -61,10 +62,6 @@ class ChatIn(BaseModel):
 
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     session_id: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
-
-
-def _iso(now: datetime) -> str:
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_app() -> FastAPI:
@@ -118,8 +115,8 @@ def build_app() -> FastAPI:
             reply = await responder.reply(body.message, recalled)
         except ResponderError as exc:
             raise ApiError(exc.status, str(exc)) from None
-        now = datetime.now(UTC)
-        memory = Memory(new_key(now), body.message, reply, _iso(now), body.session_id)
+        key = new_key(datetime.now(UTC))
+        memory = Memory(key, body.message, reply, utc_now(), body.session_id)
         await book.remember(memory)
         return {
             "reply": reply,

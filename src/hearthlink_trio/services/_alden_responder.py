@@ -43,8 +43,6 @@ class ResponderError(Exception):
 
 
 class Responder(Protocol):
-    name: str
-
     async def reply(self, message: str, recalled: Sequence[Memory]) -> str: ...
 
     async def aclose(self) -> None: ...
@@ -60,8 +58,6 @@ def _quote(text: str) -> str:
 class OfflineResponder:
     """A deterministic reply built from the message and what it recalls."""
 
-    name = "offline"
-
     async def reply(self, message: str, recalled: Sequence[Memory]) -> str:
         if not recalled:
             return f"I'm Alden (offline mode). I've noted {_quote(message)} and will remember it."
@@ -76,8 +72,6 @@ class OfflineResponder:
 
 class LlmResponder:
     """Replies from an OpenAI-compatible ``/chat/completions`` endpoint."""
-
-    name = "llm"
 
     def __init__(self, url: str, *, model: str, api_key: str, timeout: float) -> None:
         url = url.rstrip("/")

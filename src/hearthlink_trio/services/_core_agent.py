@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 from hearthlink_trio.services._base import is_https, outbound_client
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     import httpx
 
 #: The participant name Core asks for a reply when it is its turn.
@@ -73,17 +71,6 @@ class AldenClient:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-
-    async def __aenter__(self) -> AldenClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _reason(exc: httpx.HTTPError) -> str:

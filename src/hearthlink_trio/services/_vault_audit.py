@@ -24,11 +24,10 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hearthlink_trio._util import fsync_dir
+from hearthlink_trio._util import fsync_dir, utc_now
 
 #: ``prev_hash`` of the first entry.
 GENESIS_HASH = "0" * 64
@@ -57,10 +56,6 @@ class Verification:
     ok: bool
     entries: int
     first_bad_seq: int | None
-
-
-def _utc_timestamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _canonical(fields: dict[str, Any]) -> bytes:
@@ -93,7 +88,7 @@ class AuditLog:
         """The entry following ``anchor``; store it with the operation, then :meth:`append`."""
         fields: dict[str, Any] = {
             "seq": anchor.seq + 1,
-            "ts": _utc_timestamp(),
+            "ts": utc_now(),
             "op": op,
             "namespace": namespace,
             "key": key,

@@ -262,10 +262,6 @@ class VaultStore:
         self._mutex = threading.Lock()
 
     @property
-    def db_path(self) -> Path:
-        return self.directory / DB_FILE
-
-    @property
     def audit_seq(self) -> int:
         return self._anchor.seq
 
