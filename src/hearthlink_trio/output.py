@@ -28,6 +28,8 @@ from typing import BinaryIO, TextIO
 
 import trio
 
+from hearthlink_trio._util import ensure_private_dir
+
 MAX_LINE_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 CONSOLE_QUEUE_CHUNKS = 1024
@@ -120,7 +122,7 @@ class ServiceLog:
     """``<log_dir>/<name>.log``, rotated by size."""
 
     def __init__(self, path: Path, *, max_bytes: int, backups: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(path.parent)
         self.path = path
         self._handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"

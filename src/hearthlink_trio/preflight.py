@@ -21,9 +21,10 @@ from pathlib import Path
 
 import trio
 
+from hearthlink_trio._util import ensure_private_dir
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.errors import PreflightError
-from hearthlink_trio.process import start_time_ticks
+from hearthlink_trio.process import proc_stat
 
 LOCK_NAME = "supervisor.lock"
 GROUPS_NAME = "groups.json"
@@ -40,11 +41,6 @@ class RunLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) with mode 0700."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
 def acquire_lock(run_dir: Path) -> RunLock:
@@ -132,18 +128,6 @@ class GroupRecord:
         os.replace(tmp, self.path)
 
 
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(pgid, start ticks) of a live process, None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] == b"Z":
-        return None
-    return int(fields[2]), int(fields[19])
-
-
 def _all_pids() -> Iterator[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -165,16 +149,15 @@ def reap_leftovers(run_dir: Path) -> list[int]:
     groups: dict[int, int] = {}
     for entry in recorded.values():
         pgid, ticks = int(entry[0]), int(entry[1])
-        leader_ticks = start_time_ticks(pgid)
-        if leader_ticks is None or leader_ticks == ticks:
+        leader = proc_stat(pgid)
+        if leader is None or leader.start_ticks == ticks:
             groups[pgid] = ticks
     killed: list[int] = []
     for pid in _all_pids():
-        stat = _proc_stat(pid)
-        if stat is None:
+        stat = proc_stat(pid)
+        if stat is None or stat.state == "Z":
             continue
-        pgid, ticks = stat
-        if pgid in groups and ticks >= groups[pgid] and pid != os.getpid():
+        if stat.pgid in groups and stat.start_ticks >= groups[stat.pgid] and pid != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

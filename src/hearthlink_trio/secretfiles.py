@@ -8,27 +8,9 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from hearthlink_trio._util import ensure_private_dir, write_private_file
+
 TOKEN_FILE = "api.token"
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Create ``path`` with mode 0600 atomically; it is never readable by others, even briefly.
-
-    Raises:
-        FileExistsError: ``path`` already exists (another process created it first).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # fails if path exists: never overwrite a secret
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def api_token(data_dir: Path, environ: Mapping[str, str] | None = None) -> str:
@@ -38,7 +20,7 @@ def api_token(data_dir: Path, environ: Mapping[str, str] | None = None) -> str:
         return environ["HEARTHLINK_API_TOKEN"]
     path = data_dir / TOKEN_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(data_dir)
         with contextlib.suppress(FileExistsError):
             write_private_file(path, secrets.token_urlsafe(32) + "\n")
     token = path.read_text().strip()

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hearthlink_trio._util import fsync_dir
+from hearthlink_trio._util import ensure_private_dir, fsync_dir, write_private_file
 
 if TYPE_CHECKING:
     from hearthlink_trio.services._vault_store import VaultLock
@@ -130,10 +130,10 @@ def load_or_create_key(data_dir: Path) -> str:
             "restore the key file from your backup (or set HEARTHLINK_VAULT_KEY); a new "
             "key could not read that data"
         )
-    _private_dir(data_dir)
+    ensure_private_dir(data_dir)
     key = generate_key()
     try:
-        _write_key_file(key_path, key, replace=False)
+        write_private_file(key_path, f"{key}\n")
     except FileExistsError:
         # Another process created it between our read and our write: theirs stands.
         return _read_key_file(key_path)
@@ -204,8 +204,8 @@ def rotate_key(data_dir: Path, *, current_key: str | None = None) -> str:
                 raise ValueError(str(exc)) from None
         try:
             _checkpoint("opened")
-            _private_dir(data_dir)
-            _write_key_file(new_path, new_text, replace=True)
+            ensure_private_dir(data_dir)
+            write_private_file(new_path, f"{new_text}\n", replace=True)
             _checkpoint("new-key-written")
             if store is not None:
                 store.rotate(new, checkpoint=_checkpoint)
@@ -334,35 +334,6 @@ def _read_key_file(path: Path) -> str:
         ) from None
     decode_key(text, source=str(path))
     return text
-
-
-def _write_key_file(path: Path, text: str, *, replace: bool) -> None:
-    """Write a key file atomically, private from its first byte, and sync it.
-
-    ``replace=False`` raises FileExistsError instead of replacing an existing file.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, f"{text}\n".encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        _remove(tmp)
-    fsync_dir(path.parent)
-
-
-def _private_dir(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.chmod(0o700)
 
 
 def _remove(path: Path) -> None:
