@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
@@ -34,14 +35,23 @@ def _arm_parent_death_signal(parent: int) -> None:
         os._exit(1)
 
 
-def start_time_ticks(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/pid/stat)."""
+class ProcStat(NamedTuple):
+    """What /proc/<pid>/stat says of a process that we need."""
+
+    state: str  # "R", "S", … "Z" for a zombie
+    pgid: int
+    start_ticks: int  # start time in clock ticks since boot: with the pid, an identity
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """Fields 3, 5 and 22 of /proc/<pid>/stat; None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
+            # The command name (field 2) may hold spaces and ')': split after its last ')'.
             fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return int(fields[19])
+    return ProcStat(fields[0].decode(), int(fields[2]), int(fields[19]))
 
 
 def killpg(pgid: int, sig: int) -> bool:
@@ -185,5 +195,5 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> Child:
         pidfd=pidfd,
         stdout=trio.lowlevel.FdStream(out_r),
         stderr=trio.lowlevel.FdStream(err_r),
-        start_ticks=start_time_ticks(popen.pid),
+        start_ticks=stat.start_ticks if (stat := proc_stat(popen.pid)) else None,
     )

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hearthlink_trio.errors import ConfigError
+
 __all__ = [
     "UNIT_NAME",
     "default_exec_start",
@@ -34,8 +36,6 @@ UNIT_NAME = "hearthlink.service"
 STOP_TIMEOUT_MARGIN = 15.0
 #: Pause before systemd restarts a supervisor that failed (``Restart=on-failure``).
 RESTART_SEC = 2.0
-#: ``hearthlink run`` exits 2 for a bad config: restarting cannot help, so systemd must not.
-EXIT_BAD_CONFIG = 2
 
 
 def render_unit(
@@ -96,7 +96,8 @@ def render_unit(
         f"WatchdogSec={_timespan(watchdog_sec)}",
         "Restart=on-failure",
         f"RestartSec={_timespan(RESTART_SEC)}",
-        f"RestartPreventExitStatus={EXIT_BAD_CONFIG}",
+        # A bad config (exit 2): restarting cannot help, so systemd must not.
+        f"RestartPreventExitStatus={ConfigError.exit_code}",
         f"# Above the worst-case shutdown ({_timespan(stop_timeout_worst)}) plus a margin.",
         f"TimeoutStopSec={stop_timeout}s",
         "KillMode=control-group",
