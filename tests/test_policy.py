@@ -131,11 +131,15 @@ async def test_restart_count_resets_after_stable_period(
     runner.restart_count = 2
     counts: list[tuple[float, int]] = []
 
-    def listen() -> None:
-        counts.append((trio.current_time() - sup.started, runner.restart_count))
+    async def watch() -> None:
+        while True:
+            await sup.wait_changed()
+            counts.append((trio.current_time() - sup.started, runner.restart_count))
 
-    sup.listeners.append(listen)
-    await runner._health_loop()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await runner._health_loop()
+        nursery.cancel_scope.cancel()
     resets = [t for t, c in counts if c == 0]
     # First pass at 0.05 s; the count goes to zero 10 s later, not at the next 30 s probe.
     assert resets and resets[0] == pytest.approx(10.05)

@@ -27,7 +27,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -451,8 +450,8 @@ class ServiceRunner:
             if verdict is Verdict.FIRST_PASS:
                 healthy_since = now
                 self.ever_healthy = True
-                self._set(State.HEALTHY, error=None)
                 self.error_message = None
+                self._set(State.HEALTHY)
                 sup.log.info(
                     "%s service is healthy",
                     self.name,
@@ -526,8 +525,6 @@ class Supervisor:
         for service in config.services:
             self.runners[service.name] = self._runner(service)
         self._link_dependents()
-        #: Called with no arguments whenever any state changes (sd_notify STATUS, …).
-        self.listeners: list[Callable[[], None]] = []
 
     def _runner(self, service: Service) -> ServiceRunner:
         env = child_environment(self.config, service, token=self._token, vault_key=self._vault_key)
@@ -544,8 +541,6 @@ class Supervisor:
     def changed(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-        for listener in self.listeners:
-            listener()
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
