@@ -1,46 +1,48 @@
-"""The exception tree, and the one place that maps each kind of failure to an exit code.
+"""The exception tree, and the one table of exit codes.
 
 ``HearthlinkError`` → ``ConfigError`` (2) | ``PreflightError`` (3). The command line
-catches ``HearthlinkError`` and exits with ``exit_code``; runtime failures (a critical
-service given up) are the supervisor's exit code 1, and a stopped-by-force run's 130.
+catches ``HearthlinkError`` and exits with its ``exit_code``; a run's own outcomes (a
+critical service given up, a stop forced by a second signal) are the supervisor's return
+value. This module imports nothing, so the services use it too.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
+
+#: The exit status by which a service says "my configuration is wrong; do not restart me".
+EX_CONFIG = 78
+
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of ``hearthlink`` commands."""
+
+    OK = 0
+    FATAL = 1  # a runtime failure (a critical service gave up), or "not running"
+    CONFIG = 2  # bad config or usage
+    PREFLIGHT = 3  # the machine is not ready (port busy, another supervisor, bad secret)
+    FORCED = 130  # stopped by force (a second Ctrl-C)
 
 
 class HearthlinkError(Exception):
-    """Base of every error hearthlink reports to its user."""
+    """Base of every error hearthlink reports to its user: one line per problem."""
 
-    exit_code = 1
+    exit_code = ExitCode.FATAL
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.message = "\n".join(self.problems)
+        super().__init__(self.message)
 
 
 class ConfigError(HearthlinkError):
-    """The configuration is invalid; ``problems`` holds one line per problem."""
+    """The configuration is invalid."""
 
-    exit_code = 2
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
+    exit_code = ExitCode.CONFIG
 
 
 class PreflightError(HearthlinkError):
     """The machine is not ready for the services (port busy, another supervisor, …)."""
 
-    exit_code = 3
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = list(problems)
-
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_PREFLIGHT = 3
-EXIT_FORCED = 130
+    exit_code = ExitCode.PREFLIGHT

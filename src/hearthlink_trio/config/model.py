@@ -1,0 +1,129 @@
+"""The config file's model: every table and key, its type, default and bounds.
+
+Unknown keys are refused (``extra="forbid"``), so a typo is reported instead of ignored.
+Cross-key checks (unique ports, known dependencies, files that must exist) are made by
+:mod:`hearthlink_trio.config.load`, which turns this model into a resolved
+:class:`~hearthlink_trio.config.resolved.Config`.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SECRET_FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+#: Variables the supervisor gives every service; a secret cannot take their name.
+RESERVED_VARIABLES = frozenset(
+    {"HEARTHLINK_DATA_DIR", "HEARTHLINK_SERVICE", "HEARTHLINK_API_TOKEN", "PYTHONPATH"}
+)
+DEFAULT_DATA_DIR = "~/.local/share/hearthlink"
+
+NonNegative = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SupervisorSection(_Section):
+    data_dir: str = DEFAULT_DATA_DIR
+    control_socket: str = ""
+    stop_timeout: NonNegative = 10.0
+    log_dir: str = ""
+    #: The interpreter for ``script`` services and ``{python}``; "" = the one running hearthlink.
+    python: str = ""
+    #: Size at which a service's log file is rotated, and how many old files are kept.
+    log_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    log_backups: Annotated[int, Field(ge=0)] = 3
+
+
+class HealthSection(_Section):
+    startup_interval: Positive = 5.0
+    startup_period: NonNegative = 60.0
+    steady_interval: Positive = 30.0
+    timeout: Positive = 5.0
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+
+
+class RestartSection(_Section):
+    max_attempts: Annotated[int, Field(ge=0)] = 5
+    initial_backoff: NonNegative = 1.0
+    max_backoff: NonNegative = 30.0
+    stable_after: NonNegative = 10.0
+
+
+class ServiceSection(_Section):
+    script: str | None = None
+    command: list[str] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)]
+    host: str = "127.0.0.1"
+    allow_external: bool = False
+    health_path: str = "/health"
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str = ""
+    depends_on: list[str] = Field(default_factory=list)
+    stop_timeout: NonNegative | None = None
+    stop_signal: str = "SIGTERM"
+    critical: bool = False
+    #: Environment variable -> file in the data dir holding a generated secret.
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for var, filename in value.items():
+            if not ENV_NAME_RE.match(var):
+                raise ValueError(f"{var!r} is not an environment variable name")
+            if var in RESERVED_VARIABLES or (
+                var.startswith("HEARTHLINK_") and var.endswith("_URL")
+            ):
+                raise ValueError(f"{var!r} is set by hearthlink itself")
+            if not SECRET_FILE_RE.match(filename):
+                raise ValueError(
+                    f"file {filename!r} for {var} must be a plain file name inside the data "
+                    "dir (letters, digits, '.', '_' and '-')"
+                )
+        return value
+
+    @field_validator("stop_signal")
+    @classmethod
+    def _known_signal(cls, value: str) -> str:
+        name = value.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        if not isinstance(getattr(signal, name, None), signal.Signals):
+            raise ValueError(f"unknown signal {value!r} (use a name like SIGTERM or SIGINT)")
+        return name
+
+    @field_validator("health_path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _non_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _script_or_command(self) -> ServiceSection:
+        if (self.script is None) == (self.command is None):
+            raise ValueError("give exactly one of 'script' or 'command'")
+        return self
+
+
+class ConfigFile(_Section):
+    supervisor: SupervisorSection = SupervisorSection()
+    health: HealthSection = HealthSection()
+    restart: RestartSection = RestartSection()
+    services: dict[str, ServiceSection] = Field(default_factory=dict)

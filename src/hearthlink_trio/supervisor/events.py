@@ -1,0 +1,232 @@
+"""Every line the supervisor writes about itself: its wording and its JSON fields, in one place.
+
+Each function returns an :class:`Event`; :func:`emit` writes it to the event log, where the
+human format prints ``message`` and ``--log-format json`` prints ``event``, ``message`` and
+every field. The wording of the original design's lines is kept word for word (``Started
+vault service on port 8001 with PID 12345``, ``Service vault restarted (attempt 1), next
+backoff: 2s``…). Durations are written with ``:g`` (``2s``, ``0.2s``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INFO = logging.INFO
+WARNING = logging.WARNING
+ERROR = logging.ERROR
+
+
+@dataclass(frozen=True)
+class Event:
+    """One supervisor event: a name for machines, a line for people, and its fields."""
+
+    name: str
+    message: str
+    level: int = INFO
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def emit(log: logging.Logger, event: Event) -> None:
+    """Write ``event`` to the event log (stderr, human or JSON)."""
+    log.log(event.level, "%s", event.message, extra={"event": event.name, "fields": event.fields})
+
+
+def seconds(value: float) -> str:
+    """A duration as the log lines write it: ``2s``, ``0.2s``, ``30s``."""
+    return f"{value:g}s"
+
+
+# -- preflight ---------------------------------------------------------------------------
+
+
+def port_available(service: str, port: int) -> Event:
+    return Event(
+        "port_available",
+        f"✓ Port {port} available for {service} service",
+        fields={"service": service, "port": port},
+    )
+
+
+def reaped(pids: Sequence[int]) -> Event:
+    listed = " ".join(str(pid) for pid in pids)
+    return Event(
+        "reaped",
+        f"Reaped {len(pids)} leftover process(es) of a previous run (pids {listed})",
+        WARNING,
+        {"pids": list(pids)},
+    )
+
+
+def group_record_unusable(path: Path, why: str, aside: Path) -> Event:
+    return Event(
+        "groups_record_unusable",
+        f"The process group record {path} is unusable ({why}); it was moved to {aside.name}, "
+        "and leftovers of a previous run, if any, were not reaped",
+        WARNING,
+    )
+
+
+def groups_record_failed(path: Path, why: str) -> Event:
+    return Event(
+        "groups_record_failed",
+        f"Could not record the service process groups in {path}: {why}",
+        WARNING,
+    )
+
+
+# -- one service -------------------------------------------------------------------------
+
+
+def started(service: str, port: int, pid: int) -> Event:
+    return Event(
+        "started",
+        f"Started {service} service on port {port} with PID {pid}",
+        fields={"service": service, "pid": pid, "port": port},
+    )
+
+
+def restarted(service: str, attempt: int, next_backoff: float) -> Event:
+    return Event(
+        "restarted",
+        f"Service {service} restarted (attempt {attempt}), next backoff: {seconds(next_backoff)}",
+        fields={"service": service, "attempt": attempt, "backoff": next_backoff},
+    )
+
+
+def spawn_failed(service: str, reason: str) -> Event:
+    return Event("spawn_failed", f"{service} service {reason}", ERROR, {"service": service})
+
+
+def healthy(service: str, *, again: bool = False) -> Event:
+    text = "is healthy again" if again else "is healthy"
+    return Event("healthy", f"{service} service {text}", fields={"service": service})
+
+
+def unhealthy(service: str, reason: str) -> Event:
+    return Event(
+        "unhealthy",
+        f"{service} service unhealthy ({reason}), scheduling restart",
+        WARNING,
+        {"service": service, "reason": reason},
+    )
+
+
+def exited(service: str, detail: str, exit_code: int) -> Event:
+    return Event(
+        "exited",
+        f"{service} service exited ({detail}), scheduling restart",
+        WARNING,
+        {"service": service, "exit_code": exit_code},
+    )
+
+
+def restarting(service: str, backoff: float) -> Event:
+    return Event(
+        "restarting",
+        f"Restarting {service} service with exponential backoff",
+        fields={"service": service, "backoff": backoff},
+    )
+
+
+def gave_up(service: str, failures: int) -> Event:
+    return Event(
+        "gave_up",
+        f"Service {service} has failed {failures} times, not restarting",
+        ERROR,
+        {"service": service, "attempt": failures},
+    )
+
+
+def config_exit(service: str, status: int) -> Event:
+    return Event(
+        "gave_up",
+        f"{service} service exited with status {status} (configuration error), not restarting",
+        ERROR,
+        {"service": service, "exit_code": status},
+    )
+
+
+def restart_requested(service: str, what: str) -> Event:
+    return Event(
+        "restart_requested",
+        f"Restart of {service} service requested: {what}",
+        fields={"service": service},
+    )
+
+
+def manual_restart(service: str) -> Event:
+    return Event(
+        "manual_restart", f"Manual restart of {service} service", fields={"service": service}
+    )
+
+
+def stopped(service: str, exit_code: int, *, detail: str | None) -> Event:
+    """A stop the supervisor asked for; ``detail`` only when it did not end as asked."""
+    text = f"Stopped {service} service" + (f" ({detail})" if detail else "")
+    fields: dict[str, Any] = {"service": service, "exit_code": exit_code}
+    if exit_code < 0:
+        fields["signal"] = -exit_code
+    return Event("stopped", text, fields=fields)
+
+
+def log_write_failed(path: Path, why: str) -> Event:
+    return Event(
+        "log_write_failed",
+        f"Cannot write the log file {path} ({why}); its lines still go to the console, "
+        "and the file is written again once it can be",
+        WARNING,
+    )
+
+
+def log_write_resumed(path: Path) -> Event:
+    return Event("log_write_resumed", f"Writing the log file {path} again")
+
+
+# -- the whole supervisor ----------------------------------------------------------------
+
+
+def steady_state(interval: float) -> Event:
+    return Event(
+        "steady_state",
+        f"Health monitoring: Switching to steady-state mode ({seconds(interval)} intervals)",
+    )
+
+
+def shutdown(reason: str) -> Event:
+    return Event("shutdown", f"{reason}, stopping all services")
+
+
+def forced(signal_name: str) -> Event:
+    return Event("forced", f"Received {signal_name} again, killing all services now", WARNING)
+
+
+def control_error(path: Path, why: str) -> Event:
+    return Event("control_error", f"Control socket {path}: {why}", ERROR)
+
+
+def config_problem(line: str) -> Event:
+    return Event("config_error", line, ERROR)
+
+
+def port_unavailable(line: str) -> Event:
+    return Event("port_unavailable", line, ERROR)
+
+
+def reload_refused(why: str) -> Event:
+    return Event("reload_refused", f"Config reload refused{why}", ERROR)
+
+
+def reload_ignored() -> Event:
+    return Event(
+        "reload_refused",
+        "Config reload ignored: the supervisor is still starting; send SIGHUP again",
+        WARNING,
+    )
+
+
+def reloaded(summary: str) -> Event:
+    return Event("reloaded", f"Config reloaded: {summary}")

@@ -1,0 +1,65 @@
+"""The health loop of one process: probe on schedule, move the service between healthy and
+unhealthy, reset its restart count once stable, and return when it must be restarted."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from hearthlink_trio.config import Service
+from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.policy import ProbeTracker, Verdict, backoff_delay
+from hearthlink_trio.supervisor.state import ServiceState, State
+
+
+async def watch_health(ctx: Context, service: Service, record: ServiceState) -> str:
+    """Probe ``service`` until it is unhealthy; returns the last failure's reason.
+
+    ``[health]`` and ``[restart]`` are read from the running config at every step, so a
+    reload applies to processes already running.
+    """
+    tracker = ProbeTracker(ctx.config.health, ctx.started, process_start=trio.current_time())
+    healthy_since: float | None = None
+    reason = ""
+    while True:
+        health, policy = ctx.config.health, ctx.config.restart
+        tracker.health = health
+        now = trio.current_time()
+        delay = tracker.next_delay(now)
+        if healthy_since is not None and record.restart_count:
+            # Wake up in time to reset the count once the service has been stable.
+            delay = min(delay, max(0.0, healthy_since + policy.stable_after - now))
+        await trio.sleep(delay)
+        result = await ctx.prober.probe(service, health.timeout)
+        now = trio.current_time()
+        verdict = tracker.observe(result is None, now)
+        if result is None:
+            record.last_health_check = time.time()
+        else:
+            reason = result
+        if verdict is Verdict.FIRST_PASS:
+            healthy_since = now
+            record.ever_healthy = True
+            record.change_state(State.HEALTHY, error=None)
+            events.emit(ctx.log, events.healthy(service.name))
+        elif verdict is Verdict.PASSED:
+            if record.state is State.UNHEALTHY:
+                healthy_since = now
+                record.change_state(State.HEALTHY, error=None)
+                events.emit(ctx.log, events.healthy(service.name, again=True))
+            if (
+                record.restart_count
+                and healthy_since is not None
+                and now - healthy_since >= policy.stable_after
+            ):
+                record.restart_count = 0
+                record.restart_backoff = backoff_delay(1, policy)
+                ctx.changed()
+        elif verdict is Verdict.FAILED:
+            healthy_since = None
+            record.change_state(State.UNHEALTHY, error=reason)
+        elif verdict is Verdict.UNHEALTHY:
+            events.emit(ctx.log, events.unhealthy(service.name, reason))
+            return f"unhealthy ({reason})"

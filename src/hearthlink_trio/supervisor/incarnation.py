@@ -1,0 +1,202 @@
+"""One process of a service, from its start to its reaping.
+
+:func:`run_incarnation` launches the process and, inside :func:`running`, waits for the
+first of three things: the process exits, a manual restart is asked, or the health loop
+gives up on it. Whichever comes first is the :class:`Outcome` returned. Leaving
+``running`` (by that return, or by a cancellation: shutdown, reload) always stops the
+process group in a shielded scope and drains its output, so no path leaves a process
+behind: the guarantee is in the shape of the code.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from hearthlink_trio.config import Service
+from hearthlink_trio.errors import EX_CONFIG
+from hearthlink_trio.process.spawn import describe_exit
+from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.health import watch_health
+from hearthlink_trio.supervisor.output import ServiceOutput, pump
+from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.seams import Process
+from hearthlink_trio.supervisor.state import ServiceState, State
+
+#: How long the pumps may keep reading after their process exited.
+PUMP_DRAIN_SECONDS = 1.0
+
+T = TypeVar("T")
+
+
+class End(enum.Enum):
+    """Why a process ended."""
+
+    EXITED = "exited"
+    UNHEALTHY = "unhealthy"
+    MANUAL = "manual"
+    CONFIG = "config"  # exited with EX_CONFIG: give up at once
+    SPAWN_FAILED = "spawn_failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    end: End
+    detail: str = ""
+
+
+async def first_of(*tasks: Callable[[], Awaitable[T]]) -> T:
+    """Run ``tasks`` concurrently; return the first result and cancel the others."""
+    results: list[T] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run(task: Callable[[], Awaitable[T]]) -> None:
+            value = await task()
+            if not results:
+                results.append(value)
+            nursery.cancel_scope.cancel()
+
+        for task in tasks:
+            nursery.start_soon(run, task)
+    return results[0]
+
+
+async def run_incarnation(
+    ctx: Context,
+    service: Service,
+    env: Mapping[str, str],
+    record: ServiceState,
+    out: ServiceOutput,
+    *,
+    attempt: int,
+    restart_requested: trio.Event,
+    stop_asked: Callable[[], bool],
+) -> Outcome:
+    """Start ``service`` once and watch it until it exits, fails its health or is restarted.
+
+    ``attempt`` is the restart number (0 for a first start or a manual restart).
+    ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
+    shutdown or a reload), which is logged as such.
+    """
+    try:
+        async with ctx.spawn_lock:
+            process = ctx.launcher.launch(service, env)
+    except OSError as exc:
+        reason = f"could not start: {exc.strerror or exc}"
+        events.emit(ctx.log, events.spawn_failed(service.name, reason))
+        return Outcome(End.SPAWN_FAILED, reason)
+    _started(ctx, service, record, process, attempt)
+    async with running(ctx, service, record, process, out, stop_asked):
+        return await first_of(
+            lambda: _exit_of(ctx, service, process),
+            lambda: _manual(ctx, service, restart_requested),
+            lambda: _unhealthy(ctx, service, record),
+        )
+
+
+def _started(
+    ctx: Context, service: Service, record: ServiceState, process: Process, attempt: int
+) -> None:
+    now = time.time()
+    record.pid = process.pid
+    record.started_at = now
+    if attempt:
+        record.last_restart = now
+    ctx.groups.add(service.name, process.pid, process.start_ticks)
+    record.change_state(State.STARTING)
+    events.emit(ctx.log, events.started(service.name, service.port, process.pid))
+    if attempt:
+        record.restart_backoff = backoff_delay(attempt + 1, ctx.config.restart)
+        events.emit(ctx.log, events.restarted(service.name, attempt, record.restart_backoff))
+
+
+@asynccontextmanager
+async def running(
+    ctx: Context,
+    service: Service,
+    record: ServiceState,
+    process: Process,
+    out: ServiceOutput,
+    stop_asked: Callable[[], bool],
+) -> AsyncIterator[None]:
+    """Pump the process's output while the body runs; stop it and drain when it ends."""
+    try:
+        async with trio.open_nursery() as pumps:
+            drained = trio.Event()
+            open_streams = [process.stdout, process.stderr]
+            scopes: list[trio.CancelScope] = []
+
+            async def drain(stream: trio.abc.ReceiveStream) -> None:
+                # Shielded: the pumps keep reading while the process shuts down, so its last
+                # words reach the log; they are ended below once it has exited.
+                with trio.CancelScope(shield=True) as scope:
+                    scopes.append(scope)
+                    await pump(stream, out)
+                open_streams.remove(stream)
+                if not open_streams:
+                    drained.set()
+
+            for stream in list(open_streams):
+                pumps.start_soon(drain, stream)
+            try:
+                yield
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _stop(ctx, service, record, process, stop_asked)
+                    with trio.move_on_after(PUMP_DRAIN_SECONDS):
+                        await drained.wait()
+                    for scope in scopes:
+                        scope.cancel()
+    finally:
+        process.close_streams()
+        ctx.prober.forget(service)
+
+
+async def _stop(
+    ctx: Context,
+    service: Service,
+    record: ServiceState,
+    process: Process,
+    stop_asked: Callable[[], bool],
+) -> None:
+    if ctx.shutting_down:
+        # Dependents stop before what they depend on.
+        await ctx.wait_until(lambda: not ctx.dependents_running(service.name))
+    if record.running:
+        record.change_state(State.STOPPING)
+    code = await process.stop(service.stop_signal, service.stop_timeout, ctx.force)
+    ctx.groups.remove(service.name)
+    record.pid = None
+    ctx.changed()
+    if stop_asked():
+        as_asked = code in (0, -service.stop_signal)
+        detail = None if as_asked else describe_exit(code)
+        events.emit(ctx.log, events.stopped(service.name, code, detail=detail))
+
+
+async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
+    await process.wait_exited()
+    code = process.peek_returncode()
+    if code == EX_CONFIG:
+        return Outcome(End.CONFIG, "configuration error")
+    detail = describe_exit(code)
+    if not ctx.shutting_down:
+        events.emit(ctx.log, events.exited(service.name, detail, code))
+    return Outcome(End.EXITED, f"exited ({detail})")
+
+
+async def _manual(ctx: Context, service: Service, restart_requested: trio.Event) -> Outcome:
+    await restart_requested.wait()
+    events.emit(ctx.log, events.manual_restart(service.name))
+    return Outcome(End.MANUAL, "manual restart")
+
+
+async def _unhealthy(ctx: Context, service: Service, record: ServiceState) -> Outcome:
+    return Outcome(End.UNHEALTHY, await watch_health(ctx, service, record))

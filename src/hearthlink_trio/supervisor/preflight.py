@@ -1,0 +1,164 @@
+"""Preflight, shared by ``run`` and ``check``: is this machine ready to start?
+
+In order: the interpreter and programs exist; the secret files are well formed (``run``
+makes the missing ones); no other supervisor holds this data dir (a lock file, held for the
+supervisor's life); what a crashed run left behind is reaped; every port is free. Problems
+are collected and raised together.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from hearthlink_trio._util import ensure_private_dir
+from hearthlink_trio.config import Config, Service
+from hearthlink_trio.errors import PreflightError
+from hearthlink_trio.process.groups import GROUPS_NAME, MalformedRecord, reap_leftovers
+from hearthlink_trio.process.procfs import port_holder
+from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
+
+LOCK_NAME = "supervisor.lock"
+
+
+@dataclass
+class RunLock:
+    """The data dir's lock: held (an open, flock'ed file) while a supervisor runs."""
+
+    path: Path
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def acquire_lock(run_dir: Path) -> RunLock:
+    """Take the data dir's lock, or raise PreflightError naming the supervisor holding it."""
+    ensure_private_dir(run_dir)
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise PreflightError(
+            [
+                f"Another hearthlink supervisor (pid {holder}) is already running with data dir "
+                f"{run_dir.parent}; stop it first (hearthlink stop) or use another data dir"
+            ]
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return RunLock(path, fd)
+
+
+def check_port(service: Service) -> str | None:
+    """None if the service's port can be bound as the service will bind it, else why not."""
+    host = "127.0.0.1" if service.host == "localhost" else service.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the services bind: connections of a previous run in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, service.port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            holder = port_holder(service.port)
+            return f"{reason} (held by {holder})" if holder else reason
+    return None
+
+
+def _program_problem(service: Service) -> str | None:
+    program = service.argv[0]
+    if os.sep in program:
+        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+            return f"{service.name} service: program not found or not executable: {program}"
+    elif shutil.which(program) is None:
+        return f"{service.name} service: program {program!r} not found on PATH"
+    return None
+
+
+@dataclass
+class Ready:
+    """What a passed preflight hands to ``run``: the held lock and the run's secrets."""
+
+    lock: RunLock
+    secrets: Secrets
+
+
+def _reap(run_dir: Path, log: logging.Logger) -> None:
+    try:
+        killed = reap_leftovers(run_dir)
+    except MalformedRecord as exc:
+        # Unusable for reaping; kept aside for a look rather than deleted, and the run goes
+        # on: a leftover that still holds a port is caught by the port check below.
+        record = run_dir / GROUPS_NAME
+        aside = record.with_name(GROUPS_NAME + ".corrupt")
+        os.replace(record, aside)
+        events.emit(log, events.group_record_unusable(record, str(exc), aside))
+        return
+    if killed:
+        events.emit(log, events.reaped(killed))
+
+
+def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready | None:
+    """Run every check; with ``keep_lock`` (``run``) returns the held lock and the secrets,
+    made where missing; without (``check``) releases the lock, creates nothing, returns None.
+
+    Raises:
+        PreflightError: every problem found, one line each.
+    """
+    problems: list[str] = []
+    if not (os.path.isfile(config.python) and os.access(config.python, os.X_OK)):
+        problems.append(f"Python interpreter not found or not executable: {config.python}")
+    for service in config.services:
+        problem = _program_problem(service)
+        if problem:
+            problems.append(problem)
+    try:
+        ensure_private_dir(config.data_dir)
+        lock = acquire_lock(config.run_dir)
+    except OSError as exc:
+        raise PreflightError(
+            [*problems, f"Data dir {config.data_dir} is not usable: {exc.strerror or exc}"]
+        ) from None
+    try:
+        try:
+            secrets = load_secrets(config, create=keep_lock)
+        except ValueError as exc:
+            problems.append(f"Secrets in {config.data_dir}: {exc}")
+        except OSError as exc:
+            problems.append(f"Secrets in {config.data_dir}: {exc.strerror or exc}")
+        try:
+            _reap(config.run_dir, log)
+        except OSError as exc:
+            problems.append(f"Run dir {config.run_dir}: {exc.strerror or exc}")
+        available = []
+        for service in config.services:
+            reason = check_port(service)
+            if reason is None:
+                available.append(service)
+            else:
+                problems.append(
+                    f"Port {service.port} unavailable for {service.name} service: {reason}"
+                )
+        if problems:
+            raise PreflightError(problems)
+        for service in available:
+            events.emit(log, events.port_available(service.name, service.port))
+    except BaseException:
+        lock.release()
+        raise
+    if keep_lock:
+        return Ready(lock, secrets)
+    lock.release()
+    return None

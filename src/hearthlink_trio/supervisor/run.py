@@ -1,0 +1,37 @@
+"""``hearthlink run``: preflight, then the supervisor under ``trio.run``."""
+
+from __future__ import annotations
+
+import sys
+
+import trio
+
+from hearthlink_trio.config import Config
+from hearthlink_trio.errors import PreflightError
+from hearthlink_trio.supervisor.output import Console, setup_event_log
+from hearthlink_trio.supervisor.preflight import preflight
+from hearthlink_trio.supervisor.supervisor import Supervisor
+from hearthlink_trio.systemd.notify import Notifier
+
+
+def run_supervisor(config: Config, *, log_format: str) -> int:
+    """Run the supervisor in the foreground; returns the exit code."""
+    log = setup_event_log(log_format)
+    ready = preflight(config, log, keep_lock=True)
+    assert ready is not None
+    console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
+    try:
+        try:
+            supervisor = Supervisor(
+                config,
+                log,
+                secrets=ready.secrets,
+                console=console,
+                notifier=Notifier.from_environ(),
+            )
+        except OSError as exc:  # the log dir cannot be created or a log file opened
+            raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None
+        return trio.run(supervisor.run)
+    finally:
+        console.close()
+        ready.lock.release()

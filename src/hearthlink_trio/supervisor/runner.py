@@ -1,0 +1,157 @@
+"""The runner: one service for the supervisor's life. Wait for the dependencies, then start,
+watch, restart with backoff, give up, and wait for a manual restart."""
+
+from __future__ import annotations
+
+import trio
+
+from hearthlink_trio.config import Service
+from hearthlink_trio.errors import EX_CONFIG
+from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.environment import child_environment
+from hearthlink_trio.supervisor.incarnation import End, Outcome, run_incarnation
+from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
+from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.state import ServiceState, State
+
+
+class Runner:
+    """Runs one service; :meth:`run` returns only when cancelled (shutdown or retirement)."""
+
+    def __init__(self, ctx: Context, service: Service, *, index: int) -> None:
+        self.ctx = ctx
+        self.service = service
+        self.name = service.name
+        # Computed once: an unchanged service keeps its environment across reloads.
+        self.env = child_environment(ctx.config, service, ctx.secrets)
+        self.record = ServiceState(
+            service.name,
+            restart_backoff=backoff_delay(1, ctx.config.restart),
+            on_change=ctx.on_change,
+        )
+        self.out = ServiceOutput(
+            service.name,
+            index,
+            ctx.console,
+            ServiceLog(
+                ctx.config.log_dir / f"{service.name}.log",
+                max_bytes=ctx.config.log_max_bytes,
+                backups=ctx.config.log_backups,
+                on_error=ctx.log_write_failed,
+            ),
+        )
+        self._restart = trio.Event()
+        #: Cancelled to end this runner alone (a reload removed or changed its service).
+        self.scope = trio.CancelScope()
+        self.retiring = False
+        #: Set once :meth:`run` has returned and its process is gone.
+        self.done = trio.Event()
+
+    def request_restart(self) -> str:
+        """A manual restart; returns what will happen, truthfully, for the caller to show.
+
+        Running: stopped and started at once, not counted. In backoff: keeps its wait.
+        Failed: its count is reset and it starts. Waiting for dependencies: it starts once
+        they are healthy (nothing to restart yet).
+        """
+        record = self.record
+        if self.ctx.shutting_down or record.state in (State.STOPPING, State.STOPPED):
+            return "the supervisor is stopping it"
+        if record.state is State.WAITING:
+            return f"not started yet ({record.error_message or 'waiting for its dependencies'})"
+        if record.state is State.BACKOFF:
+            return "in backoff; it restarts when its wait is over"
+        if record.state is State.FAILED:
+            record.restart_count = 0
+        self._restart.set()
+        return "restarting"
+
+    def retire(self) -> None:
+        """Stop this service for good (a reload removed or changed it)."""
+        self.retiring = True
+        self.scope.cancel()
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                await self._wait_for_dependencies()
+                await self._supervise()
+        finally:
+            if self.record.state is not State.STOPPED:
+                self.record.change_state(State.STOPPED)
+            self.out.log.close()
+            self.done.set()
+
+    async def _supervise(self) -> None:
+        ctx, record = self.ctx, self.record
+        attempt = 0
+        while True:
+            self._restart = trio.Event()
+            outcome = await run_incarnation(
+                ctx,
+                self.service,
+                self.env,
+                record,
+                self.out,
+                attempt=attempt,
+                restart_requested=self._restart,
+                stop_asked=lambda: ctx.shutting_down or self.retiring,
+            )
+            attempt = 0
+            if outcome.end is End.MANUAL:
+                continue
+            if outcome.end is End.CONFIG:
+                self._give_up(
+                    events.config_exit(self.name, EX_CONFIG),
+                    self.out.last_line or f"configuration error (exit status {EX_CONFIG})",
+                )
+                await self._wait_for_manual_restart()
+                continue
+            if record.restart_count >= ctx.config.restart.max_attempts:
+                self._give_up(events.gave_up(self.name, record.restart_count), outcome.detail)
+                await self._wait_for_manual_restart()
+                continue
+            await self._back_off(outcome)
+            attempt = record.restart_count
+
+    async def _back_off(self, outcome: Outcome) -> None:
+        record = self.record
+        record.restart_count += 1
+        delay = backoff_delay(record.restart_count, self.ctx.config.restart)
+        record.restart_backoff = delay
+        record.change_state(State.BACKOFF, error=outcome.detail)
+        events.emit(self.ctx.log, events.restarting(self.name, delay))
+        await trio.sleep(delay)
+
+    def _give_up(self, event: events.Event, error: str) -> None:
+        events.emit(self.ctx.log, event)
+        # The error may be the service's own last output line: it is shown by `status` and
+        # logged, so the secrets the supervisor handed out are masked in it.
+        error = self.ctx.secrets.redact(error)
+        self.record.change_state(State.FAILED, error=error)
+        if self.service.critical:
+            self.ctx.fatal(f"critical service {self.name} gave up: {error}")
+
+    async def _wait_for_manual_restart(self) -> None:
+        self._restart = trio.Event()
+        await self._restart.wait()
+        events.emit(self.ctx.log, events.manual_restart(self.name))
+
+    async def _wait_for_dependencies(self) -> None:
+        ctx, record = self.ctx, self.record
+
+        def ready() -> bool:
+            # Looked up by name at every change: a dependency that a reload replaced is
+            # its successor's record from then on.
+            waiting = [
+                dep
+                for dep in self.service.depends_on
+                if (found := ctx.records.get(dep)) is None or found.state is not State.HEALTHY
+            ]
+            if waiting:
+                record.note(f"waiting for {', '.join(waiting)} to be healthy")
+            return not waiting
+
+        await ctx.wait_until(ready)
+        record.note(None)

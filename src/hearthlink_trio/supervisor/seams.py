@@ -1,0 +1,98 @@
+"""The supervisor's two seams to the world: the launcher that starts processes, the prober.
+
+The supervisor is handed one of each. The real ones start service processes
+(:mod:`hearthlink_trio.process.spawn`) and probe them over HTTP
+(:mod:`hearthlink_trio.probes`); the tests' fakes script both on trio's virtual clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Protocol
+
+import trio
+
+from hearthlink_trio.config import Service
+from hearthlink_trio.probes import HttpProber
+from hearthlink_trio.process.spawn import Child, spawn
+
+
+class Process(Protocol):
+    """A started service process, leader of its own process group."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def start_ticks(self) -> int | None: ...
+
+    @property
+    def stdout(self) -> trio.abc.ReceiveStream: ...
+
+    @property
+    def stderr(self) -> trio.abc.ReceiveStream: ...
+
+    async def wait_exited(self) -> None:
+        """Return once the process has exited (it is reaped by :meth:`stop`)."""
+
+    def peek_returncode(self) -> int:
+        """The exit status of an exited process (``-N`` for signal N)."""
+
+    async def stop(self, stop_signal: int, timeout: float, force: trio.Event) -> int:
+        """Stop the whole group (signal, grace, SIGKILL), reap; returns the exit status."""
+
+    def close_streams(self) -> None: ...
+
+
+class Launcher(Protocol):
+    def launch(self, service: Service, env: Mapping[str, str]) -> Process:
+        """Start ``service``'s process now.
+
+        Raises:
+            OSError: it could not be started (the program is missing, say).
+        """
+
+
+class Prober(Protocol):
+    async def probe(self, service: Service, timeout: float) -> str | None:
+        """None when ``service`` passes its probe within ``timeout``, else why not."""
+
+    def forget(self, service: Service) -> None:
+        """Drop what is kept for ``service`` (its process is gone)."""
+
+    async def aclose(self) -> None: ...
+
+
+class ProcessLauncher:
+    """Starts real processes (from the trio main thread: see :func:`spawn`)."""
+
+    def launch(self, service: Service, env: Mapping[str, str]) -> Child:
+        return spawn(service.argv, env=env, cwd=service.cwd)
+
+
+class ServiceProber:
+    """Probes each service's health URL over HTTP."""
+
+    def __init__(self) -> None:
+        self._http = HttpProber()
+
+    async def probe(self, service: Service, timeout: float) -> str | None:
+        return await self._http.probe(service.health_url, timeout)
+
+    def forget(self, service: Service) -> None:
+        self._http.forget(service.health_url)
+
+    async def aclose(self) -> None:
+        await self._http.__aexit__(None, None, None)
+
+    async def __aenter__(self) -> ServiceProber:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,131 @@
+"""Secrets the supervisor hands to services: the API token and each declared secret.
+
+A service declares ``secrets = { VAR = "file" }``. The value comes from the supervisor's
+environment when ``VAR`` is set there; otherwise from ``<data_dir>/<file>``, generated once
+(32 random bytes, standard padded base64, one line, mode 0600). The API token works the same
+way with ``HEARTHLINK_API_TOKEN`` and ``<data_dir>/api.token``. A file that exists but is
+malformed is an error and is never overwritten: it may be the only copy of a key that
+opens a service's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hearthlink_trio._util import ensure_private_dir, write_private_file
+from hearthlink_trio.config import Config
+from hearthlink_trio.config.load import TOKEN_FILE
+
+TOKEN_VARIABLE = "HEARTHLINK_API_TOKEN"
+#: A generated secret's size.
+SECRET_BYTES = 32
+#: The shortest API token accepted from its file.
+MIN_TOKEN_CHARS = 16
+#: Secret files are a line of text; anything much larger is not one.
+MAX_SECRET_FILE_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The values of a run's secrets, never logged or shown."""
+
+    token: str
+    #: Declared secrets: environment variable -> value.
+    values: Mapping[str, str]
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value replaced by ``***``."""
+        for secret in (self.token, *self.values.values()):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+
+def generate_secret() -> str:
+    """A fresh secret: 32 random bytes in standard, padded base64."""
+    return base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def _read_line(path: Path) -> str:
+    with open(path, "rb") as f:
+        data = f.read(MAX_SECRET_FILE_BYTES + 1)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"{path} is too large to be a secret file")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not one line of text") from None
+    lines = text.splitlines()
+    if len(lines) != 1 or not lines[0].strip():
+        raise ValueError(f"{path} must hold exactly one line (it is empty or has several)")
+    return lines[0].strip()
+
+
+def _check_secret(path: Path, value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != SECRET_BYTES:
+        raise ValueError(
+            f"{path} does not hold a secret (one line of standard base64 of {SECRET_BYTES} bytes)"
+        )
+    return value
+
+
+def _check_token(path: Path, value: str) -> str:
+    if len(value) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{path} holds a token shorter than {MIN_TOKEN_CHARS} characters")
+    return value
+
+
+def _from_file(path: Path, fresh: str, *, create: bool) -> str:
+    if not os.path.lexists(path):
+        if not create:
+            return ""
+        ensure_private_dir(path.parent)
+        with contextlib.suppress(FileExistsError):  # another process made it first
+            write_private_file(path, fresh + "\n")
+    return _read_line(path)
+
+
+def load_secrets(
+    config: Config, environ: Mapping[str, str] | None = None, *, create: bool
+) -> Secrets:
+    """The run's secrets; with ``create``, missing files are generated.
+
+    Without ``create`` (``hearthlink check``) missing files are left missing and existing
+    ones are validated all the same.
+
+    Raises:
+        ValueError: a secret file is unreadable or malformed (the message names it).
+        OSError: the data dir or a file cannot be read or written.
+    """
+    environ = os.environ if environ is None else environ
+    data_dir = config.data_dir
+    token = environ.get(TOKEN_VARIABLE) or ""
+    if not token:
+        path = data_dir / TOKEN_FILE
+        token = _from_file(path, secrets.token_urlsafe(SECRET_BYTES), create=create)
+        if token:
+            _check_token(path, token)
+    values: dict[str, str] = {}
+    for service in config.services:
+        for var, filename in service.secrets.items():
+            if var in values:
+                continue
+            if environ.get(var):
+                values[var] = environ[var]
+                continue
+            path = data_dir / filename
+            value = _from_file(path, generate_secret(), create=create)
+            if value:
+                values[var] = _check_secret(path, value)
+    return Secrets(token=token, values=values)

@@ -1,0 +1,74 @@
+"""What the supervisor reports: each service's status object, the overall status, systemd's line.
+
+Pure functions of the service records; no clock and no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hearthlink_trio.config import Service
+from hearthlink_trio.supervisor.state import ServiceState, State
+
+
+def service_status(record: ServiceState, service: Service) -> dict[str, Any]:
+    """The ServiceStatus object of ``GET /v1/health``: the original design's fields, plus
+    ``state`` (the finer state) and ``critical``."""
+    return {
+        "name": record.name,
+        "status": record.state.status,
+        "state": record.state.value,
+        "port": service.port,
+        "pid": record.pid,
+        "started_at": record.started_at,
+        "health_check_url": service.health_url,
+        "last_health_check": record.last_health_check,
+        "error_message": record.error_message,
+        "restart_count": record.restart_count,
+        "last_restart": record.last_restart,
+        "restart_backoff": record.restart_backoff,
+        "critical": service.critical,
+    }
+
+
+def stuck(
+    name: str, records: Mapping[str, ServiceState], depends_on: Mapping[str, Sequence[str]]
+) -> bool:
+    """Failed, or waiting on a dependency that is stuck (it will not start by itself)."""
+    record = records[name]
+    if record.state is State.FAILED:
+        return True
+    return record.state is State.WAITING and any(
+        stuck(dep, records, depends_on) for dep in depends_on.get(name, ()) if dep in records
+    )
+
+
+def overall_status(
+    records: Mapping[str, ServiceState],
+    depends_on: Mapping[str, Sequence[str]],
+    *,
+    shutting_down: bool,
+) -> str:
+    """``starting`` until every service has passed its first probe or is stuck; then
+    ``healthy`` when all are healthy, else ``degraded``; ``stopping`` once shutdown began."""
+    if shutting_down:
+        return "stopping"
+    if any(not r.ever_healthy and not stuck(n, records, depends_on) for n, r in records.items()):
+        return "starting"
+    if all(r.state is State.HEALTHY for r in records.values()):
+        return "healthy"
+    return "degraded"
+
+
+def systemd_status(records: Mapping[str, ServiceState], *, shutting_down: bool) -> str:
+    """One line for systemd's STATUS=: ``4/4 healthy``, ``vault restarting (attempt 2)``."""
+    if shutting_down:
+        return "stopping"
+    for record in records.values():
+        if record.state is State.BACKOFF:
+            return f"{record.name} restarting (attempt {record.restart_count})"
+    healthy = sum(r.state is State.HEALTHY for r in records.values())
+    text = f"{healthy}/{len(records)} healthy"
+    failed = [r.name for r in records.values() if r.state is State.FAILED]
+    return f"{text}, {', '.join(failed)} failed" if failed else text

@@ -1,0 +1,298 @@
+"""The supervisor: a root nursery, one runner per service, cancellation to stop.
+
+Shape, top-down::
+
+    Supervisor.run                 outer nursery, outlives the shutdown: signals, the
+      │                            control API, sd_notify and its watchdog
+      └─ services scope            cancelled on the first SIGINT/SIGTERM, `hearthlink stop`
+           │                       or a fatal error (a critical service gave up)
+           └─ root nursery
+                ├─ Runner.run      one per service (runner.py): dependencies, then one
+                │                  incarnation after another (incarnation.py): process,
+                │                  stdout pump, stderr pump, health loop
+                ├─ steady-phase announcement
+                └─ reloads         (SIGHUP) retire removed/changed runners, start new ones
+
+What happens on SIGTERM: :meth:`Supervisor._watch_signals` calls :meth:`shutdown`, which
+cancels the services scope. Each running incarnation leaves its ``running`` block through
+its shielded stop: wait until its dependents' processes are gone, send ``stop_signal`` to its
+process group, wait up to ``stop_timeout``, SIGKILL the group, reap, drain the output. A
+second signal sets ``force``: every stop that is waiting SIGKILLs at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any
+
+import trio
+
+from hearthlink_trio.config import Config, load_config
+from hearthlink_trio.control.errors import ControlSocketError
+from hearthlink_trio.control.server import serve_control
+from hearthlink_trio.errors import ConfigError, ExitCode
+from hearthlink_trio.process.groups import GroupRecord
+from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.output import Console
+from hearthlink_trio.supervisor.preflight import check_port
+from hearthlink_trio.supervisor.reload import Plan, ReloadRefused, diff
+from hearthlink_trio.supervisor.runner import Runner
+from hearthlink_trio.supervisor.seams import Launcher, Prober, ProcessLauncher, ServiceProber
+from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
+from hearthlink_trio.supervisor.status import overall_status, service_status, systemd_status
+from hearthlink_trio.systemd.notify import Notifier
+
+KEEP_THEIR_CONFIG = "; the running services keep their config"
+
+
+class Supervisor:
+    """Supervises every service of ``config`` until a signal, a stop request or a fatal error."""
+
+    def __init__(
+        self,
+        config: Config,
+        log: logging.Logger,
+        *,
+        secrets: Secrets,
+        console: Console,
+        notifier: Notifier | None = None,
+        launcher: Launcher | None = None,
+        prober: Prober | None = None,
+        control: bool = True,
+        handle_signals: bool = True,
+    ) -> None:
+        self.notifier = notifier or Notifier(None)
+        self.exit_code = ExitCode.OK
+        self._control = control
+        self._handle_signals = handle_signals
+        self.ctx = Context(
+            config=config,
+            log=log,
+            launcher=launcher or ProcessLauncher(),
+            prober=prober or ServiceProber(),
+            console=console,
+            secrets=secrets,
+            groups=GroupRecord(config.run_dir),
+            fatal=self.fatal,
+        )
+        self.runners: dict[str, Runner] = {}
+        for service in config.services:
+            self._add_runner(service.name)
+        self._services_scope = trio.CancelScope()
+        self._root: trio.Nursery | None = None
+        self._reload_lock = trio.Lock()
+        self.stopped = trio.Event()
+
+    def _add_runner(self, name: str) -> Runner:
+        config = self.ctx.config
+        runner = Runner(self.ctx, config.service(name), index=config.names.index(name))
+        self.runners[name] = runner
+        self.ctx.records[name] = runner.record
+        return runner
+
+    @property
+    def config(self) -> Config:
+        return self.ctx.config
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.ctx.shutting_down
+
+    # -- what clients see ---------------------------------------------------------------
+
+    def overall_status(self) -> str:
+        depends = {svc.name: svc.depends_on for svc in self.config.services}
+        return overall_status(self.ctx.records, depends, shutting_down=self.shutting_down)
+
+    def health(self) -> dict[str, Any]:
+        """The object of ``GET /v1/health``."""
+        return {
+            "status": self.overall_status(),
+            "pid": os.getpid(),
+            "services": [
+                service_status(runner.record, runner.service) for runner in self.runners.values()
+            ],
+        }
+
+    # -- requests -------------------------------------------------------------------------
+
+    def restart(self, name: str) -> str:
+        """Manual restart of service ``name``; returns what will happen. KeyError if unknown."""
+        what = self.runners[name].request_restart()
+        events.emit(self.ctx.log, events.restart_requested(name, what))
+        return what
+
+    def shutdown(self, reason: str = "Shutdown requested") -> None:
+        """Begin a graceful stop of every service (idempotent)."""
+        if not self.ctx.shutting_down:
+            events.emit(self.ctx.log, events.shutdown(reason))
+            self.ctx.shutting_down = True
+            self.ctx.changed()
+        self._services_scope.cancel()
+
+    def fatal(self, reason: str) -> None:
+        self.exit_code = ExitCode.FATAL
+        self.shutdown(f"Fatal: {reason}")
+
+    def force(self) -> None:
+        """Skip every stop's grace: SIGKILL now (the second signal)."""
+        self.exit_code = ExitCode.FORCED
+        self.ctx.force.set()
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Supervise until stopped; returns the exit code."""
+        ctx = self.ctx
+        ctx.started = trio.current_time()
+        async with trio.open_nursery() as outer:
+            if self._handle_signals:
+                await outer.start(self._watch_signals)
+            if self._control:
+                try:
+                    await outer.start(serve_control, ctx.config.control_socket, self)
+                except (ControlSocketError, OSError) as exc:
+                    events.emit(ctx.log, events.control_error(ctx.config.control_socket, str(exc)))
+                    outer.cancel_scope.cancel()
+                    return ExitCode.PREFLIGHT
+            if self.notifier.enabled:
+                outer.start_soon(self.notifier.watchdog_loop)
+                outer.start_soon(self._notify_systemd)
+            try:
+                with self._services_scope:
+                    async with trio.open_nursery() as root:
+                        self._root = root
+                        for runner in self.runners.values():
+                            root.start_soon(runner.run)
+                        root.start_soon(self._announce_steady_phase)
+                        await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await ctx.prober.aclose()
+                if isinstance(ctx.groups, GroupRecord):
+                    ctx.groups.clear()
+            self.stopped.set()
+            outer.cancel_scope.cancel()
+        return int(self.exit_code)
+
+    async def _watch_signals(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                self.on_signal(signum)
+
+    def on_signal(self, signum: int) -> None:
+        """SIGHUP reloads; the first SIGINT/SIGTERM stops gracefully, the second by force."""
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            if not self.shutting_down:
+                self.reload()
+        elif not self.shutting_down:
+            self.shutdown(f"Received {name}")
+        elif not self.ctx.force.is_set():
+            events.emit(self.ctx.log, events.forced(name))
+            self.force()
+
+    async def _announce_steady_phase(self) -> None:
+        health = self.config.health
+        await trio.sleep_until(self.ctx.started + health.startup_period)
+        events.emit(self.ctx.log, events.steady_state(self.config.health.steady_interval))
+
+    async def _notify_systemd(self) -> None:
+        """READY=1 once start-up is over, STATUS= on every change, STOPPING=1 at shutdown.
+
+        Start-up is over when every service has passed its first probe (READY=1 with
+        "N/N healthy"), or has passed or failed (READY=1 with the failed ones named), so
+        that one failed service does not make systemd time the whole unit out.
+        """
+        ready = False
+        last = ""
+        while True:
+            changed = self.ctx.next_change()  # taken first: a change while sending is not missed
+            text = systemd_status(self.ctx.records, shutting_down=self.shutting_down)
+            if self.shutting_down:
+                await self.notifier.stopping(text)
+                return
+            if not ready and self.overall_status() != "starting":
+                ready = True
+                await self.notifier.ready(text)
+            elif text != last:
+                await self.notifier.status(text)
+            last = text
+            await changed.wait()
+
+    # -- reload (SIGHUP) ------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Re-read the config file and apply the difference, in the background."""
+        if self._root is None:
+            events.emit(self.ctx.log, events.reload_ignored())
+            return
+        self._root.start_soon(self._reload)
+
+    async def _reload(self) -> None:
+        # One reload at a time, each against the config the running services have: a second
+        # SIGHUP while the first is still stopping services waits, then diffs against it.
+        async with self._reload_lock:
+            plan = self._plan_reload()
+            if plan is not None:
+                await self._apply(plan)
+
+    def _plan_reload(self) -> Plan | None:
+        """The new config's plan, or None (logged) if it is refused whole."""
+        log = self.ctx.log
+        try:
+            new = load_config(self.config.path)
+            plan = diff(self.config, new)
+        except ConfigError as exc:
+            for line in exc.problems:
+                events.emit(log, events.config_problem(line))
+            events.emit(log, events.reload_refused(KEEP_THEIR_CONFIG))
+            return None
+        except ReloadRefused as exc:
+            events.emit(log, events.reload_refused(str(exc)))
+            return None
+        busy = []
+        for name in plan.new_ports(self.config):
+            service = new.service(name)
+            reason = check_port(service)
+            if reason is not None:
+                busy.append(f"Port {service.port} unavailable for {name} service: {reason}")
+        try:
+            # Secrets declared by added or changed services are made now, before any stop.
+            secrets = load_secrets(new, create=True)
+        except (OSError, ValueError) as exc:
+            busy.append(f"Secrets in {new.data_dir}: {exc}")
+        if busy:
+            for line in busy:
+                events.emit(log, events.port_unavailable(line))
+            events.emit(log, events.reload_refused(KEEP_THEIR_CONFIG))
+            return None
+        self.ctx.secrets = secrets
+        self.ctx.config = new
+        events.emit(log, events.reloaded(plan.summary()))
+        return plan
+
+    async def _apply(self, plan: Plan) -> None:
+        retiring = [self.runners[name] for name in plan.stop]
+        for runner in retiring:
+            runner.retire()
+        for runner in retiring:
+            await runner.done.wait()
+        for name in plan.stop:
+            del self.runners[name]
+            del self.ctx.records[name]
+        for name in plan.start:
+            self._add_runner(name)
+        order = self.config.names
+        self.runners = {name: self.runners[name] for name in order}
+        self.ctx.records = {name: self.ctx.records[name] for name in order}
+        assert self._root is not None
+        for name in plan.start:
+            self._root.start_soon(self.runners[name].run)
+        self.ctx.changed()

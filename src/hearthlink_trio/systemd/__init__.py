@@ -1,0 +1,1 @@
+"""systemd: sd_notify (readiness, status, watchdog) and the user unit."""
