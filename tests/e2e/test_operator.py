@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.sup import Stack, all_gone, run_command, running
-from tests.test_systemd_unit import verify
+from tests.unit.test_systemd_unit import verify
 
 SERVICE_STATUS_FIELDS = {
     "name",

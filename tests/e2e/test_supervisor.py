@@ -355,7 +355,7 @@ def test_sigterm_while_services_are_still_starting(tmp_path: Path) -> None:
 
 def test_bad_secret_files_are_a_preflight_failure_and_kept(tmp_path: Path) -> None:
     stack = Stack(tmp_path)
-    stack.add("vault")
+    stack.add("vault", secrets={"HEARTHLINK_VAULT_KEY": "vault.key"})
     config = stack.write()
     stack.data_dir.mkdir(mode=0o700)
     key_file = stack.data_dir / "vault.key"
@@ -366,6 +366,10 @@ def test_bad_secret_files_are_a_preflight_failure_and_kept(tmp_path: Path) -> No
     assert f"Secrets in {stack.data_dir}:" in result.stderr
     assert key_file.read_text() == "not base64 at all\n"  # never overwritten
     assert stack.pids() == []
+    checked = run_command("check", "--config", str(config), cwd=tmp_path)
+    assert checked.returncode == 3, checked.stderr
+    assert f"{key_file} does not hold a secret" in checked.stderr
+    assert key_file.read_text() == "not base64 at all\n"
     key_file.unlink()
     (stack.data_dir / "api.token").write_text("")
     result = run_command("run", "--config", str(config), cwd=tmp_path)
@@ -376,7 +380,7 @@ def test_bad_secret_files_are_a_preflight_failure_and_kept(tmp_path: Path) -> No
 
 def test_vault_key_is_generated_once_and_given_to_the_vault_only(tmp_path: Path) -> None:
     stack = Stack(tmp_path)
-    stack.add("vault")
+    stack.add("vault", secrets={"HEARTHLINK_VAULT_KEY": "vault.key"})
     stack.add("other")
     config = stack.write()
     keys = []

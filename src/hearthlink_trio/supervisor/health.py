@@ -32,7 +32,7 @@ async def watch_health(ctx: Context, service: Service, record: ServiceState) -> 
             # Wake up in time to reset the count once the service has been stable.
             delay = min(delay, max(0.0, healthy_since + policy.stable_after - now))
         await trio.sleep(delay)
-        result = await ctx.prober.probe(service, health.timeout)
+        result = await ctx.prober.probe(service, ctx.config.health.timeout)
         now = trio.current_time()
         verdict = tracker.observe(result is None, now)
         if result is None:
@@ -59,7 +59,10 @@ async def watch_health(ctx: Context, service: Service, record: ServiceState) -> 
                 ctx.changed()
         elif verdict is Verdict.FAILED:
             healthy_since = None
-            record.change_state(State.UNHEALTHY, error=reason)
+            if record.state is State.UNHEALTHY:
+                record.note(reason)
+            else:
+                record.change_state(State.UNHEALTHY, error=reason)
         elif verdict is Verdict.UNHEALTHY:
             events.emit(ctx.log, events.unhealthy(service.name, reason))
             return f"unhealthy ({reason})"

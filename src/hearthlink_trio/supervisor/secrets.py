@@ -62,9 +62,11 @@ def _read_line(path: Path) -> str:
         text = data.decode("ascii")
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not one line of text") from None
+    if not text.strip():
+        raise ValueError(f"{path} is empty; delete it to have a new one generated")
     lines = text.splitlines()
-    if len(lines) != 1 or not lines[0].strip():
-        raise ValueError(f"{path} must hold exactly one line (it is empty or has several)")
+    if len(lines) != 1:
+        raise ValueError(f"{path} must hold exactly one line")
     return lines[0].strip()
 
 

@@ -48,7 +48,8 @@ ENDED_STATES = frozenset({State.BACKOFF, State.FAILED, State.STOPPED})
 _AFTER_A_PROCESS = frozenset({State.STOPPING, *ENDED_STATES, State.STARTING})
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.WAITING: frozenset({State.STARTING, *ENDED_STATES}),
-    State.STARTING: frozenset({State.HEALTHY, *_AFTER_A_PROCESS}),
+    # Failures past the startup period count even before a first pass.
+    State.STARTING: frozenset({State.HEALTHY, State.UNHEALTHY, *_AFTER_A_PROCESS}),
     State.HEALTHY: frozenset({State.UNHEALTHY, *_AFTER_A_PROCESS}),
     State.UNHEALTHY: frozenset({State.HEALTHY, *_AFTER_A_PROCESS}),
     State.STOPPING: frozenset({State.STARTING, *ENDED_STATES}),
