@@ -102,11 +102,11 @@ async def test_client_health_restart_shutdown(sock_path: Path) -> None:
 
         answer = await trio.to_thread.run_sync(client.restart, "vault")
         assert answer == {
-        "accepted": True,
-        "action": "restart",
-        "service": "vault",
-        "result": "restarting",
-    }
+            "accepted": True,
+            "action": "restart",
+            "service": "vault",
+            "result": "restarting",
+        }
         assert controller.restarted == ["vault"]
 
         with pytest.raises(

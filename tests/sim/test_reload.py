@@ -37,7 +37,9 @@ async def test_added_removed_changed_and_unchanged(tmp_path: Path, clock: MockCl
         sim.supervisor.on_signal(signal.SIGHUP)
         await sim.until(lambda: "new" in sim.supervisor.ctx.records)
         await sim.until(lambda: sim.supervisor.overall_status() == "healthy")
-        assert sim.messages("reloaded") == ["Config reloaded: added new; removed drop; changed change"]
+        assert sim.messages("reloaded") == [
+            "Config reloaded: added new; removed drop; changed change"
+        ]
         assert list(sim.supervisor.ctx.records) == ["keep", "change", "new"]
         assert sim.launcher.times("keep") == [0]  # untouched
         assert len(sim.launcher.times("change")) == 2
@@ -61,7 +63,9 @@ async def test_a_dependent_waiting_on_a_replaced_service_waits_on_its_successor(
         assert sim.launcher.times("alden") != []
 
 
-async def test_a_service_added_by_a_reload_gets_its_secret(tmp_path: Path, clock: MockClock) -> None:
+async def test_a_service_added_by_a_reload_gets_its_secret(
+    tmp_path: Path, clock: MockClock
+) -> None:
     web, vault = free_port(), free_port()
     async with simulate(tmp_path, tables(web=svc(web))) as sim:
         await sim.until_state("web", State.HEALTHY)

@@ -24,7 +24,9 @@ def stack(restart: dict[str, object] | None = None, **services: dict[str, object
     }
 
 
-async def test_crash_loop_backs_off_doubling_then_gives_up(tmp_path: Path, clock: MockClock) -> None:
+async def test_crash_loop_backs_off_doubling_then_gives_up(
+    tmp_path: Path, clock: MockClock
+) -> None:
     async with simulate(tmp_path, stack(svc=ONE), {"svc": Script(exit_after=0)}) as sim:
         await sim.until_state("svc", State.FAILED)
         # Started 1 + max_attempts times; waits 1, 2, 4, 8, 8 (capped).
@@ -44,8 +46,12 @@ async def test_crash_loop_backs_off_doubling_then_gives_up(tmp_path: Path, clock
     assert sim.result == [0]
 
 
-async def test_a_critical_service_giving_up_stops_everything_with_exit_1(tmp_path: Path, clock: MockClock) -> None:
-    config = stack({"max_attempts": 1}, db={**ONE, "critical": True}, web={"command": ["w"], "port": 2})
+async def test_a_critical_service_giving_up_stops_everything_with_exit_1(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    config = stack(
+        {"max_attempts": 1}, db={**ONE, "critical": True}, web={"command": ["w"], "port": 2}
+    )
     async with simulate(tmp_path, config, {"db": Script(exit_after=0.5)}) as sim:
         await sim.supervisor.stopped.wait()
     assert sim.result == [1]
@@ -75,7 +81,9 @@ async def test_a_secret_in_the_last_line_is_masked(tmp_path: Path, clock: MockCl
         assert sim.status("svc")["error_message"] == "bad token ***"
 
 
-async def test_restart_count_resets_once_healthy_for_stable_after(tmp_path: Path, clock: MockClock) -> None:
+async def test_restart_count_resets_once_healthy_for_stable_after(
+    tmp_path: Path, clock: MockClock
+) -> None:
     scripts = {"svc": [Script(exit_after=0.5), Script(exit_after=0.5), Script()]}
     async with simulate(tmp_path, stack({"stable_after": 10}, svc=ONE), scripts) as sim:
         await sim.until(lambda: len(sim.launcher.times("svc")) == 3)
@@ -87,7 +95,9 @@ async def test_restart_count_resets_once_healthy_for_stable_after(tmp_path: Path
         assert sim.status("svc")["restart_backoff"] == 1
 
 
-async def test_probe_schedule_fast_then_startup_interval_then_steady(tmp_path: Path, clock: MockClock) -> None:
+async def test_probe_schedule_fast_then_startup_interval_then_steady(
+    tmp_path: Path, clock: MockClock
+) -> None:
     script = Script(ready_after=0.12, unhealthy_after=75)
     config = stack(svc=ONE)
     config["health"]["failure_threshold"] = 3  # type: ignore[index]
@@ -105,7 +115,9 @@ async def test_probe_schedule_fast_then_startup_interval_then_steady(tmp_path: P
         assert sim.messages("unhealthy") == ["svc service unhealthy (HTTP 503), scheduling restart"]
 
 
-async def test_one_failed_probe_below_the_threshold_does_not_restart(tmp_path: Path, clock: MockClock) -> None:
+async def test_one_failed_probe_below_the_threshold_does_not_restart(
+    tmp_path: Path, clock: MockClock
+) -> None:
     scripts = {"svc": Script(unhealthy_after=10)}
     async with simulate(tmp_path, stack(svc=ONE), scripts) as sim:
         await sim.until_state("svc", State.UNHEALTHY)
@@ -114,7 +126,9 @@ async def test_one_failed_probe_below_the_threshold_does_not_restart(tmp_path: P
         assert len(sim.launcher.times("svc")) == 1
 
 
-async def test_a_program_that_cannot_start_backs_off_and_gives_up(tmp_path: Path, clock: MockClock) -> None:
+async def test_a_program_that_cannot_start_backs_off_and_gives_up(
+    tmp_path: Path, clock: MockClock
+) -> None:
     config = stack({"max_attempts": 2}, svc=ONE)
     async with simulate(tmp_path, config, {"svc": Script(start_error=True)}) as sim:
         await sim.until_state("svc", State.FAILED)
@@ -122,7 +136,9 @@ async def test_a_program_that_cannot_start_backs_off_and_gives_up(tmp_path: Path
         assert sim.status("svc")["error_message"] == "could not start: No such file or directory"
 
 
-async def test_startup_grace_failures_do_not_count_until_startup_period(tmp_path: Path, clock: MockClock) -> None:
+async def test_startup_grace_failures_do_not_count_until_startup_period(
+    tmp_path: Path, clock: MockClock
+) -> None:
     config = stack({"max_attempts": 0}, svc=ONE)
     config["health"]["startup_period"] = 2  # type: ignore[index]
     async with simulate(tmp_path, config, {"svc": Script(ready_after=1000)}) as sim:
@@ -130,13 +146,13 @@ async def test_startup_grace_failures_do_not_count_until_startup_period(tmp_path
         # 2 s of grace from the process start, then three counted failures in a row.
         assert 2.0 < trio.current_time() - sim.t0 < 2.3
         assert sim.launcher.times("svc") == [0]
-        assert sim.messages("unhealthy") == [
-            "svc service unhealthy (HTTP 503), scheduling restart"
-        ]
+        assert sim.messages("unhealthy") == ["svc service unhealthy (HTTP 503), scheduling restart"]
 
 
 @pytest.mark.parametrize("backoff", [0.0, 0.1])
-async def test_zero_and_fractional_backoffs(tmp_path: Path, backoff: float, clock: MockClock) -> None:
+async def test_zero_and_fractional_backoffs(
+    tmp_path: Path, backoff: float, clock: MockClock
+) -> None:
     config = stack({"initial_backoff": backoff, "max_attempts": 3, "max_backoff": 1}, svc=ONE)
     async with simulate(tmp_path, config, {"svc": Script(exit_after=0)}) as sim:
         await sim.until_state("svc", State.FAILED)

@@ -17,7 +17,7 @@ from cyclopts import App, Parameter
 
 from hearthlink_trio import __version__
 from hearthlink_trio.config import Config, config_path, load_config
-from hearthlink_trio.errors import HearthlinkError
+from hearthlink_trio.errors import ExitCode, HearthlinkError
 
 if TYPE_CHECKING:
     from hearthlink_trio.control.client import ControlClient
@@ -289,7 +289,12 @@ _EXIT_AT_ONCE = False
 
 
 def main() -> int:
+    """The console script: run the command line and return its exit code.
+
+    A usage error is exit 2 (cyclopts' ``exit_on_error``); a command's returned int is the
+    exit code, given back here rather than left to cyclopts to pass to ``sys.exit``.
+    """
     global _EXIT_AT_ONCE
     _EXIT_AT_ONCE = True
-    app()
-    return 0
+    result = app(result_action="return_value", exit_on_error=True)
+    return result if isinstance(result, int) else ExitCode.OK
