@@ -73,6 +73,10 @@ class HttpProber:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every kept connection."""
         idle, self._idle = self._idle, {}
         with trio.CancelScope(shield=True):
             for stream, _ in idle.values():

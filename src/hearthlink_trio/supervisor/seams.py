@@ -8,7 +8,6 @@ The supervisor is handed one of each. The real ones start service processes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Protocol
 
 import trio
@@ -84,15 +83,4 @@ class ServiceProber:
         self._http.forget(service.health_url)
 
     async def aclose(self) -> None:
-        await self._http.__aexit__(None, None, None)
-
-    async def __aenter__(self) -> ServiceProber:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        await self._http.aclose()
