@@ -261,7 +261,7 @@ app.command(vault_app)
 def rotate_key(*, config: ConfigOption = None) -> int:
     """Re-encrypt every Vault record under a new key (stop the supervisor first)."""
     from hearthlink_trio.preflight import acquire_lock
-    from hearthlink_trio.services.vault_keys import rotate_key as rotate
+    from hearthlink_trio.services.vault.keys import rotate_key as rotate
 
     try:
         cfg = _load(config)

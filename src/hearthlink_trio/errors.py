@@ -44,3 +44,6 @@ EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_PREFLIGHT = 3
 EXIT_FORCED = 130
+#: A service's exit status for "my configuration is wrong, restarting will not help"
+#: (sysexits' EX_CONFIG).
+EX_CONFIG = 78

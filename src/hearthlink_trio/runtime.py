@@ -28,7 +28,7 @@ def _secrets(config: Config) -> tuple[str, str | None]:
             return token, None
         if os.environ.get("HEARTHLINK_VAULT_KEY"):
             return token, os.environ["HEARTHLINK_VAULT_KEY"]
-        from hearthlink_trio.services.vault_keys import load_or_create_key
+        from hearthlink_trio.services.vault.keys import load_or_create_key
 
         return token, load_or_create_key(config.data_dir)
     except (OSError, ValueError) as exc:
