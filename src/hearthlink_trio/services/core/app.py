@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from hearthlink_trio.services.common.app import create_app
 from hearthlink_trio.services.common.auth import api_token, auth_dependency
+from hearthlink_trio.services.common.database import run_blocking
 from hearthlink_trio.services.common.errors import ApiError
 from hearthlink_trio.services.common.settings import env_number, service_data_dir
 from hearthlink_trio.services.common.validation import MAX_MESSAGE_CHARS, NAME_PATTERN, Name
@@ -101,36 +102,43 @@ def build_app() -> FastAPI:
     app = create_app(SERVICE, lifespan=lifespan)
     router = APIRouter(prefix="/v1/sessions", dependencies=[auth_dependency(app)])
 
-    def lookup(session_id: str) -> Session:
+    async def lookup(session_id: str) -> Session:
         try:
-            return store.get_session(session_id)
+            return await run_blocking(store.get_session, session_id)
         except SessionNotFound:
             raise ApiError(404, f"no session {session_id!r}") from None
 
     @router.post("", status_code=201)
     async def create_session(body: SessionIn) -> dict[str, Any]:
-        return store.create_session(body.title, body.participants).to_json()
+        session = await run_blocking(store.create_session, body.title, body.participants)
+        return session.to_json()
 
     @router.get("")
     async def list_sessions() -> dict[str, Any]:
-        return {"items": [session.to_json() for session in store.list_sessions()]}
+        sessions = await run_blocking(store.list_sessions)
+        return {"items": [session.to_json() for session in sessions]}
 
     @router.get("/{session_id}")
     async def get_session(session_id: Name) -> dict[str, Any]:
-        return lookup(session_id).to_json()
+        return (await lookup(session_id)).to_json()
 
     @router.get("/{session_id}/messages")
     async def list_messages(session_id: Name) -> dict[str, Any]:
-        lookup(session_id)
-        return {"items": [message.to_json() for message in store.messages(session_id)]}
+        try:
+            messages = await run_blocking(store.messages, session_id)
+        except SessionNotFound:
+            raise ApiError(404, f"no session {session_id!r}") from None
+        return {"items": [message.to_json() for message in messages]}
 
     @router.post("/{session_id}/messages", status_code=201)
     async def post_message(session_id: Name, body: MessageIn) -> dict[str, Any]:
-        lookup(session_id)
+        await lookup(session_id)
         lock = locks.setdefault(session_id, anyio.Lock())
         async with lock:
             try:
-                message, session = store.post(session_id, body.author, body.content)
+                message, session = await run_blocking(
+                    store.post, session_id, body.author, body.content
+                )
             except NotAParticipant:
                 raise ApiError(
                     403, f"{body.author!r} is not a participant of this session"
@@ -143,7 +151,7 @@ def build_app() -> FastAPI:
                 replied = False
                 try:
                     reply_text = await alden.reply(body.content, session_id)
-                    reply, session = store.post(session_id, AGENT, reply_text)
+                    reply, session = await run_blocking(store.post, session_id, AGENT, reply_text)
                     replied = True
                     answer["reply"] = reply.to_json()
                 except AgentError as exc:
@@ -152,7 +160,10 @@ def build_app() -> FastAPI:
                     # Whatever happened (an error, a cancellation), the turn never stays
                     # with Alden without a stored reply.
                     if not replied:
-                        session = store.pass_turn(session_id, alden_turn)
+                        # Shielded: after a cancellation the turn must still be passed
+                        # on, and the thread's short write is awaited to its end.
+                        with anyio.CancelScope(shield=True):
+                            session = await run_blocking(store.pass_turn, session_id, alden_turn)
             answer["next_participant"] = session.next_participant
         return answer
 

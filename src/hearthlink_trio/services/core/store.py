@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -91,15 +92,22 @@ class Message:
 
 
 class CoreStore:
-    """Sessions and their messages. Every write is one transaction."""
+    """Sessions and their messages. Every write is one transaction.
+
+    Every method blocks on SQLite: call them off the event loop (from a worker thread). A
+    lock keeps two threads from using the one connection at once, so each method is one
+    atomic step (a post's turn check and its insert included).
+    """
 
     def __init__(self, path: Path) -> None:
+        self._mutex = threading.Lock()
         self._conn = open_database(path)
         with self._conn:
             self._conn.executescript(_SCHEMA)
 
     def close(self) -> None:
-        self._conn.close()
+        with self._mutex:
+            self._conn.close()
 
     def create_session(self, title: str, participants: list[str]) -> Session:
         session = Session(
@@ -110,7 +118,7 @@ class CoreStore:
             turns=0,
             message_count=0,
         )
-        with self._conn:
+        with self._mutex, self._conn:
             self._conn.execute(
                 "INSERT INTO sessions (id, title, participants, created_at) VALUES (?, ?, ?, ?)",
                 (session.id, title, json.dumps(participants), session.created_at),
@@ -124,10 +132,16 @@ class CoreStore:
     """
 
     def list_sessions(self) -> list[Session]:
-        rows = self._conn.execute(self._SELECT_SESSIONS + " ORDER BY s.rowid").fetchall()
+        with self._mutex:
+            rows = self._conn.execute(self._SELECT_SESSIONS + " ORDER BY s.rowid").fetchall()
         return [_session(row) for row in rows]
 
     def get_session(self, session_id: str) -> Session:
+        """The session; SessionNotFound if there is none."""
+        with self._mutex:
+            return self._get(session_id)
+
+    def _get(self, session_id: str) -> Session:
         row = self._conn.execute(
             self._SELECT_SESSIONS + " WHERE s.id = ?", (session_id,)
         ).fetchone()
@@ -136,11 +150,13 @@ class CoreStore:
         return _session(row)
 
     def messages(self, session_id: str) -> list[Message]:
-        self.get_session(session_id)
-        rows = self._conn.execute(
-            "SELECT id, author, content, ts FROM messages WHERE session_id = ? ORDER BY id",
-            (session_id,),
-        ).fetchall()
+        """The session's messages, oldest first; SessionNotFound if there is no session."""
+        with self._mutex:
+            self._get(session_id)
+            rows = self._conn.execute(
+                "SELECT id, author, content, ts FROM messages WHERE session_id = ? ORDER BY id",
+                (session_id,),
+            ).fetchall()
         return [Message(*row) for row in rows]
 
     def post(self, session_id: str, author: str, content: str) -> tuple[Message, Session]:
@@ -152,26 +168,29 @@ class CoreStore:
         Raises:
             SessionNotFound, NotAParticipant, OutOfTurn.
         """
-        with self._conn:
-            session = self.get_session(session_id)
-            if author not in session.participants:
-                raise NotAParticipant(author)
-            if author != session.next_participant:
-                raise OutOfTurn(session.next_participant)
-            ts = utc_now()
-            cursor = self._conn.execute(
-                "INSERT INTO messages (session_id, author, content, ts) VALUES (?, ?, ?, ?)",
-                (session_id, author, content, ts),
-            )
-            self._advance(session_id, session.turns)
+        with self._mutex:
+            with self._conn:
+                session = self._get(session_id)
+                if author not in session.participants:
+                    raise NotAParticipant(author)
+                if author != session.next_participant:
+                    raise OutOfTurn(session.next_participant)
+                ts = utc_now()
+                cursor = self._conn.execute(
+                    "INSERT INTO messages (session_id, author, content, ts) VALUES (?, ?, ?, ?)",
+                    (session_id, author, content, ts),
+                )
+                self._advance(session_id, session.turns)
+            after = self._get(session_id)
         assert cursor.lastrowid is not None
-        return Message(cursor.lastrowid, author, content, ts), self.get_session(session_id)
+        return Message(cursor.lastrowid, author, content, ts), after
 
     def pass_turn(self, session_id: str, turns: int) -> Session:
         """Skip the turn numbered ``turns`` (if it is still the current one)."""
-        with self._conn:
-            self._advance(session_id, turns)
-        return self.get_session(session_id)
+        with self._mutex:
+            with self._conn:
+                self._advance(session_id, turns)
+            return self._get(session_id)
 
     def _advance(self, session_id: str, turns: int) -> None:
         self._conn.execute(

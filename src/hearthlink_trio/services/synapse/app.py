@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException
 
 from hearthlink_trio.services.common.app import create_app
 from hearthlink_trio.services.common.auth import auth_dependency
+from hearthlink_trio.services.common.database import run_blocking
 from hearthlink_trio.services.common.errors import ApiError
 from hearthlink_trio.services.common.outbound import is_https, outbound_client
 from hearthlink_trio.services.common.settings import env_number, service_data_dir
@@ -216,7 +217,8 @@ def build_app() -> FastAPI:
         except BadBaseUrl as exc:
             raise ApiError(422, str(exc)) from None
         try:
-            plugin = registry.add(
+            plugin = await run_blocking(
+                registry.add,
                 manifest.name,
                 manifest.version,
                 manifest.base_url,
@@ -239,7 +241,7 @@ def build_app() -> FastAPI:
     @router.delete("/{name}", status_code=204)
     async def unregister(name: Name) -> Response:
         try:
-            registry.remove(name)
+            await run_blocking(registry.remove, name)
         except PluginNotFound:
             raise ApiError(404, f"no plugin {name!r}") from None
         guards.pop(name, None)

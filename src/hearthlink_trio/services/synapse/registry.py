@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -129,9 +130,14 @@ class Plugin:
 
 
 class Registry:
-    """Registered plugins, persisted; reads are served from memory."""
+    """Registered plugins, persisted; reads are served from memory.
+
+    :meth:`add` and :meth:`remove` block on SQLite: call them off the event loop (from a
+    worker thread). A lock keeps two of them from using the connection at once.
+    """
 
     def __init__(self, path: Path) -> None:
+        self._mutex = threading.Lock()
         self._conn = open_database(path)
         with self._conn:
             self._conn.executescript(_SCHEMA)
@@ -142,14 +148,15 @@ class Registry:
         self._plugins = {row[0]: _plugin(row) for row in rows}
 
     def close(self) -> None:
-        self._conn.close()
+        with self._mutex:
+            self._conn.close()
 
     def add(
         self, name: str, version: str, base_url: str, permissions: list[str], description: str
     ) -> Plugin:
         plugin = Plugin(name, version, base_url, tuple(permissions), description, utc_now())
         try:
-            with self._conn:
+            with self._mutex, self._conn:
                 self._conn.execute(
                     "INSERT INTO plugins VALUES (?, ?, ?, ?, ?, ?)",
                     (
@@ -163,13 +170,15 @@ class Registry:
                 )
         except sqlite3.IntegrityError:
             raise PluginExists(name) from None
-        self._plugins[name] = plugin
+        with self._mutex:
+            self._plugins[name] = plugin
         return plugin
 
     def remove(self, name: str) -> None:
-        with self._conn:
-            deleted = self._conn.execute("DELETE FROM plugins WHERE name = ?", (name,)).rowcount
-        self._plugins.pop(name, None)
+        with self._mutex:
+            with self._conn:
+                deleted = self._conn.execute("DELETE FROM plugins WHERE name = ?", (name,)).rowcount
+            self._plugins.pop(name, None)
         if not deleted:
             raise PluginNotFound(name)
 

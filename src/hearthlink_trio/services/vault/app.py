@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from hearthlink_trio.services.common.app import create_app
+from hearthlink_trio.services.common.database import run_blocking
 from hearthlink_trio.services.common.errors import ApiError
 from hearthlink_trio.services.common.settings import ConfigurationError, service_data_dir
 from hearthlink_trio.services.common.validation import (
@@ -75,9 +76,12 @@ class VaultApi:
         self.store = store
         self._require_token = require_token
 
-    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        # Every store operation commits with an fsync and appends to the audit log: it
+        # runs in a worker thread, so other requests (``/health``) are served meanwhile.
+        # The store's own lock orders the operations on its one connection.
         try:
-            return fn(*args)
+            return await run_blocking(fn, *args)
         except StoreError as exc:
             log.error("store failure: %s", exc)
             raise ApiError(503, "the Vault's storage is unavailable; try again") from None
@@ -91,73 +95,77 @@ class VaultApi:
             await self._require_token(authorization=header)
         except ApiError:
             reason = "missing bearer token" if header is None else "wrong bearer token"
-            self._refuse(op, namespace, key, "denied", reason)
+            await self._refuse(op, namespace, key, "denied", reason)
             raise
         for label, value in (("namespace", namespace), ("key", key)):
             if value is not None and not _valid_name(value):
-                self._refuse(op, namespace, key, "rejected", f"invalid {label}")
+                await self._refuse(op, namespace, key, "rejected", f"invalid {label}")
                 raise ApiError(
                     422,
                     f"invalid {label}: a name is 1 to 128 characters of letters, digits, "
                     "'.', '_' and '-', not starting with '.'",
                 )
 
-    def _refuse(
+    async def _refuse(
         self, op: str, namespace: str | None, key: str | None, outcome: str, reason: str
     ) -> None:
         # Only well-formed names go into the log; an invalid one is recorded as null.
         safe_ns = namespace if namespace is not None and _valid_name(namespace) else None
         safe_key = key if key is not None and _valid_name(key) else None
-        self._call(self.store.note, op, safe_ns, safe_key, outcome, reason)
+        await self._call(self.store.note, op, safe_ns, safe_key, outcome, reason)
 
     async def _read_value(self, request: Request, namespace: str, key: str) -> bytes:
         """The ``value`` of a ``{"value": ...}`` body as compact JSON bytes (to be sealed)."""
 
-        def refuse(status: int, reason: str, detail: str) -> ApiError:
-            self._refuse("put", namespace, key, "rejected", reason)
+        async def refuse(status: int, reason: str, detail: str) -> ApiError:
+            await self._refuse("put", namespace, key, "rejected", reason)
             return ApiError(status, detail)
 
         content_type = request.headers.get("content-type")
         if content_type is not None and not is_json_content_type(content_type):
-            raise refuse(400, "not JSON", NOT_JSON_DETAIL)
+            raise await refuse(400, "not JSON", NOT_JSON_DETAIL)
         try:
             raw = await request.body()
         except Exception:
             # Over 1 MiB (answered 413 by the body limit) or the client went away.
-            self._refuse("put", namespace, key, "rejected", "body too large or unreadable")
+            await self._refuse("put", namespace, key, "rejected", "body too large or unreadable")
             raise
         if not raw.strip():
-            raise refuse(400, "empty body", 'the body is empty; send {"value": <any JSON>}')
+            raise await refuse(400, "empty body", 'the body is empty; send {"value": <any JSON>}')
         try:
             document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
             # UnicodeDecodeError and JSONDecodeError are ValueErrors; so is an integer too
             # long to convert. RecursionError: nesting deeper than the parser goes.
             what = "too deeply nested" if isinstance(exc, RecursionError) else "not valid JSON"
-            raise refuse(400, "malformed JSON", f"the body is {what}") from None
+            raise await refuse(400, "malformed JSON", f"the body is {what}") from None
         if not isinstance(document, dict) or "value" not in document:
-            raise refuse(422, "no value", 'the body must be a JSON object {"value": <any JSON>}')
+            raise await refuse(
+                422, "no value", 'the body must be a JSON object {"value": <any JSON>}'
+            )
         if len(document) > 1:
             extra = ", ".join(sorted(repr(name)[:40] for name in document if name != "value"))
-            raise refuse(422, "unknown fields", f"unknown field(s) in the body: {extra}")
+            raise await refuse(422, "unknown fields", f"unknown field(s) in the body: {extra}")
         try:
             return json.dumps(
                 document["value"], separators=(",", ":"), ensure_ascii=False, allow_nan=False
             ).encode()
         except (ValueError, RecursionError):
             # A number too large for a float parses as infinity, which JSON cannot hold.
-            raise refuse(400, "malformed JSON", "the value holds a non-finite number") from None
+            raise await refuse(
+                400, "malformed JSON", "the value holds a non-finite number"
+            ) from None
 
     async def put_memory(self, request: Request, namespace: str, key: str) -> Response:
         await self._admit(request, "put", namespace, key)
         plaintext = await self._read_value(request, namespace, key)
-        info = self._call(self.store.put, namespace, key, plaintext)
+        info = await self._call(self.store.put, namespace, key, plaintext)
         return _json_response(_info(info))
 
     async def get_memory(self, request: Request, namespace: str, key: str) -> Response:
         await self._admit(request, "get", namespace, key)
         try:
-            found = self._call(self.store.get, namespace, key)
+            found = await self._call(self.store.get, namespace, key)
         except RecordIntegrityError:
             log.warning("record %s/%s failed authentication; not returned", namespace, key)
             raise ApiError(
@@ -177,19 +185,19 @@ class VaultApi:
 
     async def delete_memory(self, request: Request, namespace: str, key: str) -> Response:
         await self._admit(request, "delete", namespace, key)
-        if not self._call(self.store.delete, namespace, key):
+        if not await self._call(self.store.delete, namespace, key):
             raise ApiError(404, f"no memory {namespace}/{key}")
         return Response(status_code=204)
 
     async def list_memories(self, request: Request, namespace: str) -> Response:
         await self._admit(request, "list", namespace, None)
-        infos = self._call(self.store.list_namespace, namespace)
+        infos = await self._call(self.store.list_namespace, namespace)
         items = [{"key": i.key, "version": i.version, "updated_at": i.updated_at} for i in infos]
         return _json_response({"items": items})
 
     async def verify_audit(self, request: Request) -> Response:
         await self._admit(request, "verify", None, None)
-        verdict = self._call(self.store.verify_audit)
+        verdict = await self._call(self.store.verify_audit)
         body: dict[str, Any] = {"ok": verdict.ok, "entries": verdict.entries}
         if not verdict.ok:
             body["first_bad_seq"] = verdict.first_bad_seq
