@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
@@ -79,6 +80,44 @@ class MessageIn(BaseModel):
     content: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
 
+@dataclass
+class _Held:
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    #: Tasks holding or waiting for ``lock``.
+    users: int = 0
+
+
+class SessionLocks:
+    """One lock per session, kept only while a task holds or waits for it.
+
+    A post, and Alden's reply to it, happen as one step under the session's lock, so no
+    other post of that session can slip in between and break the round robin. A session
+    nobody is posting to has no lock, so the table does not grow with the sessions.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, _Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @asynccontextmanager
+    async def hold(self, session_id: str) -> AsyncIterator[None]:
+        # No await between the lookup and the count (one event loop thread), so a lock
+        # is never dropped while another task is about to wait for it.
+        held = self._held.get(session_id)
+        if held is None:
+            held = self._held[session_id] = _Held()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if held.users == 0:
+                del self._held[session_id]
+
+
 def build_app() -> FastAPI:
     """Core's app; the database is opened here so a bad data dir fails at start (78)."""
     store = CoreStore(service_data_dir(SERVICE) / "core.db")
@@ -87,9 +126,7 @@ def build_app() -> FastAPI:
         api_token(),
         timeout=env_number("HEARTHLINK_CORE_AGENT_TIMEOUT", DEFAULT_AGENT_TIMEOUT, minimum=0.01),
     )
-    # One lock per session: a post, and Alden's reply to it, happen as one step, so no
-    # other post of that session can slip in between and break the round robin.
-    locks: dict[str, anyio.Lock] = {}
+    locks = SessionLocks()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,6 +137,7 @@ def build_app() -> FastAPI:
             store.close()
 
     app = create_app(SERVICE, lifespan=lifespan)
+    app.state.session_locks = locks
     router = APIRouter(prefix="/v1/sessions", dependencies=[auth_dependency(app)])
 
     async def lookup(session_id: str) -> Session:
@@ -133,8 +171,7 @@ def build_app() -> FastAPI:
     @router.post("/{session_id}/messages", status_code=201)
     async def post_message(session_id: Name, body: MessageIn) -> dict[str, Any]:
         await lookup(session_id)
-        lock = locks.setdefault(session_id, anyio.Lock())
-        async with lock:
+        async with locks.hold(session_id):
             try:
                 message, session = await run_blocking(
                     store.post, session_id, body.author, body.content
