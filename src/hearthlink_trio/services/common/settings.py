@@ -9,18 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hearthlink_trio._util import ensure_private_dir
+
 
 class ConfigurationError(Exception):
     """The service cannot start with the environment it was given (exit status 78)."""
 
 
 def service_data_dir(name: str) -> Path:
-    """``$HEARTHLINK_DATA_DIR/<name>/``, created owner-only."""
+    """``$HEARTHLINK_DATA_DIR/<name>/``, created owner-only (0700 whatever the umask)."""
     base = os.environ.get("HEARTHLINK_DATA_DIR")
     if not base:
         raise ConfigurationError("HEARTHLINK_DATA_DIR is not set")
     path = Path(base).expanduser() / name
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(path)
     return path
 
 

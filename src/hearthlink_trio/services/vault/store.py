@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hearthlink_trio._util import fsync_dir, utc_now
+from hearthlink_trio._util import ensure_private_dir, fsync_dir, utc_now
 from hearthlink_trio.services.vault.audit import (
     AUDIT_FILE,
     EMPTY_ANCHOR,
@@ -111,7 +111,7 @@ class VaultLock:
     @classmethod
     def acquire(cls, directory: Path, *, purpose: str) -> VaultLock:
         """Take the lock without waiting; :class:`VaultBusyError` if someone holds it."""
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(directory)
         fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
