@@ -28,7 +28,8 @@ from hearthlink_trio.services.common.validation import (
     NOT_JSON_DETAIL,
     is_json_content_type,
 )
-from hearthlink_trio.services.vault.keys import NEW_KEY_FILE, decode_key
+from hearthlink_trio.services.vault.keys import decode_key
+from hearthlink_trio.services.vault.layout import NEW_KEY_FILE
 from hearthlink_trio.services.vault.store import (
     KeyMismatchError,
     RecordInfo,

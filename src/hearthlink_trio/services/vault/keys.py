@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hearthlink_trio._util import ensure_private_dir, fsync_dir, write_private_file
+from hearthlink_trio.services.vault.layout import DB_FILE, KEY_FILE, NEW_KEY_FILE, VAULT_DIR
 
 if TYPE_CHECKING:
     from hearthlink_trio.services.vault.store import VaultLock
@@ -47,12 +48,8 @@ __all__ = [
     "rotate_key",
 ]
 
-KEY_FILE = "vault.key"
-NEW_KEY_FILE = "vault.key.new"
 #: AES-256 key size.
 KEY_BYTES = 32
-#: The Vault's own folder inside the data dir (``$HEARTHLINK_DATA_DIR/vault/``).
-VAULT_DIR = "vault"
 #: A key file is 45 bytes; anything much larger is not one.
 _MAX_KEY_FILE_BYTES = 1024
 
@@ -162,7 +159,6 @@ def rotate_key(data_dir: Path, *, current_key: str | None = None) -> str:
             names the record; nothing is changed).
     """
     from hearthlink_trio.services.vault.store import (
-        DB_FILE,
         KeyMismatchError,
         StoreError,
         VaultStore,
@@ -293,7 +289,7 @@ def _discard_unused_key(vault_dir: Path, new_path: Path, new: bytes) -> None:
 
 def _holds_data(data_dir: Path) -> bool:
     """Whether the Vault folder has an initialised database (one with a key check)."""
-    db_path = data_dir / VAULT_DIR / "vault.db"
+    db_path = data_dir / VAULT_DIR / DB_FILE
     if not db_path.exists():
         return False
     import sqlite3

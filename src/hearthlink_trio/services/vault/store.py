@@ -43,9 +43,8 @@ from hearthlink_trio.services.vault.crypto import (
     IntegrityError,
     record_aad,
 )
+from hearthlink_trio.services.vault.layout import DB_FILE, LOCK_FILE
 
-DB_FILE = "vault.db"
-LOCK_FILE = "vault.lock"
 #: ``PRAGMA user_version`` of the schema below; 0 means "not initialised yet".
 SCHEMA_VERSION = 1
 #: How long a statement waits for a lock held by another connection (only a reader
