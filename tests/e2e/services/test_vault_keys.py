@@ -160,8 +160,12 @@ def test_rotate_key_with_the_key_from_the_environment(tmp_path: Path) -> None:
     assert new_key_file(tmp_path).read_text().strip() == new
     assert new_key_file(tmp_path).stat().st_mode & 0o777 == 0o600
     assert_readable(tmp_path, new)
-    # A user who later drops the environment key gets the kept one adopted.
-    assert load_or_create_key(tmp_path) == new
+    # A user who later drops the environment key gets a key file made (as the supervisor
+    # does), and the Vault started with it adopts the kept key instead.
+    provisioned = load_or_create_key(tmp_path)
+    assert provisioned != new
+    assert_readable(tmp_path, provisioned)
+    assert key_file(tmp_path).read_text().strip() == new
     assert not new_key_file(tmp_path).exists()
 
 
@@ -242,6 +246,10 @@ def test_an_interrupted_rotation_leaves_the_data_readable_with_a_key_on_disk(
     populate(tmp_path, old)
 
     crash_rotation(tmp_path, step)
+    # What the supervisor passes the Vault: the key file's key (the old one until the
+    # rotation's last rename).
+    passed = key_file(tmp_path).read_text().strip()
+    assert (passed == old) is (step != "done")
 
     on_disk = {key_file(tmp_path).read_text().strip()}
     new = None
@@ -253,14 +261,16 @@ def test_an_interrupted_rotation_leaves_the_data_readable_with_a_key_on_disk(
     if data_under == "new":
         assert expected != old
 
-    # The supervisor's next load settles on the right key file and removes the other.
-    assert load_or_create_key(tmp_path) == expected
+    # The Vault, started with that key, settles on the right key file, removes the other
+    # and serves every record.
+    assert_readable(tmp_path, passed)
     assert not new_key_file(tmp_path).exists()
     assert key_file(tmp_path).read_text().strip() == expected
     assert_readable(tmp_path, expected)
     # And the settled state rotates cleanly again.
     again = rotate_key(tmp_path)
-    assert load_or_create_key(tmp_path) == again != expected
+    assert key_file(tmp_path).read_text().strip() == again != expected
+    assert_readable(tmp_path, again)
 
 
 def test_an_interrupted_rotation_of_an_environment_key_keeps_the_new_key(tmp_path: Path) -> None:
@@ -278,11 +288,13 @@ def test_an_interrupted_rotation_of_an_environment_key_keeps_the_new_key(tmp_pat
 def test_settling_refuses_when_neither_key_matches(tmp_path: Path) -> None:
     old = load_or_create_key(tmp_path)
     populate(tmp_path, old)
-    key_file(tmp_path).write_text(generate_key() + "\n")
+    wrong = generate_key()
+    key_file(tmp_path).write_text(wrong + "\n")
     new_key_file(tmp_path).write_text(generate_key() + "\n")
     new_key_file(tmp_path).chmod(0o600)
-    with pytest.raises(ValueError, match="neither"):
-        load_or_create_key(tmp_path)
+    refused = start_refused(VAULT, tmp_path, HEARTHLINK_VAULT_KEY=wrong)
+    assert refused.returncode == EX_CONFIG
+    assert "neither" in refused.stderr
     assert key_file(tmp_path).exists() and new_key_file(tmp_path).exists()  # nothing removed
 
 
@@ -291,9 +303,11 @@ def test_settling_waits_for_no_one_while_a_rotation_holds_the_lock(tmp_path: Pat
     populate(tmp_path, old)
     new_key_file(tmp_path).write_text(generate_key() + "\n")
     new_key_file(tmp_path).chmod(0o600)
-    with (
-        VaultLock.hold(tmp_path / "vault", purpose="test"),
-        pytest.raises(ValueError, match="in use by pid"),
-    ):
-        load_or_create_key(tmp_path)
-    assert load_or_create_key(tmp_path) == old
+    with VaultLock.hold(tmp_path / "vault", purpose="test"):
+        refused = start_refused(VAULT, tmp_path, HEARTHLINK_VAULT_KEY=old)
+    assert refused.returncode == EX_CONFIG
+    assert "in use by pid" in refused.stderr
+    assert new_key_file(tmp_path).exists()  # nothing settled without the lock
+    assert_readable(tmp_path, old)
+    assert not new_key_file(tmp_path).exists()
+    assert key_file(tmp_path).read_text().strip() == old

@@ -28,13 +28,15 @@ from hearthlink_trio.services.common.validation import (
     NOT_JSON_DETAIL,
     is_json_content_type,
 )
-from hearthlink_trio.services.vault.keys import decode_key
-from hearthlink_trio.services.vault.layout import NEW_KEY_FILE
+from hearthlink_trio.services.vault.keys import decode_key, settle_interrupted_rotation
+from hearthlink_trio.services.vault.layout import KEY_FILE, NEW_KEY_FILE
 from hearthlink_trio.services.vault.store import (
     KeyMismatchError,
     RecordInfo,
     RecordIntegrityError,
     StoreError,
+    VaultBusyError,
+    VaultLock,
     VaultStore,
 )
 
@@ -205,7 +207,8 @@ class VaultApi:
         return _json_response(body)
 
 
-def _load_key() -> bytes:
+def _load_key() -> str:
+    """The key of ``HEARTHLINK_VAULT_KEY``, checked to be one."""
     text = os.environ.get(KEY_ENV, "")
     if not text.strip():
         raise ConfigurationError(
@@ -213,14 +216,46 @@ def _load_key() -> bytes:
             "(hearthlink run provides one, kept in <data_dir>/vault.key)"
         )
     try:
-        return decode_key(text, source=KEY_ENV)
+        decode_key(text, source=KEY_ENV)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from None
+    return text
 
 
-def _open_store(directory: Path, key: bytes) -> VaultStore:
+def _open_store(directory: Path, key_text: str) -> VaultStore:
+    """The store, under the key that opens it once an interrupted rotation is settled.
+
+    The Vault lock is taken first and kept by the store, so no rotation can run between
+    the settling and the opening.
+    """
     try:
-        return VaultStore.open(directory, key)
+        lock = VaultLock.acquire(directory, purpose="start the Vault")
+    except VaultBusyError as exc:
+        raise ConfigurationError(str(exc)) from None
+    try:
+        return _settle_and_open(directory, key_text, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _settle_and_open(directory: Path, key_text: str, lock: VaultLock) -> VaultStore:
+    data_dir = directory.parent
+    pending = (data_dir / NEW_KEY_FILE).exists()
+    try:
+        settled = settle_interrupted_rotation(data_dir, key_text)
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot finish an interrupted key rotation: {exc}") from None
+    if pending and not (data_dir / NEW_KEY_FILE).exists():
+        which = "the new key" if settled != key_text.strip() else "the old key"
+        log.warning(
+            "settled an interrupted key rotation: %s opens the data and is kept in %s",
+            which,
+            data_dir / KEY_FILE,
+        )
+    key = decode_key(settled, source=KEY_ENV)
+    try:
+        return VaultStore.open(directory, key, lock=lock, release_lock=True)
     except KeyMismatchError:
         hint = ""
         leftover = directory.parent / NEW_KEY_FILE

@@ -1,8 +1,8 @@
 """The Vault's key: the key file the supervisor keeps, and key rotation.
 
 A key is 32 random bytes written as base64 (44 characters), the form
-``HEARTHLINK_VAULT_KEY`` takes. When the environment has no key, the supervisor calls
-:func:`load_or_create_key`, which keeps one in ``<data_dir>/vault.key`` (mode 0600).
+``HEARTHLINK_VAULT_KEY`` takes, kept in ``<data_dir>/vault.key`` (mode 0600) when it
+does not come from the environment (:func:`load_or_create_key`).
 
 Rotation (:func:`rotate_key`, the ``hearthlink vault rotate-key`` command) re-encrypts
 every record under a fresh key. It is crash-safe through this sequence:
@@ -14,8 +14,9 @@ every record under a fresh key. It is crash-safe through this sequence:
 
 Killed before 2 commits, the data is under the old key (``vault.key``); killed after, it
 is under the new key (``vault.key.new``). Either way one key file on disk opens it, and
-the next :func:`load_or_create_key` (or rotation) finds out which by the database's key
-check value, keeps that one as ``vault.key`` and removes the other.
+the Vault, when it next starts with the key of ``vault.key``
+(:func:`settle_interrupted_rotation`), or the next rotation finds out which by the
+database's key check value, keeps that one as ``vault.key`` and removes the other.
 
 This module imports nothing heavy at load time (the supervisor imports it); the database
 and cipher modules are imported only when a rotation, or the repair of an interrupted
@@ -46,6 +47,7 @@ __all__ = [
     "generate_key",
     "load_or_create_key",
     "rotate_key",
+    "settle_interrupted_rotation",
 ]
 
 #: AES-256 key size.
@@ -103,25 +105,21 @@ def load_or_create_key(data_dir: Path) -> str:
 
     A new key file is created 0600 from the start (never readable by others, even
     briefly) and appears atomically; ``data_dir`` is created 0700 if absent. A rotation
-    interrupted after its commit (``vault.key.new`` left behind) is finished: whichever
-    of the two keys matches the database's key check value is kept as ``vault.key``.
+    interrupted with ``vault.key.new`` left behind is not looked into here: the Vault
+    settles it when it starts with this key.
 
     Raises:
-        ValueError: the key file is malformed or readable by other users; the file is
-            missing while encrypted data exists (a new key could not read it); neither
-            key of an interrupted rotation matches the data; or a key rotation is
-            running right now.
+        ValueError: the key file is malformed or readable by other users; or the file is
+            missing while encrypted data exists and no ``vault.key.new`` is there to open
+            it (a new key could not read that data).
     """
     data_dir = Path(data_dir).expanduser()
     key_path = data_dir / KEY_FILE
-    if os.path.lexists(data_dir / NEW_KEY_FILE):
-        with _lock(data_dir, purpose="finish an interrupted key rotation"):
-            return _settle_rotation(data_dir)
     try:
         return _read_key_file(key_path)
     except FileNotFoundError:
         pass
-    if _holds_data(data_dir):
+    if _holds_data(data_dir) and not os.path.lexists(data_dir / NEW_KEY_FILE):
         raise ValueError(
             f"{key_path} is missing but {data_dir / VAULT_DIR} holds encrypted Vault data: "
             "restore the key file from your backup (or set HEARTHLINK_VAULT_KEY); a new "
@@ -135,6 +133,33 @@ def load_or_create_key(data_dir: Path) -> str:
         # Another process created it between our read and our write: theirs stands.
         return _read_key_file(key_path)
     return key
+
+
+def settle_interrupted_rotation(data_dir: Path, key: str) -> str:
+    """The key to open the Vault data with, an interrupted rotation settled first.
+
+    When ``vault.key.new`` is left by a rotation and ``key`` is the one in ``vault.key``
+    (the key file's key, as the supervisor passes it), whichever of the two keys opens the
+    data, found by the database's key check value, is kept as ``vault.key``, the other is
+    removed, and the kept one is returned. Otherwise ``key`` is returned and no file is
+    touched: a key from elsewhere (the user's environment) is not second-guessed.
+
+    The caller holds the Vault lock (:class:`~hearthlink_trio.services.vault.store.VaultLock`).
+
+    Raises:
+        ValueError: a key file is malformed or readable by other users, or neither key
+            opens the data (nothing is removed then).
+    """
+    data_dir = Path(data_dir).expanduser()
+    if not os.path.lexists(data_dir / NEW_KEY_FILE):
+        return key
+    try:
+        file_key = _read_key_file(data_dir / KEY_FILE)
+    except FileNotFoundError:
+        return key
+    if file_key != key.strip():
+        return key
+    return _settle_rotation(data_dir)
 
 
 def rotate_key(data_dir: Path, *, current_key: str | None = None) -> str:
@@ -223,8 +248,10 @@ def rotate_key(data_dir: Path, *, current_key: str | None = None) -> str:
 
 
 def _settle_rotation(data_dir: Path) -> str:
-    """Keep whichever of ``vault.key`` / ``vault.key.new`` opens the data; the caller
-    holds the Vault lock."""
+    """Keep whichever of ``vault.key`` / ``vault.key.new`` opens the data; return it.
+
+    The caller holds the Vault lock.
+    """
     from hearthlink_trio.services.vault.store import StoreError, probe_key
 
     key_path = data_dir / KEY_FILE

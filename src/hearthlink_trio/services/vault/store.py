@@ -265,11 +265,20 @@ class VaultStore:
         return self._anchor.seq
 
     @classmethod
-    def open(cls, directory: Path, key: bytes, *, lock: VaultLock | None = None) -> VaultStore:
+    def open(
+        cls,
+        directory: Path,
+        key: bytes,
+        *,
+        lock: VaultLock | None = None,
+        release_lock: bool = False,
+    ) -> VaultStore:
         """Open (creating it on first use) the Vault data in ``directory`` under ``key``.
 
-        Takes the :class:`VaultLock` unless the caller passes the one it holds. Nothing is
-        written before the key is known to match, so a wrong key changes nothing.
+        Takes the :class:`VaultLock` unless the caller passes the one it holds; a passed
+        lock stays the caller's (released by it, also when this fails), unless
+        ``release_lock``: then :meth:`close` releases it. Nothing is written before the
+        key is known to match, so a wrong key changes nothing.
 
         Raises:
             KeyMismatchError: ``key`` is not the key this data was written with.
@@ -306,7 +315,7 @@ class VaultStore:
                 lock.release()
             raise
         audit = AuditLog(directory / AUDIT_FILE, mac_key)
-        store = cls(directory, conn, cipher, audit, anchor, lock if owned else None)
+        store = cls(directory, conn, cipher, audit, anchor, lock if owned or release_lock else None)
         finding = audit.reconcile(anchor)
         if finding is not None:
             # Said in the log file too, so a repair after a crash is never silent.
