@@ -34,7 +34,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, FastAPI, Response
@@ -45,9 +45,9 @@ from hearthlink_trio.services.common.app import create_app
 from hearthlink_trio.services.common.auth import auth_dependency
 from hearthlink_trio.services.common.database import run_blocking
 from hearthlink_trio.services.common.errors import ApiError
-from hearthlink_trio.services.common.outbound import is_https, outbound_client
 from hearthlink_trio.services.common.settings import env_number, service_data_dir
 from hearthlink_trio.services.common.validation import NAME_PATTERN, Name
+from hearthlink_trio.services.synapse.forward import Clients, PluginFailed, forward, render
 from hearthlink_trio.services.synapse.guard import BreakerOpen, CircuitBreaker, TokenBucket
 from hearthlink_trio.services.synapse.registry import (
     BadBaseUrl,
@@ -60,9 +60,6 @@ from hearthlink_trio.services.synapse.registry import (
     parse_allow_list,
 )
 
-if TYPE_CHECKING:
-    import httpx
-
 log = logging.getLogger("hearthlink.synapse")
 
 SERVICE = "synapse"
@@ -71,8 +68,6 @@ DEFAULT_RATE = 50.0
 DEFAULT_BURST = 100.0
 DEFAULT_BREAKER_FAILURES = 5
 DEFAULT_BREAKER_RESET = 30.0
-#: Largest plugin answer passed on; a bigger one is a plugin failure (502).
-MAX_RESULT_BYTES = 1024 * 1024
 MAX_PERMISSIONS = 64
 
 ActionName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -143,32 +138,6 @@ class Guard:
 
     bucket: TokenBucket
     breaker: CircuitBreaker
-
-
-class PluginFailed(Exception):
-    """The plugin was reached (or tried) and failed; the message is the 502 detail."""
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class Clients:
-    """One outbound httpx client for http plugins and one for https, made when first needed."""
-
-    def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
-        self._clients: dict[bool, httpx.AsyncClient] = {}
-
-    def for_url(self, url: str) -> httpx.AsyncClient:
-        tls = is_https(url)
-        if tls not in self._clients:
-            self._clients[tls] = outbound_client(timeout=self._timeout, tls=tls)
-        return self._clients[tls]
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
 
 
 def build_app() -> FastAPI:
@@ -262,8 +231,10 @@ def build_app() -> FastAPI:
             guard.breaker.abandon()
             raise _refusal(429, f"rate limit of plugin {name!r} reached", wait)
         try:
-            status, result = await _forward(clients, plugin, body.action, body.payload, settings)
-            answer = _render(
+            status, result = await forward(
+                clients, plugin, body.action, body.payload, timeout=settings.timeout
+            )
+            answer = render(
                 {"plugin": name, "action": body.action, "status": status, "result": result}
             )
         except TimeoutError:
@@ -293,73 +264,3 @@ def build_app() -> FastAPI:
 def _refusal(status: int, detail: str, retry_after: float) -> HTTPException:
     seconds = max(1, math.ceil(retry_after)) if math.isfinite(retry_after) else 60
     return HTTPException(status, detail, headers={"Retry-After": str(seconds)})
-
-
-async def _forward(
-    clients: Clients, plugin: Plugin, action: str, payload: dict[str, Any], settings: Settings
-) -> tuple[int, Any]:
-    """POST ``payload`` to the plugin's action; its status and decoded answer.
-
-    Raises:
-        TimeoutError: no complete answer within ``settings.timeout`` (all phases together).
-        PluginFailed: unreachable, 5xx, or an answer over :data:`MAX_RESULT_BYTES`.
-    """
-    # httpx is imported at the first outbound call, not at start: it is ~2.5 MiB of
-    # RSS and ~50 ms of start-up a service that is never asked to call out can skip.
-    import httpx
-
-    url = plugin.action_url(action)
-    client = clients.for_url(url)
-    try:
-        with anyio.fail_after(settings.timeout):
-            async with client.stream("POST", url, json=payload) as response:
-                raw = await _read_capped(response)
-    except httpx.TimeoutException:
-        raise TimeoutError from None
-    except httpx.HTTPError as exc:
-        raise PluginFailed(f"cannot reach {url}: {exc or type(exc).__name__}") from None
-    except _TooLarge:
-        raise PluginFailed(f"answer larger than {MAX_RESULT_BYTES} bytes") from None
-    try:
-        result = _decode(raw)
-    except RecursionError:
-        raise PluginFailed("answer nested too deeply") from None
-    if response.status_code >= 500:
-        detail = result.get("detail") if isinstance(result, dict) else result
-        raise PluginFailed(f"answered {response.status_code}: {str(detail)[:200]}")
-    return response.status_code, result
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_RESULT_BYTES:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _render(body: dict[str, Any]) -> Response:
-    """``body`` as the JSON response, serialized here so a bad plugin answer is a 502.
-
-    Raises:
-        PluginFailed: the answer holds NaN or Infinity, or is nested too deeply to encode.
-    """
-    try:
-        content = json.dumps(body, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except RecursionError:
-        raise PluginFailed("answer nested too deeply") from None
-    except ValueError:
-        raise PluginFailed("answer holds NaN or Infinity, which JSON does not allow") from None
-    return Response(content, media_type="application/json")
-
-
-def _decode(raw: bytes) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", errors="replace")
