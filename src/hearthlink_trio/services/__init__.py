@@ -1,1 +1,1 @@
-"""The four Hearthlink services (SPEC §7), each runnable as ``python -m`` or as a script."""
+"""The four Hearthlink services, each runnable as ``python -m hearthlink_trio.services.<name>``."""

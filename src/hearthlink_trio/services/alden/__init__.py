@@ -1,0 +1,1 @@
+"""Alden: the persona assistant, with its memories kept in the Vault."""

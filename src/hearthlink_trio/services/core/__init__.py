@@ -1,0 +1,1 @@
+"""Core: sessions and multi-agent coordination, persisted in SQLite."""

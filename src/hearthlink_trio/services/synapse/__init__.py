@@ -1,0 +1,1 @@
+"""Synapse: the plugin gateway, with a registry persisted in SQLite."""
