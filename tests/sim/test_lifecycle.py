@@ -167,3 +167,20 @@ async def test_declared_secrets_reach_only_their_service(tmp_path: Path, clock: 
     assert other["EXTRA"] == "x"
     assert vault["HEARTHLINK_OTHER_URL"] == "http://127.0.0.1:2"
     assert vault["HEARTHLINK_SERVICE"] == "vault"
+
+
+async def test_a_secret_file_replaced_by_its_service_is_read_again_at_the_next_start(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    import base64
+
+    cfg = config(vault=svc(1, secrets={"HEARTHLINK_VAULT_KEY": "vault.key"}))
+    scripts = {"vault": [Script(exit_after=1), Script()]}
+    async with simulate(tmp_path, cfg, scripts) as sim:
+        await sim.until(lambda: len(sim.launcher.launches) == 1)
+        first = sim.launcher.current["vault"].env["HEARTHLINK_VAULT_KEY"]
+        # What the Vault does when it settles an interrupted key rotation.
+        rotated = base64.b64encode(bytes(range(32))).decode()
+        (tmp_path / "data" / "vault.key").write_text(rotated + "\n")
+        await sim.until(lambda: len(sim.launcher.launches) == 2)
+        assert sim.launcher.current["vault"].env["HEARTHLINK_VAULT_KEY"] == rotated != first

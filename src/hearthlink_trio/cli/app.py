@@ -296,5 +296,5 @@ def main() -> int:
     """
     global _EXIT_AT_ONCE
     _EXIT_AT_ONCE = True
-    result = app(result_action="return_value", exit_on_error=True)
+    result = app(sys.argv[1:], result_action="return_value", exit_on_error=True)
     return result if isinstance(result, int) else ExitCode.OK

@@ -67,6 +67,13 @@ class Runner:
         self._restart.set()
         return "restarting"
 
+    def _environment(self) -> dict[str, str]:
+        # A secret kept in a file is read again at each start: the service itself may have
+        # replaced the file (the Vault keeps the right key after an interrupted rotation).
+        for var in self.service.secrets:
+            self.env[var] = self.ctx.secrets.current(var)
+        return self.env
+
     def retire(self) -> None:
         """Stop this service for good (a reload removed or changed it)."""
         self.retiring = True
@@ -91,7 +98,7 @@ class Runner:
             outcome = await run_incarnation(
                 ctx,
                 self.service,
-                self.env,
+                self._environment(),
                 record,
                 self.out,
                 attempt=attempt,

@@ -16,7 +16,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hearthlink_trio._util import ensure_private_dir, write_private_file
@@ -32,13 +32,25 @@ MIN_TOKEN_CHARS = 16
 MAX_SECRET_FILE_BYTES = 4096
 
 
-@dataclass(frozen=True)
+@dataclass
 class Secrets:
     """The values of a run's secrets, never logged or shown."""
 
     token: str
     #: Declared secrets: environment variable -> value.
-    values: Mapping[str, str]
+    values: dict[str, str]
+    #: The file of each declared secret that did not come from the environment.
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def current(self, var: str) -> str:
+        """The value of ``var`` now: its file is read again, since the service may have
+        replaced it (the Vault adopting a rotated key, say). A file that has become
+        unreadable or malformed leaves the last good value in use."""
+        path = self.files.get(var)
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.values[var] = _check_secret(path, _read_line(path))
+        return self.values[var]
 
     def redact(self, text: str) -> str:
         """``text`` with every secret value replaced by ``***``."""
@@ -119,6 +131,7 @@ def load_secrets(
         if token:
             _check_token(path, token)
     values: dict[str, str] = {}
+    files: dict[str, Path] = {}
     for service in config.services:
         for var, filename in service.secrets.items():
             if var in values:
@@ -130,4 +143,5 @@ def load_secrets(
             value = _from_file(path, generate_secret(), create=create)
             if value:
                 values[var] = _check_secret(path, value)
-    return Secrets(token=token, values=values)
+                files[var] = path
+    return Secrets(token=token, values=values, files=files)
