@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import trio
 from trio.testing import MockClock
 
 from hearthlink_trio.supervisor.state import State
@@ -184,3 +185,40 @@ async def test_a_secret_file_replaced_by_its_service_is_read_again_at_the_next_s
         (tmp_path / "data" / "vault.key").write_text(rotated + "\n")
         await sim.until(lambda: len(sim.launcher.launches) == 2)
         assert sim.launcher.current["vault"].env["HEARTHLINK_VAULT_KEY"] == rotated != first
+
+
+async def test_a_service_stopped_by_hand_stays_stopped_until_started(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    cfg = config(db=svc(1), web=svc(2, depends_on=["db"]))
+    async with simulate(tmp_path, cfg) as sim:
+        await sim.until(lambda: sim.supervisor.overall_status() == "healthy")
+        assert sim.supervisor.stop_service("db") == "stopping"
+        await sim.until_state("db", State.STOPPED)
+        assert "Stopped db service" in sim.lines()
+        assert sim.supervisor.stop_service("db") == "already stopped"
+        status = sim.status("db")
+        assert (status["status"], status["restart_count"], status["pid"]) == ("stopped", 0, None)
+        # Not restarted, and its dependent keeps running.
+        await trio.sleep(120)
+        assert len(sim.launcher.times("db")) == 1
+        assert sim.state("web") is State.HEALTHY
+        assert sim.supervisor.start_service("db") == "starting"
+        await sim.until_state("db", State.HEALTHY)
+        assert len(sim.launcher.times("db")) == 2
+        assert sim.status("db")["restart_count"] == 0
+        assert sim.supervisor.start_service("db") == "not stopped (healthy)"
+
+
+async def test_stop_by_hand_in_backoff_and_failed_and_restart_starts_it(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    scripts = {"svc": [Script(exit_after=1), Script()]}
+    async with simulate(tmp_path, config(svc=svc(1)), scripts) as sim:
+        await sim.until_state("svc", State.BACKOFF)
+        sim.supervisor.stop_service("svc")
+        await sim.until_state("svc", State.STOPPED)
+        await trio.sleep(60)
+        assert len(sim.launcher.times("svc")) == 1  # the backoff did not start it
+        assert sim.supervisor.restart("svc") == "starting"
+        await sim.until_state("svc", State.HEALTHY)

@@ -9,10 +9,11 @@ notification that everything waiting on another service's state uses.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -53,6 +54,10 @@ class Context:
     #: One spawn per scheduler batch: a spawn blocks the loop for a few milliseconds (fork
     #: and exec), and N of them back to back kept every probe waiting at start-up.
     spawn_lock: trio.Lock = field(default_factory=trio.Lock)
+    #: Receives every event for the event stream: ``{"type": "state"|"probe"|..., ...}``.
+    publish: Callable[[dict[str, Any]], None] = field(default=lambda event: None)
+    #: Receives every batch of output lines: ``(service, "stdout"|"stderr", lines)``.
+    publish_lines: Callable[[str, str, list[str]], None] = field(default=lambda *lines: None)
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def changed(self) -> None:
@@ -63,6 +68,19 @@ class Context:
     def on_change(self, record: ServiceState, old: State) -> None:
         """The observer of every service record."""
         self.changed()
+        self.publish(
+            {
+                "type": "state",
+                "service": record.name,
+                "ts": time.time(),
+                "state": record.state.value,
+                "status": record.state.status,
+                "previous": old.value,
+                "pid": record.pid,
+                "error_message": self.secrets.redact(record.error_message or "") or None,
+                "restart_count": record.restart_count,
+            }
+        )
 
     def next_change(self) -> trio.Event:
         """The event the next change sets."""

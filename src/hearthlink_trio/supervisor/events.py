@@ -158,6 +158,22 @@ def restart_requested(service: str, what: str) -> Event:
     )
 
 
+def stop_requested(service: str, what: str) -> Event:
+    return Event(
+        "stop_requested",
+        f"Stop of {service} service requested: {what}",
+        fields={"service": service},
+    )
+
+
+def start_requested(service: str, what: str) -> Event:
+    return Event(
+        "start_requested",
+        f"Start of {service} service requested: {what}",
+        fields={"service": service},
+    )
+
+
 def manual_restart(service: str) -> Event:
     return Event(
         "manual_restart", f"Manual restart of {service} service", fields={"service": service}

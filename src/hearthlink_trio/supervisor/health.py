@@ -32,8 +32,19 @@ async def watch_health(ctx: Context, service: Service, record: ServiceState) -> 
             # Wake up in time to reset the count once the service has been stable.
             delay = min(delay, max(0.0, healthy_since + policy.stable_after - now))
         await trio.sleep(delay)
+        began = trio.current_time()
         result = await ctx.prober.probe(service, ctx.config.health.timeout)
         now = trio.current_time()
+        ctx.publish(
+            {
+                "type": "probe",
+                "service": service.name,
+                "ts": time.time(),
+                "ok": result is None,
+                "latency_ms": round((now - began) * 1000, 3),
+                "reason": result,
+            }
+        )
         verdict = tracker.observe(result is None, now)
         if result is None:
             record.last_health_check = time.time()

@@ -130,21 +130,21 @@ async def running(
     try:
         async with trio.open_nursery() as pumps:
             drained = trio.Event()
-            open_streams = [process.stdout, process.stderr]
+            open_streams = {"stdout": process.stdout, "stderr": process.stderr}
             scopes: list[trio.CancelScope] = []
 
-            async def drain(stream: trio.abc.ReceiveStream) -> None:
+            async def drain(name: str, stream: trio.abc.ReceiveStream) -> None:
                 # Shielded: the pumps keep reading while the process shuts down, so its last
                 # words reach the log; they are ended below once it has exited.
                 with trio.CancelScope(shield=True) as scope:
                     scopes.append(scope)
-                    await pump(stream, out)
-                open_streams.remove(stream)
+                    await pump(stream, out, name)
+                del open_streams[name]
                 if not open_streams:
                     drained.set()
 
-            for stream in list(open_streams):
-                pumps.start_soon(drain, stream)
+            for name, stream in list(open_streams.items()):
+                pumps.start_soon(drain, name, stream)
             try:
                 yield
             finally:

@@ -180,17 +180,23 @@ class ServiceLog:
             self._handler.close()
 
 
+#: Called with ``(stream, lines)`` for every batch of lines a service writes.
+LineWatcher = Callable[[str, list[str]], None]
+
+
 class ServiceOutput:
-    """Where one service's lines go: the console, its log file, and its last line."""
+    """Where one service's lines go: the console, its log file, its last line, and whoever
+    watches them (the event stream, a log probe)."""
 
     def __init__(self, name: str, index: int, console: Console, log: ServiceLog) -> None:
         self.name = name
         self.console = console
         self.log = log
         self.last_line = ""
+        self.watchers: list[LineWatcher] = []
         self._prefix = console.prefix(name, index)
 
-    def lines(self, raw: list[bytes]) -> None:
+    def lines(self, raw: list[bytes], stream: str = "stdout") -> None:
         lines = [line.decode("utf-8", "replace") for line in raw]
         for line in reversed(lines):
             if line.strip():
@@ -198,9 +204,11 @@ class ServiceOutput:
                 break
         self.console.write(self._prefix, lines)
         self.log.write(lines)
+        for watcher in self.watchers:
+            watcher(stream, lines)
 
 
-async def pump(stream: trio.abc.ReceiveStream, out: ServiceOutput) -> None:
+async def pump(stream: trio.abc.ReceiveStream, out: ServiceOutput, name: str = "stdout") -> None:
     """Copy a child's pipe to ``out`` line by line until end of stream."""
     splitter = LineSplitter()
     while True:
@@ -212,10 +220,10 @@ async def pump(stream: trio.abc.ReceiveStream, out: ServiceOutput) -> None:
             break
         lines = splitter.feed(chunk)
         if lines:
-            out.lines(lines)
+            out.lines(lines, name)
     tail = splitter.flush()
     if tail:
-        out.lines(tail)
+        out.lines(tail, name)
 
 
 class JsonFormatter(logging.Formatter):

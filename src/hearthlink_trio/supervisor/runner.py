@@ -42,6 +42,12 @@ class Runner:
             ),
         )
         self._restart = trio.Event()
+        #: Stopped by hand (``hearthlink stop NAME``): kept stopped until started again.
+        self.held = False
+        self._released = trio.Event()
+        #: What the runner is doing now (waiting, a process, a backoff); cancelled by hold().
+        self._activity: trio.CancelScope | None = None
+        self.out.watchers.append(lambda stream, lines: ctx.publish_lines(self.name, stream, lines))
         #: Cancelled to end this runner alone (a reload removed or changed its service).
         self.scope = trio.CancelScope()
         self.retiring = False
@@ -56,6 +62,8 @@ class Runner:
         they are healthy (nothing to restart yet).
         """
         record = self.record
+        if self.held:
+            return self.release()
         if self.ctx.shutting_down or record.state in (State.STOPPING, State.STOPPED):
             return "the supervisor is stopping it"
         if record.state is State.WAITING:
@@ -66,6 +74,24 @@ class Runner:
             record.restart_count = 0
         self._restart.set()
         return "restarting"
+
+    def hold(self) -> str:
+        """Stop the service by hand and keep it stopped (not a failure, not counted)."""
+        if self.ctx.shutting_down:
+            return "the supervisor is stopping it"
+        if self.held:
+            return "already stopped"
+        self.held = True
+        if self._activity is not None:
+            self._activity.cancel()
+        return "stopping"
+
+    def release(self) -> str:
+        """Start a service stopped by hand again (after its dependencies, as at start-up)."""
+        if not self.held:
+            return f"not stopped ({self.record.state.value})"
+        self._released.set()
+        return "starting"
 
     def _environment(self) -> dict[str, str]:
         # A secret kept in a file is read again at each start: the service itself may have
@@ -82,8 +108,17 @@ class Runner:
     async def run(self) -> None:
         try:
             with self.scope:
-                await self._wait_for_dependencies()
-                await self._supervise()
+                while True:
+                    with trio.CancelScope() as self._activity:
+                        if self.record.state is State.STOPPED:
+                            self.record.change_state(State.WAITING)
+                        await self._wait_for_dependencies()
+                        await self._supervise()
+                    # Only a hold() ends the activity: stay stopped until released.
+                    self._activity = None
+                    self.record.change_state(State.STOPPED, error=None)
+                    await self._released.wait()
+                    self.held, self._released = False, trio.Event()
         finally:
             if self.record.state is not State.STOPPED:
                 self.record.change_state(State.STOPPED)
@@ -103,7 +138,7 @@ class Runner:
                 self.out,
                 attempt=attempt,
                 restart_requested=self._restart,
-                stop_asked=lambda: ctx.shutting_down or self.retiring,
+                stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
             )
             attempt = 0
             if outcome.end is End.MANUAL:

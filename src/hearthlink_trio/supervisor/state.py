@@ -22,7 +22,8 @@ class State(enum.Enum):
     BACKOFF = "backoff"  # stopped, waiting to be restarted
     FAILED = "failed"  # given up
     STOPPING = "stopping"
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # at shutdown, or stopped by hand (kept stopped until started)
+    COMPLETED = "completed"  # a task that exited 0
 
     @property
     def status(self) -> str:
@@ -38,12 +39,13 @@ STATUS = {
     State.FAILED: "error",
     State.STOPPING: "stopped",
     State.STOPPED: "stopped",
+    State.COMPLETED: "stopped",
 }
 
 #: A process of the service is alive in these states.
 RUNNING_STATES = frozenset({State.STARTING, State.HEALTHY, State.UNHEALTHY})
 #: The process has ended; a restart (or nothing) comes next.
-ENDED_STATES = frozenset({State.BACKOFF, State.FAILED, State.STOPPED})
+ENDED_STATES = frozenset({State.BACKOFF, State.FAILED, State.STOPPED, State.COMPLETED})
 
 _AFTER_A_PROCESS = frozenset({State.STOPPING, *ENDED_STATES, State.STARTING})
 TRANSITIONS: dict[State, frozenset[State]] = {
@@ -57,6 +59,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.BACKOFF: frozenset({State.STARTING, *ENDED_STATES}),
     State.FAILED: frozenset({State.STARTING, State.STOPPED}),
     State.STOPPED: frozenset({State.WAITING, State.STARTING}),
+    State.COMPLETED: frozenset({State.WAITING, State.STARTING, State.STOPPED}),
 }
 
 _UNSET = object()

@@ -29,6 +29,7 @@ def service_status(record: ServiceState, service: Service) -> dict[str, Any]:
         "last_restart": record.last_restart,
         "restart_backoff": record.restart_backoff,
         "critical": service.critical,
+        "completed": record.state is State.COMPLETED,
     }
 
 

@@ -125,6 +125,18 @@ class Supervisor:
         events.emit(self.ctx.log, events.restart_requested(name, what))
         return what
 
+    def stop_service(self, name: str) -> str:
+        """Stop service ``name`` by hand and keep it stopped. KeyError if unknown."""
+        what = self.runners[name].hold()
+        events.emit(self.ctx.log, events.stop_requested(name, what))
+        return what
+
+    def start_service(self, name: str) -> str:
+        """Start a service stopped by hand again. KeyError if unknown."""
+        what = self.runners[name].release()
+        events.emit(self.ctx.log, events.start_requested(name, what))
+        return what
+
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
         if not self.ctx.shutting_down:
