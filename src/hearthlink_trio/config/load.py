@@ -7,25 +7,22 @@ Every problem is reported at once, one line each, as ``<file>: <dotted.key>: <pr
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import signal
 import sys
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from hearthlink_trio.config.graph import dependency_order
-from hearthlink_trio.config.model import SERVICE_NAME_RE, ConfigFile, ServiceSection
-from hearthlink_trio.config.resolved import Config, Service, service_url
+from hearthlink_trio.config.envfile import EnvFileError, read_env_file
+from hearthlink_trio.config.model import UNION_TAGS, ConfigFile, ServiceSection
+from hearthlink_trio.config.resolved import Config
+from hearthlink_trio.config.services import Where, resolve_path, resolve_services
 from hearthlink_trio.errors import ConfigError
-
-#: The API token's file in the data dir; a declared secret cannot use its name.
-TOKEN_FILE = "api.token"
 
 
 def default_config_path() -> Path:
@@ -54,25 +51,17 @@ def _describe(err: Mapping[str, Any]) -> str:
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    parts = [str(part) for part in loc if part not in UNION_TAGS and "[" not in str(part)]
+    return ".".join(parts) or "(top level)"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path)
-
-
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, local: bool = True
+) -> Config:
     """Read, validate and resolve the config at ``path``.
+
+    ``local=False`` (``hearthlink export``) skips what only this machine can tell: that
+    scripts and folders exist, that a ``user`` exists and may be switched to.
 
     Raises:
         ConfigError: with one ``<file>: <key>: <problem>`` line per problem.
@@ -101,85 +90,35 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     problems: list[str] = []
 
     data_dir_value = environ.get("HEARTHLINK_DATA_DIR") or sup.data_dir
-    data_dir = _resolve(base, data_dir_value).absolute()
-    log_dir = _resolve(base, sup.log_dir) if sup.log_dir else data_dir / "logs"
+    data_dir = resolve_path(base, data_dir_value).absolute()
+    log_dir = resolve_path(base, sup.log_dir) if sup.log_dir else data_dir / "logs"
     run_dir = data_dir / "run"
     control_socket = (
-        _resolve(base, sup.control_socket) if sup.control_socket else run_dir / "hearthlink.sock"
+        resolve_path(base, sup.control_socket)
+        if sup.control_socket
+        else run_dir / "hearthlink.sock"
     )
     python = sup.python or sys.executable
 
-    ports: dict[int, str] = {}
-    secret_files: dict[str, tuple[str, str]] = {}  # variable -> (file, declaring service)
-    for name, svc in parsed.services.items():
-        key = f"services.{name}"
-        if not SERVICE_NAME_RE.match(name):
-            problems.append(
-                f"{label}: {key}: invalid service name (use lowercase letters, digits, '_' "
-                "and '-', starting with a letter)"
-            )
-        if svc.port in ports:
-            problems.append(
-                f"{label}: {key}.port: port {svc.port} is already used by service {ports[svc.port]}"
-            )
-        else:
-            ports[svc.port] = name
-        for dep in svc.depends_on:
-            if dep not in parsed.services:
-                problems.append(f"{label}: {key}.depends_on: unknown service {dep!r}")
-            elif dep == name:
-                problems.append(f"{label}: {key}.depends_on: a service cannot depend on itself")
-        if not svc.allow_external and not _is_loopback(svc.host):
-            problems.append(
-                f"{label}: {key}.host: {svc.host!r} is not a loopback address "
-                "(set allow_external = true to bind it)"
-            )
-        if svc.script is not None and not _resolve(base, svc.script).is_file():
-            problems.append(f"{label}: {key}.script: file not found: {_resolve(base, svc.script)}")
-        for var, filename in svc.secrets.items():
-            declared = secret_files.setdefault(var, (filename, name))
-            if declared[0] != filename:
-                problems.append(
-                    f"{label}: {key}.secrets.{var}: service {declared[1]} keeps {var} in "
-                    f"{declared[0]!r}; one variable, one file"
-                )
-            if filename == TOKEN_FILE:
-                problems.append(
-                    f"{label}: {key}.secrets.{var}: {TOKEN_FILE} holds the API token; "
-                    "use another file name"
-                )
-        cwd = _resolve(base, svc.cwd) if svc.cwd else base
-        if not cwd.is_dir():
-            problems.append(f"{label}: {key}.cwd: not a directory: {cwd}")
-
-    order, cycles = dependency_order({n: svc.depends_on for n, svc in parsed.services.items()})
-    for cycle in cycles:
-        first, _, rest = cycle.partition(" -> ")
-        if rest != first:  # a service naming itself is reported above
-            problems.append(f"{label}: services.{first}.depends_on: dependency cycle: {cycle}")
+    where = Where(
+        label=label,
+        base=base,
+        python=python,
+        data_dir=data_dir,
+        stop_timeout=sup.stop_timeout,
+        file_env={},
+        local=local,
+    )
+    if sup.env_file:
+        try:
+            where = replace(where, file_env=read_env_file(resolve_path(base, sup.env_file)))
+        except EnvFileError as exc:
+            problems.append(f"{label}: supervisor.env_file: {exc}")
+    problems += _secret_files(parsed.services, label)
+    services, service_problems = resolve_services(parsed.services, where)
+    problems += service_problems
     if problems:
         raise ConfigError(problems)
-
-    services = []
-    for name in order:
-        svc = parsed.services[name]
-        argv = _argv(svc, name=name, python=python, base=base, data_dir=data_dir)
-        services.append(
-            Service(
-                name=name,
-                argv=argv,
-                port=svc.port,
-                host=svc.host,
-                health_url=service_url(svc.host, svc.port) + svc.health_path,
-                env=dict(svc.env),
-                cwd=_resolve(base, svc.cwd) if svc.cwd else base,
-                depends_on=tuple(svc.depends_on),
-                stop_timeout=sup.stop_timeout if svc.stop_timeout is None else svc.stop_timeout,
-                stop_signal=signal.Signals[svc.stop_signal],
-                critical=svc.critical,
-                secrets=dict(svc.secrets),
-            )
-        )
     return Config(
         path=path.absolute(),
         data_dir=data_dir,
@@ -195,22 +134,16 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def _argv(
-    svc: ServiceSection, *, name: str, python: str, base: Path, data_dir: Path
-) -> tuple[str, ...]:
-    if svc.script is not None:
-        script = str(_resolve(base, svc.script))
-        return (python, script, "--host", svc.host, "--port", str(svc.port))
-    values = {
-        "python": python,
-        "host": svc.host,
-        "port": str(svc.port),
-        "name": name,
-        "data_dir": str(data_dir),
-    }
-    argv = []
-    for part in svc.command or []:
-        for key, value in values.items():
-            part = part.replace("{" + key + "}", value)
-        argv.append(part)
-    return tuple(argv)
+def _secret_files(sections: Mapping[str, ServiceSection], label: str) -> list[str]:
+    """One variable, one file: two services declaring a secret must agree where it is kept."""
+    problems = []
+    declared: dict[str, tuple[str, str]] = {}  # variable -> (file, declaring service)
+    for name, svc in sections.items():
+        for var, filename in svc.secrets.items():
+            first = declared.setdefault(var, (filename, name))
+            if first[0] != filename:
+                problems.append(
+                    f"{label}: services.{name}.secrets.{var}: service {first[1]} keeps {var} "
+                    f"in {first[0]!r}; one variable, one file"
+                )
+    return problems

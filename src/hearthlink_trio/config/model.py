@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import re
 import signal
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,6 +49,8 @@ class SupervisorSection(_Section):
     #: Size at which a service's log file is rotated, and how many old files are kept.
     log_max_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     log_backups: Annotated[int, Field(ge=0)] = 3
+    #: A dotenv file read for every service ("" = none).
+    env_file: str = ""
 
 
 class HealthSection(_Section):
@@ -58,16 +68,92 @@ class RestartSection(_Section):
     stable_after: NonNegative = 10.0
 
 
+Condition = Literal["started", "healthy", "completed"]
+PROBE_KINDS = ("http", "tcp", "exec", "log")
+
+
+class ProbeTable(_Section):
+    """One probe, as a table: ``{ http = "/path", status = 200, json = false }``,
+    ``{ tcp = true }``, ``{ exec = ["prog", "arg"] }`` or ``{ log = "regex" }``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    http: str | None = None
+    status: Annotated[int, Field(ge=100, le=599)] | None = None
+    json_body: bool | None = Field(default=None, alias="json")
+    tcp: bool | None = None
+    exec: list[str] | None = None
+    log: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProbeTable:
+        given = [kind for kind in PROBE_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of http, tcp, exec or log"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if given != ["http"] and (self.status is not None or self.json_body is not None):
+            raise ValueError("status and json go with an http probe only")
+        if self.http is not None and not self.http.startswith("/"):
+            raise ValueError("the http probe's path must start with '/'")
+        if self.tcp is False:
+            raise ValueError("tcp must be true (or give another probe)")
+        if self.exec is not None and not self.exec:
+            raise ValueError("the exec probe needs a program")
+        if self.log is not None:
+            try:
+                re.compile(self.log)
+            except re.error as exc:
+                raise ValueError(
+                    f"the log probe's pattern is not a regular expression: {exc}"
+                ) from None
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in PROBE_KINDS if getattr(self, kind) is not None)
+
+
+def _table_or_not(value: Any) -> str:
+    return "table" if isinstance(value, dict) else "plain"
+
+
+#: A probe is a name ("http", "none") or a table; errors name only the form given.
+ProbeSetting = Annotated[
+    Annotated[str, Tag("plain")] | Annotated[ProbeTable, Tag("table")],
+    Discriminator(_table_or_not),
+]
+#: Dependencies: a list of names, or a table of name = condition.
+DependsOn = Annotated[
+    Annotated[list[str], Tag("plain")] | Annotated[dict[str, Condition], Tag("table")],
+    Discriminator(_table_or_not),
+]
+#: The tags above, left out of the key named in an error line.
+UNION_TAGS = frozenset({"plain", "table"})
+
+
 class ServiceSection(_Section):
     script: str | None = None
     command: list[str] | None = None
-    port: Annotated[int, Field(ge=1, le=65535)]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    kind: Literal["service", "task"] = "service"
+    #: "always" (a service's default), "on-failure" (a task's default) or "never".
+    restart: Literal["always", "on-failure", "never"] | None = None
+    #: "http", "none" or a ProbeTable; a service's default is "http", a task is not probed.
+    probe: ProbeSetting | None = None
+    env_file: str = ""
+    user: str = ""
+    kill_mode: Literal["group", "mixed"] = "group"
+    replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    #: The container image, read only by ``hearthlink export``.
+    image: str = ""
     host: str = "127.0.0.1"
     allow_external: bool = False
     health_path: str = "/health"
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str = ""
-    depends_on: list[str] = Field(default_factory=list)
+    depends_on: DependsOn = Field(default_factory=list)
     stop_timeout: NonNegative | None = None
     stop_signal: str = "SIGTERM"
     critical: bool = False
@@ -100,6 +186,22 @@ class ServiceSection(_Section):
         if not isinstance(getattr(signal, name, None), signal.Signals):
             raise ValueError(f"unknown signal {value!r} (use a name like SIGTERM or SIGINT)")
         return name
+
+    @field_validator("probe")
+    @classmethod
+    def _probe_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in ("http", "none"):
+            raise ValueError(
+                f'unknown probe {value!r} (use "http", "none" or a table such as {{ tcp = true }})'
+            )
+        return value
+
+    @property
+    def conditions(self) -> dict[str, str]:
+        """Each dependency with its condition (a plain list means "healthy")."""
+        if isinstance(self.depends_on, dict):
+            return dict(self.depends_on)
+        return {name: "healthy" for name in self.depends_on}
 
     @field_validator("health_path")
     @classmethod

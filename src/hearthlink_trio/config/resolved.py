@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hearthlink_trio.config.graph import longest_chain
@@ -12,26 +12,60 @@ from hearthlink_trio.config.model import HealthSection, RestartSection
 
 
 @dataclass(frozen=True)
+class Probe:
+    """How a service shows it is ready and well: one of http, tcp, exec, log, none."""
+
+    kind: str
+    path: str = ""  # http: the path to GET
+    status: int = 200  # http: the status that passes
+    json: bool = True  # http: also require a JSON body whose "status" is "healthy"
+    argv: tuple[str, ...] = ()  # exec: the program and its arguments
+    pattern: str = ""  # log: a regular expression matched against each output line
+
+
+@dataclass(frozen=True)
 class Service:
-    """One service, resolved and ready to run."""
+    """One service (or task, or one replica of either), resolved and ready to run."""
 
     name: str
     argv: tuple[str, ...]
-    port: int
+    port: int | None
     host: str
-    health_url: str
+    #: The URL the http probe GETs (None for the other probes).
+    health_url: str | None
     env: Mapping[str, str]
     cwd: Path
-    depends_on: tuple[str, ...]
+    #: Every dependency (replicas expanded), each with its condition.
+    conditions: Mapping[str, str]
     stop_timeout: float
     stop_signal: signal.Signals
     critical: bool
     #: Environment variable -> secret file name in the data dir.
     secrets: Mapping[str, str]
+    probe: Probe = field(default_factory=lambda: Probe("http", path="/health"))
+    kind: str = "service"  # or "task"
+    #: "always", "on-failure" or "never".
+    restart: str = "always"
+    #: From the dotenv files (the supervisor's, then the service's own): below ``env``.
+    file_env: Mapping[str, str] = field(default_factory=dict)
+    user: str = ""
+    kill_mode: str = "group"
+    #: The service's table name: ``web`` for the replicas ``web-1`` … ``web-N``.
+    group: str = ""
+    replica: int | None = None
+    image: str = ""
 
     @property
-    def url(self) -> str:
-        return service_url(self.host, self.port)
+    def depends_on(self) -> tuple[str, ...]:
+        return tuple(self.conditions)
+
+    @property
+    def is_task(self) -> bool:
+        return self.kind == "task"
+
+    @property
+    def url(self) -> str | None:
+        return None if self.port is None else service_url(self.host, self.port)
 
 
 @dataclass(frozen=True)
@@ -49,6 +83,10 @@ class Config:
     services: tuple[Service, ...]
     log_max_bytes: int
     log_backups: int
+
+    def group(self, name: str) -> tuple[Service, ...]:
+        """The services of table ``name``: itself, or its replicas."""
+        return tuple(svc for svc in self.services if svc.group == name)
 
     def service(self, name: str) -> Service:
         for svc in self.services:

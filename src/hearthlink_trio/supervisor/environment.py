@@ -44,7 +44,8 @@ def child_environment(
     env["HEARTHLINK_SERVICE"] = service.name
     env[TOKEN_VARIABLE] = secrets.token
     for other in config.services:
-        env[url_variable(other.name)] = other.url
+        if other.url is not None:
+            env[url_variable(other.name)] = other.url
     paths = [str(resource_dir())]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])

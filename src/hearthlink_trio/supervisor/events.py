@@ -81,10 +81,12 @@ def groups_record_failed(path: Path, why: str) -> Event:
 # -- one service -------------------------------------------------------------------------
 
 
-def started(service: str, port: int, pid: int) -> Event:
+def started(service: str, port: int | None, pid: int, *, task: bool = False) -> Event:
+    what = "task" if task else "service"
+    where = "" if port is None else f" on port {port}"
     return Event(
         "started",
-        f"Started {service} service on port {port} with PID {pid}",
+        f"Started {service} {what}{where} with PID {pid}",
         fields={"service": service, "pid": pid, "port": port},
     )
 

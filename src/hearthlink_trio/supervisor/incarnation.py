@@ -111,7 +111,9 @@ def _started(
         record.last_restart = now
     ctx.groups.add(service.name, process.pid, process.start_ticks)
     record.change_state(State.STARTING)
-    events.emit(ctx.log, events.started(service.name, service.port, process.pid))
+    events.emit(
+        ctx.log, events.started(service.name, service.port, process.pid, task=service.is_task)
+    )
     if attempt:
         record.restart_backoff = backoff_delay(attempt + 1, ctx.config.restart)
         events.emit(ctx.log, events.restarted(service.name, attempt, record.restart_backoff))

@@ -63,6 +63,8 @@ def acquire_lock(run_dir: Path) -> RunLock:
 
 def check_port(service: Service) -> str | None:
     """None if the service's port can be bound as the service will bind it, else why not."""
+    if service.port is None:
+        return None
     host = "127.0.0.1" if service.host == "localhost" else service.host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -144,6 +146,8 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
             problems.append(f"Run dir {config.run_dir}: {exc.strerror or exc}")
         available = []
         for service in config.services:
+            if service.port is None:
+                continue  # no port, no port check
             reason = check_port(service)
             if reason is None:
                 available.append(service)
@@ -154,6 +158,7 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
         if problems:
             raise PreflightError(problems)
         for service in available:
+            assert service.port is not None
             events.emit(log, events.port_available(service.name, service.port))
     except BaseException:
         lock.release()

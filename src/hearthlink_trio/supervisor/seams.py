@@ -77,10 +77,13 @@ class ServiceProber:
         self._http = HttpProber()
 
     async def probe(self, service: Service, timeout: float) -> str | None:
+        if service.health_url is None:
+            return None
         return await self._http.probe(service.health_url, timeout)
 
     def forget(self, service: Service) -> None:
-        self._http.forget(service.health_url)
+        if service.health_url is not None:
+            self._http.forget(service.health_url)
 
     async def aclose(self) -> None:
         await self._http.aclose()
