@@ -44,7 +44,7 @@ class _Target:
         )
 
 
-def _reason(exc: BaseException) -> str:
+def reason_of(exc: BaseException) -> str:
     if isinstance(exc, socket.gaierror):
         # Resolver errors carry negative EAI_* codes that os.strerror does not know.
         return f"cannot resolve host: {exc.strerror or exc}"
@@ -101,8 +101,14 @@ class HttpProber:
         if kept is not None:
             kept[0].socket.close()
 
-    async def probe(self, url: str, timeout: float) -> str | None:
-        """None if healthy, else a short reason (``Connection refused``, ``HTTP 503``…)."""
+    async def probe(
+        self, url: str, timeout: float, *, status: int = 200, json_body: bool = True
+    ) -> str | None:
+        """None if healthy, else a short reason (``Connection refused``, ``HTTP 503``…).
+
+        Healthy is HTTP ``status`` and, with ``json_body``, a JSON body whose ``status`` is
+        ``"healthy"``.
+        """
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = _Target(url)
@@ -113,18 +119,18 @@ class HttpProber:
                     try:
                         stream = await self._connect(target)
                     except OSError as exc:
-                        return _reason(exc)
+                        return reason_of(exc)
                     conn = h11.Connection(h11.CLIENT)
                 else:
                     stream, conn = kept
                     conn.start_next_cycle()
                 try:
-                    result = await self._exchange(stream, conn, target)
+                    result = await self._exchange(stream, conn, target, status, json_body)
                 except (trio.BrokenResourceError, OSError, h11.ProtocolError) as exc:
                     await trio.aclose_forcefully(stream)
                     if kept is not None:
                         continue  # the server had closed the kept connection: once more, anew
-                    return _reason(exc.__cause__ or exc)
+                    return reason_of(exc.__cause__ or exc)
                 except BaseException:  # cancelled (timeout, shutdown): never leak the socket
                     await trio.aclose_forcefully(stream)
                     raise
@@ -136,7 +142,12 @@ class HttpProber:
         return f"timed out after {timeout:g}s"
 
     async def _exchange(
-        self, stream: trio.SocketStream, conn: h11.Connection, target: _Target
+        self,
+        stream: trio.SocketStream,
+        conn: h11.Connection,
+        target: _Target,
+        expected: int,
+        json_body: bool,
     ) -> str | None:
         await stream.send_all(conn.send(target.request) + conn.send(h11.EndOfMessage()))
         status, ctype, body = 0, "", bytearray()
@@ -157,8 +168,10 @@ class HttpProber:
                 break
             elif isinstance(event, h11.ConnectionClosed):
                 raise trio.BrokenResourceError("connection closed before the answer")
-        if status != 200:
+        if status != expected:
             return f"HTTP {status}"
+        if not json_body:
+            return None
         if not ctype.startswith("application/json"):
             return f"not JSON (Content-Type {ctype or 'missing'})"
         try:

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import functools
 import os
+import pwd
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -124,14 +125,23 @@ class Child:
                 stream.close()
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> Child:
+def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, user: str = "") -> Child:
     """Start ``argv`` as a new session leader with stdin from /dev/null and piped output.
 
-    Must be called from the trio main thread (see the module docstring).
+    With ``user``, the process runs as that user, its group and its groups (switched by
+    subprocess in the child before exec; the parent-death signal is armed after the switch,
+    which would otherwise clear it). Must be called from the trio main thread (see the
+    module docstring).
 
     Raises:
         OSError: the program could not be started (not found, not executable, …).
     """
+    uid = gid = None
+    groups = None
+    if user:
+        account = pwd.getpwnam(user)
+        uid, gid = account.pw_uid, account.pw_gid
+        groups = os.getgrouplist(user, gid)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
@@ -145,6 +155,9 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> Child:
             start_new_session=True,
             preexec_fn=functools.partial(_arm_parent_death_signal, os.getpid()),
             close_fds=True,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
         )
     except BaseException:
         for fd in (out_r, err_r):

@@ -1,7 +1,8 @@
 """The environment a service process starts with.
 
 Lowest first: the supervisor's own environment (less systemd's notify variables and every
-declared secret), then what hearthlink injects (``HEARTHLINK_DATA_DIR``,
+declared secret), the ``[supervisor]`` env_file, the service's env_file, then what
+hearthlink injects (``HEARTHLINK_DATA_DIR``,
 ``HEARTHLINK_SERVICE``, ``HEARTHLINK_API_TOKEN``, ``HEARTHLINK_<NAME>_URL`` for every
 service, ``PYTHONPATH``) and the secrets this service declares, then the service's ``env``.
 """
@@ -9,6 +10,7 @@ service, ``PYTHONPATH``) and the secrets this service declares, then the service
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -40,6 +42,7 @@ def child_environment(
     # supervisor itself inherited the variable.
     for var in config.secret_variables():
         env.pop(var, None)
+    env.update(service.file_env)
     env["HEARTHLINK_DATA_DIR"] = str(config.data_dir)
     env["HEARTHLINK_SERVICE"] = service.name
     env[TOKEN_VARIABLE] = secrets.token
@@ -53,5 +56,8 @@ def child_environment(
     env.setdefault("PYTHONUNBUFFERED", "1")
     for var in service.secrets:
         env[var] = secrets.values[var]
+    if service.user:
+        account = pwd.getpwnam(service.user)
+        env.update(HOME=account.pw_dir, USER=service.user, LOGNAME=service.user)
     env.update(service.env)
     return env

@@ -126,6 +126,22 @@ def exited(service: str, detail: str, exit_code: int) -> Event:
     )
 
 
+def completed(service: str, *, task: bool) -> Event:
+    what = "task" if task else "service"
+    return Event(
+        "completed", f"{service} {what} completed (exit status 0)", fields={"service": service}
+    )
+
+
+def not_restarting(service: str, policy: str, detail: str) -> Event:
+    return Event(
+        "gave_up",
+        f"{service} service {detail}; restart = {policy!r}, not restarting",
+        ERROR,
+        {"service": service},
+    )
+
+
 def restarting(service: str, backoff: float) -> Event:
     return Event(
         "restarting",

@@ -4,22 +4,35 @@ unhealthy, reset its restart count once stable, and return when it must be resta
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import trio
 
 from hearthlink_trio.config import Service
+from hearthlink_trio.probes.log import LogWatch
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.policy import ProbeTracker, Verdict, backoff_delay
 from hearthlink_trio.supervisor.state import ServiceState, State
 
 
-async def watch_health(ctx: Context, service: Service, record: ServiceState) -> str:
+async def watch_health(
+    ctx: Context,
+    service: Service,
+    record: ServiceState,
+    *,
+    env: Mapping[str, str],
+    log_watch: LogWatch | None = None,
+) -> str:
     """Probe ``service`` until it is unhealthy; returns the last failure's reason.
 
     ``[health]`` and ``[restart]`` are read from the running config at every step, so a
-    reload applies to processes already running.
+    reload applies to processes already running. A ``log`` probe asks ``log_watch``; a
+    ``none`` probe passes at once, and then only an exit ends the process.
     """
+    if service.probe.kind == "none":
+        _first_pass(ctx, service, record)
+        await trio.sleep_forever()
     tracker = ProbeTracker(ctx.config.health, ctx.started, process_start=trio.current_time())
     healthy_since: float | None = None
     reason = ""
@@ -33,7 +46,10 @@ async def watch_health(ctx: Context, service: Service, record: ServiceState) -> 
             delay = min(delay, max(0.0, healthy_since + policy.stable_after - now))
         await trio.sleep(delay)
         began = trio.current_time()
-        result = await ctx.prober.probe(service, ctx.config.health.timeout)
+        if log_watch is not None:
+            result = log_watch.result()
+        else:
+            result = await ctx.prober.probe(service, ctx.config.health.timeout, env)
         now = trio.current_time()
         ctx.publish(
             {
@@ -52,9 +68,7 @@ async def watch_health(ctx: Context, service: Service, record: ServiceState) -> 
             reason = result
         if verdict is Verdict.FIRST_PASS:
             healthy_since = now
-            record.ever_healthy = True
-            record.change_state(State.HEALTHY, error=None)
-            events.emit(ctx.log, events.healthy(service.name))
+            _first_pass(ctx, service, record)
         elif verdict is Verdict.PASSED:
             if record.state is State.UNHEALTHY:
                 healthy_since = now
@@ -77,3 +91,10 @@ async def watch_health(ctx: Context, service: Service, record: ServiceState) -> 
         elif verdict is Verdict.UNHEALTHY:
             events.emit(ctx.log, events.unhealthy(service.name, reason))
             return f"unhealthy ({reason})"
+
+
+def _first_pass(ctx: Context, service: Service, record: ServiceState) -> None:
+    record.ever_healthy = True
+    record.last_health_check = time.time()
+    record.change_state(State.HEALTHY, error=None)
+    events.emit(ctx.log, events.healthy(service.name))

@@ -21,6 +21,7 @@ import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
+from hearthlink_trio.probes.log import LogWatch
 from hearthlink_trio.process.spawn import describe_exit
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
@@ -44,12 +45,18 @@ class End(enum.Enum):
     MANUAL = "manual"
     CONFIG = "config"  # exited with EX_CONFIG: give up at once
     SPAWN_FAILED = "spawn_failed"
+    COMPLETED = "completed"  # exited 0
 
 
 @dataclass(frozen=True)
 class Outcome:
     end: End
     detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """A failure, as the ``on-failure`` restart policy means it."""
+        return self.end is not End.COMPLETED
 
 
 async def first_of(*tasks: Callable[[], Awaitable[T]]) -> T:
@@ -93,12 +100,21 @@ async def run_incarnation(
         events.emit(ctx.log, events.spawn_failed(service.name, reason))
         return Outcome(End.SPAWN_FAILED, reason)
     _started(ctx, service, record, process, attempt)
-    async with running(ctx, service, record, process, out, stop_asked):
-        return await first_of(
-            lambda: _exit_of(ctx, service, process),
-            lambda: _manual(ctx, service, restart_requested),
-            lambda: _unhealthy(ctx, service, record),
-        )
+    watchers = [
+        lambda: _exit_of(ctx, service, process),
+        lambda: _manual(ctx, service, restart_requested),
+    ]
+    log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
+    if not service.is_task:  # a task is done when it exits: nothing to probe
+        watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch))
+    if log_watch is not None:
+        out.watchers.append(log_watch.feed)
+    try:
+        async with running(ctx, service, record, process, out, stop_asked):
+            return await first_of(*watchers)
+    finally:
+        if log_watch is not None:
+            out.watchers.remove(log_watch.feed)
 
 
 def _started(
@@ -189,6 +205,9 @@ async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
     if code == EX_CONFIG:
         return Outcome(End.CONFIG, "configuration error")
     detail = describe_exit(code)
+    if code == 0 and (service.is_task or service.restart != "always"):
+        events.emit(ctx.log, events.completed(service.name, task=service.is_task))
+        return Outcome(End.COMPLETED, f"exited ({detail})")
     if not ctx.shutting_down:
         events.emit(ctx.log, events.exited(service.name, detail, code))
     return Outcome(End.EXITED, f"exited ({detail})")
@@ -200,5 +219,12 @@ async def _manual(ctx: Context, service: Service, restart_requested: trio.Event)
     return Outcome(End.MANUAL, "manual restart")
 
 
-async def _unhealthy(ctx: Context, service: Service, record: ServiceState) -> Outcome:
-    return Outcome(End.UNHEALTHY, await watch_health(ctx, service, record))
+async def _unhealthy(
+    ctx: Context,
+    service: Service,
+    record: ServiceState,
+    env: Mapping[str, str],
+    log_watch: LogWatch | None,
+) -> Outcome:
+    reason = await watch_health(ctx, service, record, env=env, log_watch=log_watch)
+    return Outcome(End.UNHEALTHY, reason)

@@ -30,42 +30,13 @@ from typing import BinaryIO, TextIO
 import trio
 
 from hearthlink_trio._util import ensure_private_dir
+from hearthlink_trio.process.lines import MAX_LINE_BYTES, LineSplitter
 
-MAX_LINE_BYTES = 64 * 1024
+__all__ = ["MAX_LINE_BYTES", "Console", "LineSplitter", "ServiceLog", "ServiceOutput", "pump"]
+
 READ_CHUNK_BYTES = 64 * 1024
 CONSOLE_QUEUE_CHUNKS = 1024
 COLOURS = (36, 33, 35, 32, 34, 31, 96, 93, 95, 92, 94, 91)
-
-
-class LineSplitter:
-    """Turns a byte stream into lines, none longer than ``max_line`` bytes."""
-
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
-        self._buf = bytearray()
-        self._max = max_line
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        self._buf += chunk
-        lines: list[bytes] = []
-        start = 0
-        buf = self._buf
-        while True:
-            end = buf.find(b"\n", start, start + self._max + 1)
-            if end < 0:
-                if len(buf) - start > self._max:
-                    lines.append(bytes(buf[start : start + self._max]))
-                    start += self._max
-                    continue
-                break
-            lines.append(bytes(buf[start:end]).removesuffix(b"\r"))
-            start = end + 1
-        del buf[:start]
-        return lines
-
-    def flush(self) -> list[bytes]:
-        """The unterminated tail, at end of stream."""
-        rest, self._buf = bytes(self._buf), bytearray()
-        return [rest.removesuffix(b"\r")] if rest else []
 
 
 class Console:

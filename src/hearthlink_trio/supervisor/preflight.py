@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import pwd
 import shutil
 import socket
 from dataclasses import dataclass
@@ -164,6 +165,26 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
         lock.release()
         raise
     if keep_lock:
+        try:
+            _give_data_folders(config)
+        except OSError as exc:
+            lock.release()
+            raise PreflightError([f"Data dir {config.data_dir}: {exc.strerror or exc}"]) from None
         return Ready(lock, secrets)
     lock.release()
     return None
+
+
+def _give_data_folders(config: Config) -> None:
+    """A service run as another user owns its folder ``<data_dir>/<name>``, and may pass
+    through the data dir (0711: it can reach its folder, but list nothing; the secret
+    files there stay 0600)."""
+    others = [svc for svc in config.services if svc.user]
+    if not others:
+        return
+    config.data_dir.chmod(0o711)
+    for service in others:
+        account = pwd.getpwnam(service.user)
+        folder = config.data_dir / service.group
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.chown(folder, account.pw_uid, account.pw_gid)

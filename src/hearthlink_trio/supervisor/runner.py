@@ -143,10 +143,22 @@ class Runner:
             attempt = 0
             if outcome.end is End.MANUAL:
                 continue
+            if outcome.end is End.COMPLETED:
+                # Done; not run again by a dependency's restart, only by a manual one.
+                record.ever_healthy = True
+                record.change_state(State.COMPLETED, error=None)
+                await self._wait_for_manual_restart()
+                continue
             if outcome.end is End.CONFIG:
                 self._give_up(
                     events.config_exit(self.name, EX_CONFIG),
                     self.out.last_line or f"configuration error (exit status {EX_CONFIG})",
+                )
+                await self._wait_for_manual_restart()
+                continue
+            if self.service.restart == "never":
+                self._give_up(
+                    events.not_restarting(self.name, "never", outcome.detail), outcome.detail
                 )
                 await self._wait_for_manual_restart()
                 continue
@@ -187,13 +199,41 @@ class Runner:
             # Looked up by name at every change: a dependency that a reload replaced is
             # its successor's record from then on.
             waiting = [
-                dep
-                for dep in self.service.depends_on
-                if (found := ctx.records.get(dep)) is None or found.state is not State.HEALTHY
+                (dep, condition)
+                for dep, condition in self.service.conditions.items()
+                if not condition_holds(ctx.records.get(dep), condition)
             ]
             if waiting:
-                record.note(f"waiting for {', '.join(waiting)} to be healthy")
+                record.note(_waiting_for(waiting, ctx.records))
             return not waiting
 
         await ctx.wait_until(ready)
         record.note(None)
+
+
+_AWAITED = {"started": "start", "healthy": "be healthy", "completed": "complete"}
+
+
+def condition_holds(dependency: ServiceState | None, condition: str) -> bool:
+    """Does ``dependency`` meet ``condition``: started (spawned once), healthy (passed its
+    probe; a task: completed), or completed (a task that exited 0)?"""
+    if dependency is None:
+        return False
+    if condition == "started":
+        return dependency.started_at is not None
+    if condition == "completed":
+        return dependency.state is State.COMPLETED
+    return dependency.state in (State.HEALTHY, State.COMPLETED)
+
+
+def _waiting_for(waiting: list[tuple[str, str]], records: dict[str, ServiceState]) -> str:
+    """``waiting for db to be healthy, migrate to complete (migrate failed: …)``."""
+    parts = []
+    failed = []
+    for dep, condition in waiting:
+        parts.append(f"{dep} to {_AWAITED[condition]}")
+        found = records.get(dep)
+        if found is not None and found.state is State.FAILED:
+            failed.append(f"{dep} failed: {found.error_message or 'gave up'}")
+    text = "waiting for " + ", ".join(parts)
+    return f"{text} ({'; '.join(failed)})" if failed else text

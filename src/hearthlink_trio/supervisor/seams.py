@@ -13,7 +13,9 @@ from typing import Protocol
 import trio
 
 from hearthlink_trio.config import Service
-from hearthlink_trio.probes import HttpProber
+from hearthlink_trio.probes.exec import probe_exec
+from hearthlink_trio.probes.http import HttpProber
+from hearthlink_trio.probes.tcp import probe_tcp
 from hearthlink_trio.process.spawn import Child, spawn
 
 
@@ -54,8 +56,11 @@ class Launcher(Protocol):
 
 
 class Prober(Protocol):
-    async def probe(self, service: Service, timeout: float) -> str | None:
-        """None when ``service`` passes its probe within ``timeout``, else why not."""
+    async def probe(self, service: Service, timeout: float, env: Mapping[str, str]) -> str | None:
+        """None when ``service`` passes its probe within ``timeout``, else why not.
+
+        ``env`` is the service's environment (an exec probe runs with it).
+        """
 
     def forget(self, service: Service) -> None:
         """Drop what is kept for ``service`` (its process is gone)."""
@@ -67,19 +72,27 @@ class ProcessLauncher:
     """Starts real processes (from the trio main thread: see :func:`spawn`)."""
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
-        return spawn(service.argv, env=env, cwd=service.cwd)
+        return spawn(service.argv, env=env, cwd=service.cwd, user=service.user)
 
 
 class ServiceProber:
-    """Probes each service's health URL over HTTP."""
+    """Probes each service as its config says: HTTP, TCP or a program (the log probe
+    watches the output instead, and ``none`` passes at once: see the health loop)."""
 
     def __init__(self) -> None:
         self._http = HttpProber()
 
-    async def probe(self, service: Service, timeout: float) -> str | None:
-        if service.health_url is None:
-            return None
-        return await self._http.probe(service.health_url, timeout)
+    async def probe(self, service: Service, timeout: float, env: Mapping[str, str]) -> str | None:
+        probe = service.probe
+        if probe.kind == "http" and service.health_url is not None:
+            return await self._http.probe(
+                service.health_url, timeout, status=probe.status, json_body=probe.json
+            )
+        if probe.kind == "tcp" and service.port is not None:
+            return await probe_tcp(service.host, service.port, timeout)
+        if probe.kind == "exec":
+            return await probe_exec(probe.argv, env=env, cwd=service.cwd, timeout=timeout)
+        return None
 
     def forget(self, service: Service) -> None:
         if service.health_url is not None:

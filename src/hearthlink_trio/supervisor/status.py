@@ -11,6 +11,9 @@ from typing import Any
 from hearthlink_trio.config import Service
 from hearthlink_trio.supervisor.state import ServiceState, State
 
+#: Nothing to worry about: healthy, a task done, or a service stopped by hand.
+WELL = frozenset({State.HEALTHY, State.COMPLETED, State.STOPPED})
+
 
 def service_status(record: ServiceState, service: Service) -> dict[str, Any]:
     """The ServiceStatus object of ``GET /v1/health``: the original design's fields, plus
@@ -38,7 +41,7 @@ def stuck(
 ) -> bool:
     """Failed, or waiting on a dependency that is stuck (it will not start by itself)."""
     record = records[name]
-    if record.state is State.FAILED:
+    if record.state in (State.FAILED, State.STOPPED):
         return True
     return record.state is State.WAITING and any(
         stuck(dep, records, depends_on) for dep in depends_on.get(name, ()) if dep in records
@@ -57,7 +60,7 @@ def overall_status(
         return "stopping"
     if any(not r.ever_healthy and not stuck(n, records, depends_on) for n, r in records.items()):
         return "starting"
-    if all(r.state is State.HEALTHY for r in records.values()):
+    if all(r.state in WELL for r in records.values()):
         return "healthy"
     return "degraded"
 
@@ -69,7 +72,7 @@ def systemd_status(records: Mapping[str, ServiceState], *, shutting_down: bool) 
     for record in records.values():
         if record.state is State.BACKOFF:
             return f"{record.name} restarting (attempt {record.restart_count})"
-    healthy = sum(r.state is State.HEALTHY for r in records.values())
+    healthy = sum(r.state in WELL for r in records.values())
     text = f"{healthy}/{len(records)} healthy"
     failed = [r.name for r in records.values() if r.state is State.FAILED]
     return f"{text}, {', '.join(failed)} failed" if failed else text

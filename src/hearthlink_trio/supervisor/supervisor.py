@@ -119,23 +119,46 @@ class Supervisor:
 
     # -- requests -------------------------------------------------------------------------
 
+    def _targets(self, name: str) -> list[Runner]:
+        """The runner of service ``name``, or of every replica of table ``name``.
+
+        Raises:
+            KeyError: no such service.
+        """
+        if name in self.runners:
+            return [self.runners[name]]
+        replicas = [r for r in self.runners.values() if r.service.group == name]
+        if not replicas:
+            raise KeyError(name)
+        return replicas
+
+    def _ask(self, name: str, action: str) -> str:
+        answers = []
+        for runner in self._targets(name):
+            if action == "restart":
+                what = runner.request_restart()
+                events.emit(self.ctx.log, events.restart_requested(runner.name, what))
+            elif action == "stop":
+                what = runner.hold()
+                events.emit(self.ctx.log, events.stop_requested(runner.name, what))
+            else:
+                what = runner.release()
+                events.emit(self.ctx.log, events.start_requested(runner.name, what))
+            answers.append(what if runner.name == name else f"{runner.name}: {what}")
+        return "; ".join(answers)
+
     def restart(self, name: str) -> str:
-        """Manual restart of service ``name``; returns what will happen. KeyError if unknown."""
-        what = self.runners[name].request_restart()
-        events.emit(self.ctx.log, events.restart_requested(name, what))
-        return what
+        """Manual restart of service ``name`` (every replica of a table ``name``); returns
+        what will happen. KeyError if unknown."""
+        return self._ask(name, "restart")
 
     def stop_service(self, name: str) -> str:
         """Stop service ``name`` by hand and keep it stopped. KeyError if unknown."""
-        what = self.runners[name].hold()
-        events.emit(self.ctx.log, events.stop_requested(name, what))
-        return what
+        return self._ask(name, "stop")
 
     def start_service(self, name: str) -> str:
         """Start a service stopped by hand again. KeyError if unknown."""
-        what = self.runners[name].release()
-        events.emit(self.ctx.log, events.start_requested(name, what))
-        return what
+        return self._ask(name, "start")
 
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
