@@ -182,9 +182,7 @@ class FakeProber:
         self.launcher = launcher
         self.probes: list[tuple[float, str, float]] = []  # (time, service, timeout)
 
-    async def probe(
-        self, service: Service, timeout: float, env: Mapping[str, str]
-    ) -> str | None:
+    async def probe(self, service: Service, timeout: float, env: Mapping[str, str]) -> str | None:
         now = trio.current_time()
         self.probes.append((now, service.name, timeout))
         await trio.sleep(0.001)

@@ -85,9 +85,7 @@ async def test_a_critical_task_that_gives_up_stops_everything(
     assert len(sim.launcher.times("migrate")) == 1
 
 
-async def test_started_condition_does_not_wait_for_health(
-    tmp_path: Path, clock: MockClock
-) -> None:
+async def test_started_condition_does_not_wait_for_health(tmp_path: Path, clock: MockClock) -> None:
     cfg = config(cache=svc(1), web=svc(2, depends_on={"cache": "started"}))
     async with simulate(tmp_path, cfg, {"cache": Script(ready_after=5)}) as sim:
         await sim.until(lambda: bool(sim.launcher.times("web")))
@@ -155,9 +153,7 @@ async def test_probe_none_is_ready_when_started_and_a_crash_is_still_seen(
 async def test_replicas_are_services_of_their_own_and_restart_by_table_name(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    cfg = config(
-        web=svc(7000, replicas=3, command=["web", "--port", "{port}", "--n", "{replica}"])
-    )
+    cfg = config(web=svc(7000, replicas=3, command=["web", "--port", "{port}", "--n", "{replica}"]))
     async with simulate(tmp_path, cfg) as sim:
         await sim.until(lambda: sim.supervisor.overall_status() == "healthy")
         names = [s["name"] for s in sim.supervisor.health()["services"]]

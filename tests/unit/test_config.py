@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,184 @@ def test_bad_config_with_json_log_format_is_one_json_object_a_line(tmp_path: Pat
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert [e["message"] for e in events] == ["c.toml: services.a.port: field required"]
     assert events[0]["level"] == "error"
+
+
+def _load(tmp_path: Path, services: dict[str, dict[str, object]], **top: dict[str, object]):
+    sections: dict[str, dict[str, object]] = {"supervisor": {"data_dir": str(tmp_path / "d")}}
+    sections.update(top)
+    sections.update({f"services.{name}": table for name, table in services.items()})
+    return load_config(write_config(tmp_path / "c.toml", sections), environ={})
+
+
+def _problems(tmp_path: Path, services: dict[str, dict[str, object]], **top: dict[str, object]):
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, services, **top)
+    return caught.value.problems
+
+
+def test_a_port_is_needed_only_where_something_uses_it(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        {
+            "worker": {"command": ["w"], "probe": {"log": "ready"}},
+            "job": {"command": ["j"], "kind": "task"},
+            "quiet": {"command": ["q"], "probe": "none"},
+        },
+    )
+    assert [s.port for s in config.services] == [None, None, None]
+    assert config.service("job").probe.kind == "none"
+    assert config.service("job").restart == "on-failure"
+    assert _problems(tmp_path, {"db": {"command": ["db"], "probe": {"tcp": True}}}) == [
+        "c.toml: services.db.port: field required (the tcp probe connects to it)"
+    ]
+    assert _problems(tmp_path, {"x": {"command": ["x", "{port}"], "probe": "none"}}) == [
+        "c.toml: services.x.port: field required ({port} is used)"
+    ]
+
+
+def test_probe_tables_and_their_mistakes(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        {
+            "web": {
+                "command": ["w"],
+                "port": 5000,
+                "probe": {"http": "/up", "status": 204, "json": False},
+            },
+            "pg": {
+                "command": ["pg"],
+                "port": 5001,
+                "probe": {"exec": ["pg_isready", "-p", "{port}"]},
+            },
+        },
+    )
+    web, pg = config.service("web"), config.service("pg")
+    assert (web.probe.kind, web.probe.status, web.probe.json) == ("http", 204, False)
+    assert web.health_url == "http://127.0.0.1:5000/up"
+    assert pg.probe.argv == ("pg_isready", "-p", "5001")
+    assert pg.health_url is None
+    problems = _problems(
+        tmp_path,
+        {
+            "a": {"command": ["a"], "port": 1, "probe": {"tcp": True, "log": "x"}},
+            "b": {"command": ["b"], "probe": {"log": "("}},
+            "c": {"command": ["c"], "port": 3, "probe": "ping"},
+        },
+    )
+    assert (
+        problems[0]
+        == "c.toml: services.a.probe: give exactly one of http, tcp, exec or log (got tcp, log)"
+    )
+    assert problems[1].startswith(
+        "c.toml: services.b.probe: the log probe's pattern is not a regular expression"
+    )
+    assert problems[2].startswith("c.toml: services.c.probe: unknown probe 'ping'")
+    task = {"command": ["d"], "kind": "task", "probe": {"tcp": True}, "port": 4}
+    assert _problems(tmp_path, {"d": task}) == [
+        "c.toml: services.d.probe: a task is not probed (it is done when it exits 0)"
+    ]
+
+
+def test_dependency_conditions_and_their_mistakes(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        {
+            "db": {"command": ["db"], "port": 1},
+            "migrate": {"command": ["m"], "kind": "task", "depends_on": ["db"]},
+            "app": {
+                "command": ["a"],
+                "port": 2,
+                "depends_on": {"migrate": "completed", "db": "started"},
+            },
+        },
+    )
+    assert config.names == ("db", "migrate", "app")
+    assert dict(config.service("app").conditions) == {"migrate": "completed", "db": "started"}
+    assert dict(config.service("migrate").conditions) == {"db": "healthy"}
+    problems = _problems(
+        tmp_path,
+        {
+            "db": {"command": ["db"], "port": 1},
+            "app": {"command": ["a"], "port": 2, "depends_on": {"db": "completed"}},
+            "web": {"command": ["w"], "port": 3, "depends_on": {"db": "ready"}},
+        },
+    )
+    assert problems == [
+        "c.toml: services.web.depends_on.db: Input should be 'started', 'healthy' or 'completed'"
+    ]
+    problems = _problems(
+        tmp_path,
+        {
+            "db": {"command": ["db"], "port": 1},
+            "app": {"command": ["a"], "port": 2, "depends_on": {"db": "completed"}},
+        },
+    )
+    assert problems == [
+        "c.toml: services.app.depends_on.db: 'completed' needs a task "
+        "(db is a service that keeps running)"
+    ]
+
+
+def test_replicas_expand_with_ports_names_and_dependencies(tmp_path: Path) -> None:
+    config = _load(
+        tmp_path,
+        {
+            "web": {"command": ["w", "{port}", "{replica}", "{name}"], "port": 6000, "replicas": 3},
+            "lb": {"command": ["lb"], "port": 6100, "depends_on": ["web"]},
+        },
+    )
+    assert config.names == ("web-1", "web-2", "web-3", "lb")
+    assert config.service("web-3").argv == ("w", "6002", "3", "web-3")
+    assert [s.group for s in config.group("web")] == ["web", "web", "web"]
+    assert config.service("lb").depends_on == ("web-1", "web-2", "web-3")
+    assert _problems(
+        tmp_path,
+        {
+            "web": {"command": ["w"], "port": 6000, "replicas": 2},
+            "api": {"command": ["a"], "port": 6001},
+        },
+    ) == ["c.toml: services.api.port: port 6001 is already used by service web-2"]
+
+
+def test_env_files_are_read_and_their_errors_name_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "ok.env").write_text("# comment\nA=1\nexport B='two words'\nC=${A}x\n")
+    config = _load(tmp_path, {"s": {"command": ["s"], "port": 1, "env_file": "ok.env"}})
+    assert dict(config.service("s").file_env) == {"A": "1", "B": "two words", "C": "1x"}
+    (tmp_path / "bad.env").write_text("A=1\nthis is not an assignment\n")
+    problems = _problems(tmp_path, {"s": {"command": ["s"], "port": 1, "env_file": "bad.env"}})
+    assert problems == [
+        f"c.toml: services.s.env_file: {tmp_path / 'bad.env'}: line 2: not NAME=value: "
+        "'this is not an assignment'"
+    ]
+    problems = _problems(
+        tmp_path,
+        {"s": {"command": ["s"], "port": 1}},
+        supervisor={"data_dir": "d", "env_file": "none.env"},
+    )
+    assert problems == [f"c.toml: supervisor.env_file: {tmp_path / 'none.env'}: file not found"]
+
+
+def test_user_must_exist_and_needs_root(tmp_path: Path) -> None:
+    problems = _problems(tmp_path, {"s": {"command": ["s"], "port": 1, "user": "no-such-user-x"}})
+    assert problems == ["c.toml: services.s.user: unknown user 'no-such-user-x'"]
+    if os.geteuid() == 0:
+        config = _load(tmp_path, {"s": {"command": ["s"], "port": 1, "user": "nobody"}})
+        assert config.service("s").user == "nobody"
+    else:
+        problems = _problems(tmp_path, {"s": {"command": ["s"], "port": 1, "user": "nobody"}})
+        assert problems == [
+            "c.toml: services.s.user: running it as nobody needs hearthlink to run as root"
+        ]
+
+
+def test_user_is_refused_when_not_root(tmp_path: Path) -> None:
+    from hearthlink_trio.config.model import ServiceSection
+    from hearthlink_trio.config.services import Where, resolve_services
+
+    where = Where("c.toml", tmp_path, sys.executable, tmp_path, 10.0, {}, local=True, euid=1000)
+    table = ServiceSection.model_validate({"command": ["s"], "port": 1, "user": "root"})
+    services, problems = resolve_services({"s": table}, where)
+    assert services == []
+    assert problems == [
+        "c.toml: services.s.user: running it as root needs hearthlink to run as root"
+    ]

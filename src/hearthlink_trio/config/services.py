@@ -8,7 +8,7 @@ import os
 import pwd
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
@@ -55,6 +55,8 @@ class Where:
     file_env: Mapping[str, str]  # from [supervisor] env_file
     #: Check this machine too (files, users); ``hearthlink export`` does not.
     local: bool
+    #: Who hearthlink runs as: only root may run a service as another user.
+    euid: int = field(default_factory=os.geteuid)
 
 
 def _probe_kind(svc: ServiceSection) -> str:
@@ -133,7 +135,7 @@ def _check_machine(name: str, svc: ServiceSection, where: Where) -> list[str]:
         except KeyError:
             problems.append(f"{at}.user: unknown user {svc.user!r}")
         else:
-            if os.geteuid() != 0:
+            if where.euid != 0:
                 problems.append(
                     f"{at}.user: running it as {svc.user} needs hearthlink to run as root"
                 )
