@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers import wait_for
 from tests.sup import Stack, all_gone, run_command, running
 from tests.unit.test_systemd_unit import verify
 
@@ -346,11 +347,17 @@ def test_a_failed_dependency_ends_start_up_and_its_dependent_waits(tmp_path: Pat
             while not any("READY=1" in m for m in messages):
                 messages.append(notify.recv(4096).decode())
             assert "READY=1\nSTATUS=0/2 healthy, base failed" in messages
-            health = status_json(config)
+            expected = "waiting for base to be healthy (base failed: bad token ***)"
+            health = wait_for(
+                lambda: (
+                    (h := status_json(config))
+                    and service(h, "app")["error_message"] == expected
+                    and h
+                )
+            )
             assert health["status"] == "degraded"
             app, base = service(health, "app"), service(health, "base")
             assert app["state"] == "waiting"
-            assert app["error_message"] == "waiting for base to be healthy"
             # The failed service's last line is its error, with the API token masked.
             assert base["error_message"] == "bad token ***"
             token = (stack.data_dir / "api.token").read_text().strip()

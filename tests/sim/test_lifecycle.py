@@ -46,8 +46,9 @@ async def test_a_dependent_of_a_failed_service_waits_and_says_why(
     cfg = config(db=svc(1), web=svc(2, depends_on=["db"]))
     async with simulate(tmp_path, cfg, {"db": Script(exit_after=0)}) as sim:
         await sim.until_state("db", State.FAILED)
+        expected = "waiting for db to be healthy (db failed: exited (exit status 1))"
+        await sim.until(lambda: sim.status("web")["error_message"] == expected, limit=1)
         assert sim.state("web") is State.WAITING
-        assert sim.status("web")["error_message"] == "waiting for db to be healthy"
         # Start-up is over (nothing else will start by itself): degraded, not starting.
         assert sim.supervisor.overall_status() == "degraded"
 

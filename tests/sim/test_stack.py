@@ -68,10 +68,9 @@ async def test_a_failing_task_is_retried_then_its_dependent_waits_naming_it(
     async with simulate(tmp_path, cfg, {"migrate": Script(exit_after=0.5, exit_code=3)}) as sim:
         await sim.until_state("migrate", State.FAILED)
         assert len(sim.launcher.times("migrate")) == 3  # on-failure: 1 + max_attempts
+        expected = "waiting for migrate to complete (migrate failed: exited (exit status 3))"
+        await sim.until(lambda: sim.status("app")["error_message"] == expected, limit=1)
         assert sim.state("app") is State.WAITING
-        assert sim.status("app")["error_message"] == (
-            "waiting for migrate to complete (migrate failed: exited (exit status 3))"
-        )
         assert sim.launcher.times("app") == []
 
 
