@@ -108,6 +108,19 @@ async def test_refused_and_timeout() -> None:
             assert trio.current_time() - began < 0.9
 
 
+async def test_an_http_probe_with_its_own_status_and_no_json() -> None:
+    class NoContent(Answer):
+        status = 204
+        body = b""
+        ctype = "text/plain"
+
+    async with Prober() as prober:
+        with server(NoContent) as (url, _):
+            assert await prober.probe(url, TIMEOUT, status=204, json_body=False) is None
+            assert await prober.probe(url, TIMEOUT) == "HTTP 204"
+            assert await prober.probe(url, TIMEOUT, status=200, json_body=False) == "HTTP 204"
+
+
 async def test_an_unresolvable_host_is_named_as_such() -> None:
     # A name under the reserved .invalid domain never resolves.
     async with Prober() as prober:

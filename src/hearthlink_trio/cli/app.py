@@ -188,10 +188,14 @@ def logs(
     except HearthlinkError as exc:
         return _report(exc)
     if name not in cfg.names:
-        print(
-            f"No service named {name!r} in {cfg.path} (services: {', '.join(cfg.names)})",
-            file=sys.stderr,
-        )
+        replicas = [svc.name for svc in cfg.group(name)]
+        if replicas:
+            print(f"{name} runs as {', '.join(replicas)}: name one of them", file=sys.stderr)
+        else:
+            print(
+                f"No service named {name!r} in {cfg.path} (services: {', '.join(cfg.names)})",
+                file=sys.stderr,
+            )
         return 1
     path = cfg.log_dir / f"{name}.log"
     if lines < 0:
