@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.model import UNION_TAGS, ConfigFile, ServiceSection
-from hearthlink_trio.config.resolved import Config
+from hearthlink_trio.config.resolved import Config, Health, Restart
 from hearthlink_trio.config.services import Where, resolve_path, resolve_services
 from hearthlink_trio.errors import ConfigError
 
@@ -126,8 +126,8 @@ def load_config(
         run_dir=run_dir,
         control_socket=control_socket.absolute(),
         python=python,
-        health=parsed.health,
-        restart=parsed.restart,
+        health=Health(**parsed.health.model_dump()),
+        restart=Restart(**parsed.restart.model_dump()),
         services=tuple(services),
         log_max_bytes=sup.log_max_bytes,
         log_backups=sup.log_backups,

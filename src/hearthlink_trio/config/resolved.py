@@ -1,4 +1,8 @@
-"""A configuration after loading: every path resolved, every service ready to run."""
+"""A configuration after loading: every path resolved, every service ready to run.
+
+Plain frozen dataclasses: what the supervisor runs needs nothing of the file model (and so
+not pydantic) once a config is loaded.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hearthlink_trio.config.graph import longest_chain
-from hearthlink_trio.config.model import HealthSection, RestartSection
+
+#: The API token's file in the data dir; a declared secret cannot use its name.
+TOKEN_FILE = "api.token"
+
+
+@dataclass(frozen=True)
+class Health:
+    """The ``[health]`` table: when and how services are probed."""
+
+    startup_interval: float = 5.0
+    startup_period: float = 60.0
+    steady_interval: float = 30.0
+    timeout: float = 5.0
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The ``[restart]`` table: the backoff and when a service is given up."""
+
+    max_attempts: int = 5
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+    stable_after: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,8 +105,8 @@ class Config:
     run_dir: Path
     control_socket: Path
     python: str
-    health: HealthSection
-    restart: RestartSection
+    health: Health
+    restart: Restart
     services: tuple[Service, ...]
     log_max_bytes: int
     log_backups: int

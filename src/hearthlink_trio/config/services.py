@@ -14,10 +14,8 @@ from pathlib import Path
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
 from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSection
-from hearthlink_trio.config.resolved import Probe, Service, service_url
+from hearthlink_trio.config.resolved import TOKEN_FILE, Probe, Service, service_url
 
-#: The API token's file in the data dir; a declared secret cannot use its name.
-TOKEN_FILE = "api.token"
 #: The names replaced in ``command``, ``env`` and ``probe`` (and nothing else in braces).
 PLACEHOLDERS = ("python", "host", "port", "name", "data_dir", "replica")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from hearthlink_trio.config import HealthSection, RestartSection
+from hearthlink_trio.config.resolved import Health, Restart
 
 #: Probe period before a service's first pass: readiness is noticed within this much.
 STARTING_PROBE_INTERVAL = 0.05
@@ -18,7 +18,7 @@ STARTING_PROBE_INTERVAL = 0.05
 FAILURE_RETRY_INTERVAL = 1.0
 
 
-def backoff_delay(attempt: int, policy: RestartSection) -> float:
+def backoff_delay(attempt: int, policy: Restart) -> float:
     """Seconds to wait before restart number ``attempt`` (1-based): 1, 2, 4, … capped."""
     if attempt < 1:
         return 0.0
@@ -48,7 +48,7 @@ class ProbeTracker:
     :data:`FAILURE_RETRY_INTERVAL`.
     """
 
-    health: HealthSection
+    health: Health
     supervisor_start: float
     process_start: float
     passed_once: bool = False

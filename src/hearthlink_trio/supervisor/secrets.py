@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hearthlink_trio._util import ensure_private_dir, write_private_file
 from hearthlink_trio.config import Config
-from hearthlink_trio.config.services import TOKEN_FILE
+from hearthlink_trio.config.resolved import TOKEN_FILE
 
 TOKEN_VARIABLE = "HEARTHLINK_API_TOKEN"
 #: A generated secret's size.

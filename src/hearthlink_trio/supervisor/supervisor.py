@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from hearthlink_trio.config import Config, load_config
+from hearthlink_trio.config import Config
 from hearthlink_trio.control.errors import ControlSocketError
 from hearthlink_trio.control.server import serve_control
 from hearthlink_trio.errors import ConfigError, ExitCode
@@ -280,6 +280,9 @@ class Supervisor:
 
     def _plan_reload(self) -> Plan | None:
         """The new config's plan, or None (logged) if it is refused whole."""
+        # The file model (pydantic) is loaded only now: a run that never reloads never needs it.
+        from hearthlink_trio.config.load import load_config
+
         log = self.ctx.log
         try:
             new = load_config(self.config.path)
