@@ -416,6 +416,7 @@ def test_a_task_nothing_waits_for_is_a_job(tmp_path: Path) -> None:
     assert docs["Job", "seed"]["spec"]["backoffLimit"] == 4
     assert docs["Job", "once"]["spec"]["backoffLimit"] == 0
     assert docs["Job", "seed"]["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert docs["Job", "seed"]["spec"]["completions"] == 1
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -488,6 +489,12 @@ def test_cli_writes_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert export_cli(["export", "compose", "-o", str(target)]) == 0
     assert target.read_text() == export_compose(config)
     no_secret_in(target.read_text())
+
+
+def test_an_unwritable_output_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "missing" / "Dockerfile"
+    assert export_cli(["export", "dockerfile", "-o", str(target)]) == 1
+    assert capsys.readouterr().err.startswith(f"Cannot write {target}: ")
 
 
 def test_dockerfile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

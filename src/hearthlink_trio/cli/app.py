@@ -306,8 +306,7 @@ def export_compose(*, config: ConfigOption = None, output: OutputOption = None) 
         text = render(config_path(config))
     except HearthlinkError as exc:
         return _report(exc)
-    write_output(text, output)
-    return 0
+    return write_output(text, output)
 
 
 @export_app.command(name="kubernetes")
@@ -327,8 +326,7 @@ def export_kubernetes(
         text = render(config_path(config), namespace=namespace)
     except HearthlinkError as exc:
         return _report(exc)
-    write_output(text, output)
-    return 0
+    return write_output(text, output)
 
 
 @export_app.command(name="dockerfile")
@@ -336,8 +334,7 @@ def export_dockerfile(*, output: OutputOption = None) -> int:
     """The Dockerfile of the image that runs the bundled services."""
     from hearthlink_trio.cli.export import render_dockerfile, write_output
 
-    write_output(render_dockerfile(), output)
-    return 0
+    return write_output(render_dockerfile(), output)
 
 
 #: Set by main(): only the real program exits at once, not a test calling run() in-process.

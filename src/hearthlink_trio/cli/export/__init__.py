@@ -9,6 +9,7 @@ and no file is touched. No secret value is read or written: secrets are referenc
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,18 +42,27 @@ def export_kubernetes(
     return render_kubernetes(plan_export(path, "kubernetes", environ), namespace=namespace)
 
 
-def write_output(text: str, output: Path | None) -> None:
-    """``text`` to ``output`` (replaced whole, never left half-written), or to stdout."""
+def write_output(text: str, output: Path | None) -> int:
+    """``text`` to ``output`` (replaced whole, never left half-written), or to stdout.
+
+    Returns:
+        The exit code: 0, or 1 when the file cannot be written (the reason on stderr).
+    """
     if output is None:
         print(text, end="")
-        return
-    folder = output.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=folder)
+        return 0
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    except OSError as exc:
+        print(f"Cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
-    except BaseException:
+    except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        print(f"Cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -14,6 +14,7 @@ from hearthlink_trio.cli.export.mapping import (
     dump,
     header,
     secret_lines,
+    wrapped,
 )
 from hearthlink_trio.config.model import HealthSection
 
@@ -152,5 +153,9 @@ def render_compose(plan: Plan) -> str:
         f"The data dir is the volume {DATA_VOLUME}, mounted at {DATA_PATH} in every container.",
     ]
     if notes:
-        lines += ["", "Not carried over:", *(f"  {note}" for note in notes)]
+        lines += [
+            "",
+            "Not carried over:",
+            *(line for note in notes for line in wrapped(note, indent="  ")),
+        ]
     return comment(lines) + dump(document)

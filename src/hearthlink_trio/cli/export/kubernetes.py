@@ -29,6 +29,7 @@ from hearthlink_trio.cli.export.mapping import (
     header,
     secret_files,
     secret_lines,
+    wrapped,
 )
 from hearthlink_trio.config.model import HealthSection
 from hearthlink_trio.errors import ConfigError
@@ -202,6 +203,10 @@ def _pod(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
     return {"metadata": {"labels": _labels(unit.name)}, "spec": spec}
 
 
+def _wrap(notes: list[str]) -> list[str]:
+    return [line for note in notes for line in wrapped(note)]
+
+
 def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list[str], Any]]:
     notes: list[str] = []
     if unit.stop_signal != "SIGTERM":
@@ -219,10 +224,12 @@ def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list
             "metadata": _metadata(unit.name, namespace),
             "spec": {
                 "backoffLimit": 0 if unit.restart == "never" else restart.max_attempts,
+                "completions": unit.replicas,
+                "parallelism": unit.replicas,
                 "template": pod,
             },
         }
-        return [([f"{unit.name}: a task, run to completion", *notes], work)]
+        return [([f"{unit.name}: a task, run to completion", *_wrap(notes)], work)]
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -234,7 +241,7 @@ def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list
         },
     }
     docs: list[tuple[list[str], Any]] = [
-        ([f"{unit.name}: {unit.replicas} replica(s)", *notes], deployment)
+        ([f"{unit.name}: {unit.replicas} replica(s)", *_wrap(notes)], deployment)
     ]
     if unit.port is not None:
         service = {

@@ -11,6 +11,7 @@ is the table's own port for every replica (each replica has its own address).
 
 from __future__ import annotations
 
+import textwrap
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -295,7 +296,13 @@ def dump(document: Any) -> str:
 
 
 def comment(lines: list[str]) -> str:
+    """``lines`` as YAML comment lines."""
     return "".join(f"# {line}\n" if line else "#\n" for line in lines)
+
+
+def wrapped(note: str, *, indent: str = "") -> list[str]:
+    """A long note as comment lines of a readable width."""
+    return textwrap.wrap(note, width=86, initial_indent=indent, subsequent_indent=indent + "  ")
 
 
 def secret_files(plan: Plan) -> list[tuple[str, list[str], Path]]:
