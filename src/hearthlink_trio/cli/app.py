@@ -288,6 +288,59 @@ def rotate_key(*, config: ConfigOption = None) -> int:
     return 0
 
 
+export_app = App(
+    name="export",
+    help="The config as a compose file or Kubernetes manifests, or the services' Dockerfile.",
+)
+app.command(export_app)
+
+OutputOption = Annotated[
+    Path | None,
+    Parameter(name=["--output", "-o"], help="Write to this file (default: standard output)."),
+]
+
+
+@export_app.command(name="compose")
+def export_compose(*, config: ConfigOption = None, output: OutputOption = None) -> int:
+    """The config as a compose file (`docker compose up`); exit 2 if it cannot be."""
+    from hearthlink_trio.cli.export import export_compose as render
+    from hearthlink_trio.cli.export import write_output
+
+    try:
+        text = render(config_path(config))
+    except HearthlinkError as exc:
+        return _report(exc)
+    return write_output(text, output)
+
+
+@export_app.command(name="kubernetes")
+def export_kubernetes(
+    *,
+    config: ConfigOption = None,
+    output: OutputOption = None,
+    namespace: Annotated[
+        str | None, Parameter(help="Put everything in this namespace (and create it).")
+    ] = None,
+) -> int:
+    """The config as Kubernetes manifests (`kubectl apply -f`); exit 2 if it cannot be."""
+    from hearthlink_trio.cli.export import export_kubernetes as render
+    from hearthlink_trio.cli.export import write_output
+
+    try:
+        text = render(config_path(config), namespace=namespace)
+    except HearthlinkError as exc:
+        return _report(exc)
+    return write_output(text, output)
+
+
+@export_app.command(name="dockerfile")
+def export_dockerfile(*, output: OutputOption = None) -> int:
+    """The Dockerfile of the image that runs the bundled services."""
+    from hearthlink_trio.cli.export import render_dockerfile, write_output
+
+    return write_output(render_dockerfile(), output)
+
+
 #: Set by main(): only the real program exits at once, not a test calling run() in-process.
 _EXIT_AT_ONCE = False
 

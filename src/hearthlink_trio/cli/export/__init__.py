@@ -1,0 +1,68 @@
+"""``hearthlink export``: the config as a compose file or Kubernetes manifests, and the
+Dockerfile of the bundled services' image.
+
+Everything is computed before anything is written: a config that cannot be exported is
+refused with one line per problem (:class:`~hearthlink_trio.errors.ConfigError`, exit 2)
+and no file is touched. No secret value is read or written: secrets are referenced by name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from hearthlink_trio.cli.export.compose import render_compose
+from hearthlink_trio.cli.export.dockerfile import render_dockerfile
+from hearthlink_trio.cli.export.kubernetes import render_kubernetes
+from hearthlink_trio.cli.export.mapping import plan_export
+
+__all__ = ["export_compose", "export_kubernetes", "render_dockerfile", "write_output"]
+
+
+def export_compose(path: Path, environ: Mapping[str, str] | None = None) -> str:
+    """The compose file of the config at ``path``.
+
+    Raises:
+        ConfigError: the config is invalid or cannot run under compose.
+    """
+    return render_compose(plan_export(path, "compose", environ))
+
+
+def export_kubernetes(
+    path: Path, environ: Mapping[str, str] | None = None, *, namespace: str | None = None
+) -> str:
+    """The Kubernetes manifests of the config at ``path``.
+
+    Raises:
+        ConfigError: the config is invalid or cannot run on Kubernetes.
+    """
+    return render_kubernetes(plan_export(path, "kubernetes", environ), namespace=namespace)
+
+
+def write_output(text: str, output: Path | None) -> int:
+    """``text`` to ``output`` (replaced whole, never left half-written), or to stdout.
+
+    Returns:
+        The exit code: 0, or 1 when the file cannot be written (the reason on stderr).
+    """
+    if output is None:
+        print(text, end="")
+        return 0
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    except OSError as exc:
+        print(f"Cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        print(f"Cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

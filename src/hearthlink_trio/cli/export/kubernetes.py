@@ -1,0 +1,322 @@
+"""The config as Kubernetes manifests (``hearthlink export kubernetes``).
+
+One multi-document YAML: an optional Namespace, the data dir's PersistentVolumeClaim, then
+per table a Deployment and a Service (a task: a Job). The secrets are referenced by name in
+the Secret :data:`~hearthlink_trio.cli.export.mapping.SECRET_NAME`, which the user creates.
+
+Waiting on dependencies: a pod's init containers wait until each dependency's Service
+accepts a connection (a Service routes only to ready pods, so this is "healthy"; for
+"started" it is stricter than needed). A task waited on for its completion runs as an
+init container of each unit that waits for it, before that unit's own container, so it
+has completed when the unit starts; a task that nothing waits for runs as a Job.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hearthlink_trio.cli.export.mapping import (
+    BUNDLED_IMAGE,
+    DATA_PATH,
+    DATA_VOLUME,
+    SECRET_NAME,
+    Plan,
+    Unit,
+    comment,
+    dns_label,
+    dump,
+    header,
+    secret_files,
+    secret_lines,
+    wrapped,
+)
+from hearthlink_trio.config.model import HealthSection
+from hearthlink_trio.errors import ConfigError
+
+#: Kubernetes' shortest probe period, used for the fast probing of the startup phase.
+STARTUP_PROBE_PERIOD = 1
+#: The image of the init containers that wait for a dependency's port.
+WAIT_IMAGE = "busybox:1.36"
+#: The bundled image's user (and group): the data volume is made writable for it.
+BUNDLED_UID = 10001
+#: An unprivileged user for the waiting init containers.
+NOBODY_UID = 65534
+#: The size asked for the data dir's volume; a starting point, to be changed to fit.
+DATA_VOLUME_SIZE = "1Gi"
+PART_OF = "hearthlink"
+
+
+def seconds(value: float) -> int:
+    """Whole seconds for a Kubernetes field, rounded up, at least 1."""
+    return max(1, math.ceil(value))
+
+
+def _escape(text: str) -> str:
+    # Kubernetes expands $(VAR) in command, args and env values; $$ is a literal $.
+    return text.replace("$", "$$")
+
+
+def _labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
+
+
+def _metadata(name: str, namespace: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name}
+    if namespace:
+        out["namespace"] = namespace
+    out["labels"] = _labels(name)
+    return out
+
+
+def _handler(unit: Unit) -> dict[str, Any] | None:
+    probe = unit.probe
+    if probe.kind == "http":
+        return {"httpGet": {"path": probe.path, "port": unit.port}}
+    if probe.kind == "tcp":
+        return {"tcpSocket": {"port": unit.port}}
+    if probe.kind == "exec":
+        return {"exec": {"command": list(probe.argv)}}
+    return None
+
+
+def probes(unit: Unit, health: HealthSection) -> dict[str, Any]:
+    """The startup, readiness and liveness probes of ``unit`` (none for probe "none").
+
+    The startup probe runs every second (the fastest Kubernetes probes) for as many tries
+    as cover ``startup_period``; after it, readiness and liveness follow the steady period.
+    """
+    handler = _handler(unit)
+    if handler is None:
+        return {}
+    timeout = seconds(health.timeout)
+    steady = {
+        **handler,
+        "periodSeconds": seconds(health.steady_interval),
+        "timeoutSeconds": timeout,
+        "failureThreshold": health.failure_threshold,
+    }
+    return {
+        "startupProbe": {
+            **handler,
+            "periodSeconds": STARTUP_PROBE_PERIOD,
+            "timeoutSeconds": timeout,
+            "failureThreshold": max(1, math.ceil(health.startup_period / STARTUP_PROBE_PERIOD)),
+        },
+        "readinessProbe": steady,
+        "livenessProbe": dict(steady),
+    }
+
+
+def _env(unit: Unit) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": key, "value": _escape(value)} for key, value in unit.env.items()
+    ]
+    env += [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": var}}}
+        for var in unit.secret_vars
+    ]
+    return env
+
+
+def _container(unit: Unit, health: HealthSection, *, probed: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": unit.name,
+        "image": unit.image,
+        "args": [_escape(part) for part in unit.image_args],
+    }
+    if probed and unit.port is not None:
+        out["ports"] = [{"containerPort": unit.port, "protocol": "TCP"}]
+    out["env"] = _env(unit)
+    if probed:
+        out.update(probes(unit, health))
+    out["volumeMounts"] = [{"name": "data", "mountPath": DATA_PATH}]
+    if unit.bundled:
+        out["securityContext"] = {"runAsNonRoot": True, "allowPrivilegeEscalation": False}
+    return out
+
+
+def _wait_container(dependency: Unit) -> dict[str, Any]:
+    name, port = dependency.name, dependency.port
+    return {
+        "name": f"wait-for-{name}"[:63].rstrip("-"),
+        "image": WAIT_IMAGE,
+        "command": [
+            "sh",
+            "-c",
+            f"until nc -z -w 1 {name} {port}; do echo waiting for {name}; sleep 1; done",
+        ],
+        "securityContext": {
+            "runAsUser": NOBODY_UID,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+        },
+    }
+
+
+def waited_tasks(plan: Plan) -> set[str]:
+    """The tasks some unit waits on to complete: they run as init containers."""
+    return {
+        dep
+        for unit in plan.units
+        for dep, condition in unit.conditions.items()
+        if plan.unit(dep).is_task and condition != "started"
+    }
+
+
+def _init_containers(
+    plan: Plan, unit: Unit, seen: set[str], notes: list[str]
+) -> list[dict[str, Any]]:
+    out = []
+    for dep, condition in unit.conditions.items():
+        dependency = plan.unit(dep)
+        if dependency.is_task:
+            if condition == "started" or dep in seen:
+                continue
+            seen.add(dep)
+            out += _init_containers(plan, dependency, seen, notes)
+            out.append(_container(dependency, plan.config.health, probed=False))
+        elif dependency.port is None:
+            notes.append(f"{unit.name} does not wait for {dep}: {dep} has no port to wait on")
+        elif dep not in seen:
+            seen.add(dep)
+            out.append(_wait_container(dependency))
+    return out
+
+
+def _pod(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if unit.is_task:
+        spec["restartPolicy"] = "Never"
+    # No <NAME>_PORT variables from other Services: they could shadow a service's own.
+    spec["enableServiceLinks"] = False
+    spec["terminationGracePeriodSeconds"] = math.ceil(unit.stop_timeout)
+    init = _init_containers(plan, unit, set(), notes)
+    containers = [_container(unit, plan.config.health, probed=not unit.is_task)]
+    if any(c["image"] == BUNDLED_IMAGE for c in [*init, *containers]):
+        # A fresh volume is root's; the group makes it writable for the bundled image's user.
+        spec["securityContext"] = {"fsGroup": BUNDLED_UID}
+    if init:
+        spec["initContainers"] = init
+    spec["containers"] = containers
+    spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": DATA_VOLUME}}]
+    return {"metadata": {"labels": _labels(unit.name)}, "spec": spec}
+
+
+def _wrap(notes: list[str]) -> list[str]:
+    return [line for note in notes for line in wrapped(note)]
+
+
+def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list[str], Any]]:
+    notes: list[str] = []
+    if unit.stop_signal != "SIGTERM":
+        notes.append(
+            f"stop_signal {unit.stop_signal} is not carried over: Kubernetes stops a "
+            "container with SIGTERM (or the image's STOPSIGNAL); a preStop hook can send "
+            f"{unit.stop_signal} first"
+        )
+    pod = _pod(plan, unit, notes)
+    if unit.is_task:
+        restart = plan.config.restart
+        work: dict[str, Any] = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": _metadata(unit.name, namespace),
+            "spec": {
+                "backoffLimit": 0 if unit.restart == "never" else restart.max_attempts,
+                "completions": unit.replicas,
+                "parallelism": unit.replicas,
+                "template": pod,
+            },
+        }
+        return [([f"{unit.name}: a task, run to completion", *_wrap(notes)], work)]
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(unit.name, namespace),
+        "spec": {
+            "replicas": unit.replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": unit.name}},
+            "template": pod,
+        },
+    }
+    docs: list[tuple[list[str], Any]] = [
+        ([f"{unit.name}: {unit.replicas} replica(s)", *_wrap(notes)], deployment)
+    ]
+    if unit.port is not None:
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(unit.name, namespace),
+            "spec": {
+                "selector": {"app.kubernetes.io/name": unit.name},
+                "ports": [{"port": unit.port, "targetPort": unit.port, "protocol": "TCP"}],
+            },
+        }
+        docs.append(([f"{unit.name}: reached as http://{unit.name}:{unit.port}"], service))
+    return docs
+
+
+def render_kubernetes(plan: Plan, *, namespace: str | None = None) -> str:
+    """The manifests of ``plan``, as one multi-document YAML.
+
+    Raises:
+        ConfigError: ``namespace`` is not a valid Kubernetes name.
+    """
+    if namespace is not None and not dns_label(namespace):
+        raise ConfigError(
+            [
+                f"--namespace: {namespace!r} is not a valid Kubernetes name (lowercase letters, "
+                "digits and '-', at most 63, starting and ending in a letter or digit)"
+            ]
+        )
+    ns = f" -n {namespace}" if namespace else ""
+    create = [f"  kubectl create secret generic {SECRET_NAME}{ns} \\"]
+    files = secret_files(plan)
+    for n, (var, _, file) in enumerate(files):
+        end = " \\" if n < len(files) - 1 else ""
+        create.append(f'    --from-literal={var}="$(cat {file})"{end}')
+    lines = [
+        *header(plan, "kubernetes"),
+        "",
+        "The secrets are never written here: the services read them from the Secret",
+        f"{SECRET_NAME}, which you create before `kubectl apply -f` this file, with the",
+        "values this machine uses (the data needs the key it was written with):",
+        *create,
+        'or with new values, e.g. "$(openssl rand -base64 32)". The variables:',
+        *secret_lines(plan),
+        f"The data dir is the PersistentVolumeClaim {DATA_VOLUME}, mounted at {DATA_PATH}.",
+    ]
+    documents: list[tuple[list[str], Any]] = []
+    if namespace:
+        documents.append(
+            ([], {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        )
+    documents.append(
+        (
+            [
+                "The data dir, shared by every service. ReadWriteOnce: the pods that mount",
+                "it run on one node; use ReadWriteMany where the cluster's storage has it.",
+            ],
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": _metadata(DATA_VOLUME, namespace),
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": DATA_VOLUME_SIZE}},
+                },
+            },
+        )
+    )
+    waited = waited_tasks(plan)
+    for unit in plan.units:
+        if unit.name in waited:
+            continue
+        documents += _documents(plan, unit, namespace)
+    for name in sorted(waited):
+        lines.append(f"The task {name} runs as an init container of each pod that waits for it.")
+    out = comment(lines)
+    for notes, document in documents:
+        out += "---\n" + comment(notes) + dump(document)
+    return out
