@@ -16,7 +16,7 @@ from hearthlink_trio.cli.export.mapping import (
     secret_lines,
     wrapped,
 )
-from hearthlink_trio.config.model import HealthSection
+from hearthlink_trio.config.resolved import Health
 
 #: How often compose probes a container before its first pass (hearthlink probes a
 #: starting service about every 100 ms, so readiness is seen at once).
@@ -37,7 +37,7 @@ def _escape(text: str) -> str:
     return text.replace("$", "$$")
 
 
-def _check(unit: Unit, health: HealthSection) -> list[str] | None:
+def _check(unit: Unit, health: Health) -> list[str] | None:
     """The healthcheck's ``test``, or None when the probe has no compose equivalent."""
     probe = unit.probe
     if probe.kind == "http":
@@ -61,7 +61,7 @@ def _check(unit: Unit, health: HealthSection) -> list[str] | None:
     return None
 
 
-def healthcheck(unit: Unit, health: HealthSection) -> dict[str, Any] | None:
+def healthcheck(unit: Unit, health: Health) -> dict[str, Any] | None:
     """The compose ``healthcheck`` of ``unit``'s probe (None: none, or not mappable)."""
     test = _check(unit, health)
     if test is None:
@@ -76,7 +76,7 @@ def healthcheck(unit: Unit, health: HealthSection) -> dict[str, Any] | None:
     }
 
 
-def _condition(dependency: Unit, condition: str, health: HealthSection) -> tuple[str, str]:
+def _condition(dependency: Unit, condition: str, health: Health) -> tuple[str, str]:
     """compose's condition for waiting on ``dependency``, and a note when it is weaker."""
     if dependency.is_task:
         # For a task, healthy means completed, as in hearthlink run.

@@ -31,7 +31,7 @@ from hearthlink_trio.cli.export.mapping import (
     secret_lines,
     wrapped,
 )
-from hearthlink_trio.config.model import HealthSection
+from hearthlink_trio.config.resolved import Health
 from hearthlink_trio.errors import ConfigError
 
 #: Kubernetes' shortest probe period, used for the fast probing of the startup phase.
@@ -80,7 +80,7 @@ def _handler(unit: Unit) -> dict[str, Any] | None:
     return None
 
 
-def probes(unit: Unit, health: HealthSection) -> dict[str, Any]:
+def probes(unit: Unit, health: Health) -> dict[str, Any]:
     """The startup, readiness and liveness probes of ``unit`` (none for probe "none").
 
     The startup probe runs every second (the fastest Kubernetes probes) for as many tries
@@ -119,7 +119,7 @@ def _env(unit: Unit) -> list[dict[str, Any]]:
     return env
 
 
-def _container(unit: Unit, health: HealthSection, *, probed: bool) -> dict[str, Any]:
+def _container(unit: Unit, health: Health, *, probed: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": unit.name,
         "image": unit.image,

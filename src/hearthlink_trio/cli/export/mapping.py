@@ -25,8 +25,8 @@ from hearthlink_trio.config import Config, load_config
 from hearthlink_trio.config.envfile import read_env_file
 from hearthlink_trio.config.load import default_config_path
 from hearthlink_trio.config.model import ConfigFile, ProbeTable, ServiceSection
-from hearthlink_trio.config.resolved import Probe
-from hearthlink_trio.config.services import TOKEN_FILE, fill, resolve_path
+from hearthlink_trio.config.resolved import TOKEN_FILE, Probe
+from hearthlink_trio.config.services import fill, resolve_path
 from hearthlink_trio.errors import ConfigError
 from hearthlink_trio.supervisor.environment import url_variable
 from hearthlink_trio.supervisor.secrets import TOKEN_VARIABLE
