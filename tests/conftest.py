@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -26,6 +27,8 @@ LEAK_GRACE_SECONDS = 5.0
 def pytest_configure(config: pytest.Config) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # The configs the tests run are cached by hearthlink: keep those entries out of ~/.cache.
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="hearthlink-test-cache-")
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,25 @@
-"""The command line: ``hearthlink run``, ``check``, ``status``, ``restart``, ``stop``, ``logs``…"""
+"""The command line: ``hearthlink run``, ``check``, ``status``, ``restart``, ``stop``, ``logs``…
+
+:func:`main` answers ``--version`` before anything is imported (the argument parser alone
+costs more than the whole answer should take), and hands everything else to the commands
+of :mod:`hearthlink_trio.cli.app`.
+"""
 
 from __future__ import annotations
 
-from hearthlink_trio.cli.app import main
+import sys
+
+from hearthlink_trio import __version__
+
+
+def main() -> int:
+    """The console script ``hearthlink``; returns the exit code."""
+    if sys.argv[1:] == ["--version"]:
+        print(__version__)
+        return 0
+    from hearthlink_trio.cli.app import main as run_command_line
+
+    return run_command_line()
+
 
 __all__ = ["main"]

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from cyclopts import App, Parameter
 
 from hearthlink_trio import __version__
-from hearthlink_trio.config import Config, config_path, load_config
+from hearthlink_trio.config.lookup import config_path
 from hearthlink_trio.errors import ExitCode, HearthlinkError
 
 if TYPE_CHECKING:
+    from hearthlink_trio.config import Config
     from hearthlink_trio.control.client import ControlClient
 
 app = App(
@@ -53,6 +54,8 @@ def _report(exc: HearthlinkError, log_format: str = "human") -> int:
 
 
 def _load(config: Path | None) -> Config:
+    from hearthlink_trio.config.load import load_config
+
     return load_config(config_path(config))
 
 
@@ -66,10 +69,11 @@ def run(
     ] = "human",
 ) -> int:
     """Start every service of the config and supervise them until Ctrl-C or SIGTERM."""
+    from hearthlink_trio.config.cache import load_config_cached
     from hearthlink_trio.supervisor.run import run_supervisor
 
     try:
-        code = run_supervisor(_load(config), log_format=log_format)
+        code = run_supervisor(load_config_cached(config_path(config)), log_format=log_format)
     except HearthlinkError as exc:
         return _report(exc, log_format)
     if _EXIT_AT_ONCE:
@@ -85,11 +89,13 @@ def run(
 @app.command
 def check(*, config: ConfigOption = None) -> int:
     """Validate the config and run the preflight checks; start nothing."""
+    from hearthlink_trio.config.cache import store
     from hearthlink_trio.supervisor.output import setup_event_log
     from hearthlink_trio.supervisor.preflight import preflight
 
     try:
         cfg = _load(config)
+        store(cfg, os.environ)  # the next `run` of this file starts without the file model
         preflight(cfg, setup_event_log("human"), keep_lock=False)
     except HearthlinkError as exc:
         return _report(exc)

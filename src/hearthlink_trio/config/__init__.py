@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hearthlink_trio.config.lookup import config_path, default_config_path
 from hearthlink_trio.config.resolved import Config, Health, Probe, Restart, Service
 
 if TYPE_CHECKING:
-    from hearthlink_trio.config.load import config_path, default_config_path, load_config
+    from hearthlink_trio.config.load import load_config
 
 __all__ = [
     "Config",
@@ -26,7 +27,7 @@ __all__ = [
     "load_config",
 ]
 
-_LOADING = ("config_path", "default_config_path", "load_config")
+_LOADING = ("load_config",)
 
 
 def __getattr__(name: str) -> Any:

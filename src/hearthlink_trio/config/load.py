@@ -12,32 +12,19 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
+from hearthlink_trio.config.lookup import config_path, default_config_path
 from hearthlink_trio.config.model import UNION_TAGS, ConfigFile, ServiceSection
 from hearthlink_trio.config.resolved import Config, Health, Restart
 from hearthlink_trio.config.services import Where, resolve_path, resolve_services
 from hearthlink_trio.errors import ConfigError
 
-
-def default_config_path() -> Path:
-    """The bundled four-service config."""
-    return Path(str(resources.files("hearthlink_trio") / "data" / "hearthlink.toml"))
-
-
-def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None) -> Path:
-    """``--config``, else ``$HEARTHLINK_CONFIG``, else the bundled default."""
-    environ = os.environ if environ is None else environ
-    if explicit is not None:
-        return explicit
-    if environ.get("HEARTHLINK_CONFIG"):
-        return Path(environ["HEARTHLINK_CONFIG"])
-    return default_config_path()
+__all__ = ["config_path", "default_config_path", "load_config"]
 
 
 def _describe(err: Mapping[str, Any]) -> str:

@@ -1,0 +1,65 @@
+"""The cache of validated configs: a hit only while nothing the load depended on changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hearthlink_trio.config.cache import _entry_path, load_cached, load_config_cached
+from hearthlink_trio.config.load import load_config
+from hearthlink_trio.errors import ConfigError
+from tests.sup import TESTSVC, write_config
+
+
+@pytest.fixture
+def environ(tmp_path: Path) -> dict[str, str]:
+    return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
+def _config(tmp_path: Path, **service: object) -> Path:
+    table = {"script": str(TESTSVC), "port": 4000, "env_file": "s.env", **service}
+    (tmp_path / "s.env").write_text("A=${FROM_ENV}\n")
+    return write_config(
+        tmp_path / "c.toml",
+        {"supervisor": {"data_dir": str(tmp_path / "d")}, "services.s": table},
+    )
+
+
+def test_a_hit_equals_the_full_load(tmp_path: Path, environ: dict[str, str]) -> None:
+    path = _config(tmp_path)
+    first = load_config_cached(path, environ)
+    assert load_cached(path, environ) == first == load_config(path, environ)
+    assert _entry_path(path, environ).stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["config", "env_file", "environment", "script gone", "corrupt entry"],
+)
+def test_any_change_is_a_miss(tmp_path: Path, environ: dict[str, str], change: str) -> None:
+    path = _config(tmp_path)
+    load_config_cached(path, environ)
+    assert load_cached(path, environ) is not None
+    if change == "config":
+        path.write_text(path.read_text().replace("4000", "4001"))
+    elif change == "env_file":
+        (tmp_path / "s.env").write_text("A=2\n")
+    elif change == "environment":
+        environ["FROM_ENV"] = "now set"
+    elif change == "script gone":
+        script = tmp_path / "svc.py"
+        script.write_text(TESTSVC.read_text())
+        path = _config(tmp_path, script=str(script))
+        load_config_cached(path, environ)
+        script.unlink()
+    else:
+        _entry_path(path, environ).write_text("{not json")
+    assert load_cached(path, environ) is None
+
+
+def test_a_config_with_errors_is_never_cached(tmp_path: Path, environ: dict[str, str]) -> None:
+    path = write_config(tmp_path / "c.toml", {"services.s": {"command": ["x"]}})
+    with pytest.raises(ConfigError):
+        load_config_cached(path, environ)
+    assert not _entry_path(path, environ).exists()
