@@ -194,7 +194,7 @@ def test_bundled_config_to_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     no_secret_in(text)
     validate_compose(text, tmp_path)
     services = yaml.safe_load(text)["services"]
-    assert list(services) == ["vault", "alden", "core", "synapse"]
+    assert list(services) == ["alden", "vault", "core", "synapse"]
     vault = services["vault"]
     assert vault["image"] == f"hearthlink-trio:{__version__}"
     assert vault["command"] == [
@@ -214,7 +214,8 @@ def test_bundled_config_to_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # A declared secret reaches only the service that declares it.
     assert "HEARTHLINK_VAULT_KEY" not in services["alden"]["environment"]
     assert vault["volumes"] == ["hearthlink-data:/data"]
-    assert services["alden"]["depends_on"] == {"vault": {"condition": "service_healthy"}}
+    # Alden starts beside the Vault (its memory-only mode covers a late one): no wait.
+    assert "depends_on" not in services["alden"]
     assert vault["stop_grace_period"] == "10s" and vault["stop_signal"] == "SIGTERM"
     assert vault["restart"] == "unless-stopped"
     assert vault["healthcheck"]["test"][:3] == ["CMD", "python", "-c"]
@@ -344,8 +345,7 @@ def test_bundled_config_to_kubernetes(tmp_path: Path, monkeypatch: pytest.Monkey
         }
         assert ("HEARTHLINK_VAULT_KEY" in env) == (name == "vault")
     alden = docs["Deployment", "alden"]["spec"]["template"]["spec"]
-    assert alden["initContainers"][0]["name"] == "wait-for-vault"
-    assert "nc -z -w 1 vault 8001" in alden["initContainers"][0]["command"][2]
+    assert "initContainers" not in alden
     assert "kubectl create secret generic hearthlink-secrets -n hearthlink" in text
 
 

@@ -32,23 +32,23 @@ async def probe_exec(
         child = spawn(argv, env=env, cwd=cwd)
     except OSError as exc:
         return f"cannot run {argv[0]}: {exc.strerror or exc}"
-    last = [""]
+    last = {"stdout": "", "stderr": ""}
     timed_out = False
     try:
         async with trio.open_nursery() as nursery:
 
-            async def keep_last_line(stream: trio.abc.ReceiveStream) -> None:
+            async def keep_last_line(name: str, stream: trio.abc.ReceiveStream) -> None:
                 splitter = LineSplitter()
                 while chunk := await stream.receive_some(READ_BYTES):
                     for raw in splitter.feed(bytes(chunk)):
                         if raw.strip():
-                            last[0] = raw.decode("utf-8", "replace").strip()
+                            last[name] = raw.decode("utf-8", "replace").strip()
                 for raw in splitter.flush():
                     if raw.strip():
-                        last[0] = raw.decode("utf-8", "replace").strip()
+                        last[name] = raw.decode("utf-8", "replace").strip()
 
-            nursery.start_soon(keep_last_line, child.stdout)
-            nursery.start_soon(keep_last_line, child.stderr)
+            nursery.start_soon(keep_last_line, "stdout", child.stdout)
+            nursery.start_soon(keep_last_line, "stderr", child.stderr)
             with trio.move_on_after(timeout) as deadline:
                 await child.wait_exited()
             timed_out = deadline.cancelled_caught
@@ -57,7 +57,9 @@ async def probe_exec(
             nursery.cancel_scope.cancel()
     finally:
         child.close_streams()
-    said = f": {last[0][:MAX_REASON_CHARS]}" if last[0] else ""
+    # What a failing program says last on stderr is its reason; else its last output line.
+    line = last["stderr"] or last["stdout"]
+    said = f": {line[:MAX_REASON_CHARS]}" if line else ""
     if timed_out:
         return f"{argv[0]} timed out after {timeout:g}s{said}"
     if code != 0:
