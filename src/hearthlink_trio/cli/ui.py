@@ -94,6 +94,8 @@ class HearthlinkUI(App[int]):
         self.selected: str | None = None
         #: Per service: the style its row has now, and when (time.time()) it got it.
         self.row_styles: dict[str, tuple[str, float]] = {}
+        #: Per service: the last state event taken in.
+        self.state_events: dict[str, dict[str, Any]] = {}
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -183,6 +185,7 @@ class HearthlinkUI(App[int]):
             service = self.services.get(event["service"])
             if service is None:
                 return
+            self.state_events[event["service"]] = event
             if event["state"] == "starting" and event["previous"] != "starting":
                 service["started_at"] = event["ts"]
             for key in ("state", "status", "pid", "error_message", "restart_count"):
