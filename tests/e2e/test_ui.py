@@ -203,8 +203,20 @@ def test_ui_in_tmux_shows_the_table_and_q_quits(root: Path) -> None:
         env["TERM"] = "xterm-256color"
         try:
             subprocess.run(
-                [tmux, "-L", server, "new-session", "-d", "-s", "ui", "-x", "80", "-y", "24"]
-                + [command],
+                [
+                    tmux,
+                    "-L",
+                    server,
+                    "new-session",
+                    "-d",
+                    "-s",
+                    "ui",
+                    "-x",
+                    "80",
+                    "-y",
+                    "24",
+                    command,
+                ],
                 check=True,
                 env=env,
                 cwd=root,
