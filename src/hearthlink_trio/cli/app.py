@@ -21,6 +21,7 @@ from hearthlink_trio.errors import ExitCode, HearthlinkError
 
 if TYPE_CHECKING:
     from hearthlink_trio.config import Config
+    from hearthlink_trio.config.locate import Location
     from hearthlink_trio.control.client import ControlClient
 
 app = App(
@@ -103,10 +104,36 @@ def check(*, config: ConfigOption = None) -> int:
     return 0
 
 
-def _client(cfg: Config) -> ControlClient:
+def _locate(config: Path | None) -> tuple[Config | None, Location]:
+    """The config (None if the file does not load) and where its supervisor lives.
+
+    A file with errors still names the data dir of the supervisor that runs it (which
+    loaded it before the edit): say so in one line and find the supervisor anyway.
+    """
+    from hearthlink_trio.config.cache import load_config_cached
+    from hearthlink_trio.config.locate import Location, locate
+
+    path = config_path(config)
+    try:
+        # From the cache while the file is as the running supervisor loaded it: no pydantic.
+        cfg = load_config_cached(path)
+    except HearthlinkError:
+        where = locate(path)
+        print(
+            f"note: {path} has errors (hearthlink check shows them); "
+            f"using its data dir {where.data_dir}",
+            file=sys.stderr,
+        )
+        return None, where
+    return cfg, Location(cfg.data_dir, cfg.control_socket, cfg.log_dir)
+
+
+def _target(config: Path | None) -> tuple[Config | None, ControlClient]:
+    """The config (None if it does not load) and a client of its supervisor."""
     from hearthlink_trio.control.client import ControlClient
 
-    return ControlClient(cfg.control_socket, data_dir=cfg.data_dir)
+    cfg, where = _locate(config)
+    return cfg, ControlClient(where.control_socket, data_dir=where.data_dir)
 
 
 @app.command
@@ -114,6 +141,9 @@ def status(
     *,
     config: ConfigOption = None,
     json: Annotated[bool, Parameter(help="Print the control API's JSON object.")] = False,
+    watch: Annotated[
+        bool, Parameter(help="Redraw the table on every change until Ctrl-C.")
+    ] = False,
 ) -> int:
     """Show the state of the running supervisor's services (exit 1 if none is running)."""
     import json as json_module
@@ -121,10 +151,13 @@ def status(
     from hearthlink_trio.cli.statusview import render_status_table
     from hearthlink_trio.control.errors import ControlError
 
+    _, client = _target(config)
+    if watch:
+        from hearthlink_trio.cli.statuswatch import watch_status
+
+        return watch_status(client)
     try:
-        health = _client(_load(config)).health()
-    except HearthlinkError as exc:
-        return _report(exc)
+        health = client.health()
     except ControlError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -135,43 +168,72 @@ def status(
     return 0
 
 
-@app.command
-def restart(name: str, /, *, config: ConfigOption = None) -> int:
-    """Restart service NAME now (a failed one gets its restart count reset)."""
+def _service_request(config: Path | None, name: str, action: str) -> int:
+    """``restart``/``stop``/``start`` of one service through the control API."""
     from hearthlink_trio.control.errors import ControlError
 
+    _, client = _target(config)
+    requests = {
+        "restart": client.restart,
+        "stop": client.stop_service,
+        "start": client.start_service,
+    }
     try:
-        _client(_load(config)).restart(name)
-    except HearthlinkError as exc:
-        return _report(exc)
+        answer = requests[action](name)
     except ControlError as exc:
         print(exc, file=sys.stderr)
         return 1
-    print(f"Restart of {name} requested")
+    print(f"{action.capitalize()} of {name} requested: {answer.get('result', 'accepted')}")
     return 0
 
 
 @app.command
-def stop(*, config: ConfigOption = None) -> int:
-    """Stop the running supervisor gracefully and wait until it has exited."""
+def restart(name: str, /, *, config: ConfigOption = None) -> int:
+    """Restart service NAME now (a failed one gets its restart count reset)."""
+    return _service_request(config, name, "restart")
+
+
+@app.command
+def start(name: str, /, *, config: ConfigOption = None) -> int:
+    """Start service NAME again after `hearthlink stop NAME`."""
+    return _service_request(config, name, "start")
+
+
+#: How long `hearthlink stop` waits for a supervisor whose config does not load (its stop
+#: timeouts are unknown then).
+DEFAULT_STOP_WAIT = 60.0
+
+
+@app.command
+def stop(name: str | None = None, /, *, config: ConfigOption = None) -> int:
+    """Stop service NAME and keep it stopped; with no NAME, stop the running supervisor
+    gracefully and wait until it has exited."""
     from hearthlink_trio.control.errors import ControlError
     from hearthlink_trio.systemd.unit import STOP_TIMEOUT_MARGIN
 
+    if name is not None:
+        return _service_request(config, name, "stop")
+    cfg, client = _target(config)
     try:
-        cfg = _load(config)
-        client = _client(cfg)
         client.shutdown()
-    except HearthlinkError as exc:
-        return _report(exc)
     except ControlError as exc:
         print(exc, file=sys.stderr)
         return 1
-    limit = cfg.worst_case_stop_seconds() + STOP_TIMEOUT_MARGIN
+    limit = (cfg.worst_case_stop_seconds() if cfg else DEFAULT_STOP_WAIT) + STOP_TIMEOUT_MARGIN
     if not client.wait_gone(limit):
         print(f"The supervisor is still stopping after {limit:g}s", file=sys.stderr)
         return 1
     print("Stopped")
     return 0
+
+
+@app.command
+def ui(*, config: ConfigOption = None) -> int:
+    """A live full-screen view of the running supervisor (q quits; the supervisor goes on)."""
+    from hearthlink_trio.cli.ui import run_ui
+
+    _, client = _target(config)
+    return run_ui(client.socket_path)
 
 
 @app.command
@@ -189,11 +251,8 @@ def logs(
     from hearthlink_trio.cli.logview import follow as follow_lines
     from hearthlink_trio.cli.logview import tail_lines
 
-    try:
-        cfg = _load(config)
-    except HearthlinkError as exc:
-        return _report(exc)
-    if name not in cfg.names:
+    cfg, where = _locate(config)
+    if cfg is not None and name not in cfg.names:
         replicas = [svc.name for svc in cfg.group(name)]
         if replicas:
             print(f"{name} runs as {', '.join(replicas)}: name one of them", file=sys.stderr)
@@ -203,7 +262,8 @@ def logs(
                 file=sys.stderr,
             )
         return 1
-    path = cfg.log_dir / f"{name}.log"
+    log_dir = where.log_dir
+    path = log_dir / f"{name}.log"
     if lines < 0:
         print("--lines must be 0 or more", file=sys.stderr)
         return 2

@@ -3,8 +3,12 @@
 Routes::
 
     GET  /v1/health                   200 {"status": ..., "services": [ServiceStatus, ...]}
+    GET  /v1/events                   200, newline-delimited JSON until the client leaves:
+                                      a snapshot, then every event (?service=, ?types=)
     POST /v1/services/{name}/restart  202 {"accepted": true, "result": "<what happens>"};
-                                      404 for an unknown name
+    POST /v1/services/{name}/stop     404 for an unknown name
+    POST /v1/services/{name}/start
+    POST /v1/reload                   202 {"accepted": true, "result": "<what happens>"}
     POST /v1/shutdown                 202 {"accepted": true, ...}
 
 Every error is ``{"error": <code>, "detail": <text>}``: 404 for an unknown route, 405 (with
@@ -16,14 +20,24 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs
+
+import trio
+
+from hearthlink_trio.control.events import EVENT_TYPES, EventHub, Subscription
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
 log = logging.getLogger("hearthlink.control")
 
-_RESTART_ROUTE = re.compile(r"/v1/services/([^/]+)/restart")
+_SERVICE_ROUTE = re.compile(r"/v1/services/([^/]+)/(restart|stop|start)")
+#: How long a dropped reader gets to take the line that says why, before it is cut off.
+DROP_NOTICE_TIMEOUT = 1.0
+
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 class Controller(Protocol):
@@ -42,13 +56,33 @@ class Controller(Protocol):
         ``KeyError`` if there is none."""
         ...
 
+    def stop_service(self, name: str) -> str:
+        """Stop service ``name`` and keep it stopped; returns what will happen.
+        ``KeyError`` if there is none."""
+        ...
+
+    def start_service(self, name: str) -> str:
+        """Start service ``name`` again after a stop; returns what will happen.
+        ``KeyError`` if there is none."""
+        ...
+
+    def reload(self) -> str:
+        """Re-read the config file and apply the difference (as SIGHUP); returns what will
+        happen."""
+        ...
+
     def shutdown(self) -> None:
         """Ask for a graceful stop of everything (returns at once)."""
         ...
 
+    @property
+    def events(self) -> EventHub:
+        """Where ``GET /v1/events`` subscribes."""
+        ...
+
 
 class ControlApp:
-    """The three routes as a plain ASGI application (no framework: nothing to import)."""
+    """The routes as a plain ASGI application (no framework: nothing to import)."""
 
     def __init__(self, controller: Controller) -> None:
         self._controller = controller
@@ -59,23 +93,13 @@ class ControlApp:
         if scope["type"] == "lifespan":
             await _run_lifespan(receive, send)
         elif scope["type"] == "http":
-            status, body, headers = self._dispatch(scope)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        *headers,
-                    ],
-                    "trailers": False,
-                }
-            )
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            if scope["path"] == "/v1/events" and scope["method"] == "GET":
+                await self._events(scope, receive, send)
+                return
+            await _send_answer(send, self._dispatch(scope))
         # Websockets are not offered: returning without accepting makes hypercorn refuse.
 
-    def _dispatch(self, scope: HTTPScope) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    def _dispatch(self, scope: HTTPScope) -> Answer:
         method, path = scope["method"], scope["path"]
         try:
             if path == "/v1/health":
@@ -87,25 +111,136 @@ class ControlApp:
                     return _method_not_allowed(method, path, "POST")
                 self._controller.shutdown()
                 return _json(202, {"accepted": True, "action": "shutdown"})
-            match = _RESTART_ROUTE.fullmatch(path)
+            if path == "/v1/events":
+                return _method_not_allowed(method, path, "GET")
+            if path == "/v1/reload":
+                if method != "POST":
+                    return _method_not_allowed(method, path, "POST")
+                what = self._controller.reload()
+                return _json(202, {"accepted": True, "action": "reload", "result": what})
+            match = _SERVICE_ROUTE.fullmatch(path)
             if match is not None:
                 if method != "POST":
                     return _method_not_allowed(method, path, "POST")
-                return self._restart(match.group(1))
+                return self._service_action(match.group(1), match.group(2))
         except Exception:
             # The supervisor must outlive a bug in what it reports; the caller gets a 500.
             log.exception("control API: %s %s failed", method, path)
             return _error(500, "internal", f"{method} {path} failed inside the supervisor")
         return _error(404, "not_found", f"no route for {method} {path}")
 
-    def _restart(self, name: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    def _service_action(self, name: str, action: str) -> Answer:
+        act: Callable[[str], str]
+        if action == "stop":
+            act = self._controller.stop_service
+        elif action == "start":
+            act = self._controller.start_service
+        else:
+            act = self._controller.restart
         try:
-            what = self._controller.restart(name)
+            what = act(name)
         except KeyError:
-            known = ", ".join(sorted(s["name"] for s in self._controller.health()["services"]))
-            detail = f"no service named {name!r} (services: {known or 'none'})"
-            return _error(404, "unknown_service", detail)
-        return _json(202, {"accepted": True, "action": "restart", "service": name, "result": what})
+            return self._unknown_service(name)
+        return _json(202, {"accepted": True, "action": action, "service": name, "result": what})
+
+    def _unknown_service(self, name: str) -> Answer:
+        known = ", ".join(sorted(s["name"] for s in self._controller.health()["services"]))
+        detail = f"no service named {name!r} (services: {known or 'none'})"
+        return _error(404, "unknown_service", detail)
+
+    async def _events(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """The event stream: a snapshot, then events as they come, until the client leaves
+        or falls too far behind (then a last ``dropped`` line says so)."""
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        service = (query.get("service") or [""])[-1] or None
+        types: set[str] | None = None
+        if query.get("types"):
+            types = {t for value in query["types"] for t in value.split(",") if t}
+            unknown = types - EVENT_TYPES
+            if unknown:
+                known = ", ".join(sorted(EVENT_TYPES))
+                detail = f"unknown event type(s) {', '.join(sorted(unknown))} (types: {known})"
+                await _send_answer(send, _error(400, "bad_request", detail))
+                return
+        health = self._controller.health()
+        if service is not None and service not in {s["name"] for s in health["services"]}:
+            await _send_answer(send, self._unknown_service(service))
+            return
+        # Subscribed before the snapshot is taken, and both without a checkpoint between:
+        # nothing that happens after the snapshot can be missed.
+        sub = self._controller.events.subscribe(service=service, types=types)
+        try:
+            services = health["services"]
+            if service is not None:
+                services = [s for s in services if s["name"] == service]
+            snapshot = {"type": "snapshot", **health, "services": services}
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/x-ndjson"),
+                        (b"cache-control", b"no-cache"),
+                    ],
+                    "trailers": False,
+                }
+            )
+            await _send_chunk(send, [snapshot])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                await _pump(sub, send)
+                nursery.cancel_scope.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self._controller.events.unsubscribe(sub)
+
+
+async def _pump(sub: Subscription, send: ASGISendCallable) -> None:
+    """Send the subscription's events as they come, a batch per chunk."""
+    with sub.scope:
+        async for event in sub.receive:
+            batch = [event]
+            while True:
+                try:
+                    batch.append(sub.receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            await _send_chunk(send, batch)
+    if sub.dropped is not None:
+        with trio.move_on_after(DROP_NOTICE_TIMEOUT):
+            await _send_chunk(send, [{"type": "dropped", "reason": sub.dropped}])
+
+
+async def _send_chunk(send: ASGISendCallable, events: list[dict[str, Any]]) -> None:
+    body = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
+    await send({"type": "http.response.body", "body": body.encode(), "more_body": True})
+
+
+async def _cancel_on_disconnect(receive: ASGIReceiveCallable, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _send_answer(send: ASGISendCallable, answer: Answer) -> None:
+    status, body, headers = answer
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+            "trailers": False,
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _run_lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -120,16 +255,14 @@ async def _run_lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) ->
             return
 
 
-def _json(status: int, payload: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _json(status: int, payload: Any) -> Answer:
     return status, json.dumps(payload).encode(), []
 
 
-def _error(status: int, code: str, detail: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _error(status: int, code: str, detail: str) -> Answer:
     return _json(status, {"error": code, "detail": detail})
 
 
-def _method_not_allowed(
-    method: str, path: str, allowed: str
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+def _method_not_allowed(method: str, path: str, allowed: str) -> Answer:
     status, body, _ = _error(405, "method_not_allowed", f"{path} accepts {allowed}, not {method}")
     return status, body, [(b"allow", allowed.encode())]

@@ -1,10 +1,13 @@
-"""The synchronous client of the control API, used by ``status``, ``restart`` and ``stop``."""
+"""The synchronous client of the control API, used by ``status``, ``restart``, ``stop``,
+``start`` and ``status --watch``."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +46,51 @@ class ControlClient:
         """``POST /v1/services/{name}/restart``; returns once the restart is accepted."""
         return self._request("POST", f"/v1/services/{name}/restart")
 
+    def stop_service(self, name: str) -> dict[str, Any]:
+        """``POST /v1/services/{name}/stop``: stop it and keep it stopped."""
+        return self._request("POST", f"/v1/services/{name}/stop")
+
+    def start_service(self, name: str) -> dict[str, Any]:
+        """``POST /v1/services/{name}/start``: start a service stopped by hand again."""
+        return self._request("POST", f"/v1/services/{name}/start")
+
+    def reload(self) -> dict[str, Any]:
+        """``POST /v1/reload``: re-read the config file (as SIGHUP)."""
+        return self._request("POST", "/v1/reload")
+
+    def events(
+        self, *, service: str | None = None, types: Iterable[str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """``GET /v1/events``: the snapshot, then each event as it comes, until the
+        supervisor goes away (the iterator ends) or the caller stops iterating."""
+        self._check_connect()
+        import httpx
+
+        params: dict[str, str] = {}
+        if service is not None:
+            params["service"] = service
+        if types is not None:
+            params["types"] = ",".join(types)
+        transport = httpx.HTTPTransport(uds=os.fspath(self.socket_path))
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            with (
+                httpx.Client(transport=transport, timeout=timeout, trust_env=False) as client,
+                client.stream("GET", "http://hearthlink/v1/events", params=params) as response,
+            ):
+                if not response.is_success:
+                    response.read()
+                    self._decode(response)
+                for line in response.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.RemoteProtocolError:
+            return  # the supervisor went away mid-stream
+        except httpx.ConnectError as exc:
+            raise self._connect_error(_os_error(exc) or exc) from exc
+        except httpx.TransportError as exc:
+            raise ControlError(f"talking to the supervisor on {self.socket_path}: {exc}") from exc
+
     def shutdown(self) -> dict[str, Any]:
         """``POST /v1/shutdown``; returns once the stop is accepted, not when it is done."""
         return self._request("POST", "/v1/shutdown")
@@ -62,7 +110,7 @@ class ControlClient:
                 return False
             time.sleep(interval)
 
-    def _request(self, method: str, path: str) -> dict[str, Any]:
+    def _check_connect(self) -> None:
         # Connecting once first sorts out "not running" cleanly, and spares httpcore's sync
         # Unix-socket connect, which leaks its socket when the connection is refused
         # (httpcore 1.0.9, _backends/sync.py), that case but for a supervisor that dies in
@@ -73,6 +121,9 @@ class ControlClient:
                 probe.connect(os.fspath(self.socket_path))
             except OSError as exc:
                 raise self._connect_error(exc) from exc
+
+    def _request(self, method: str, path: str) -> dict[str, Any]:
+        self._check_connect()
         import httpx  # only the CLI's client needs it, never the supervisor
 
         transport = httpx.HTTPTransport(uds=os.fspath(self.socket_path))

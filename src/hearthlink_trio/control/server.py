@@ -1,8 +1,10 @@
-"""The control API's server: hypercorn's trio worker on a Unix socket hearthlink binds itself.
+"""The control API's server: hypercorn's HTTP/1.1 connections on a Unix socket we bind.
 
-Access is controlled by the file system: the socket's folder is 0700 and the socket 0600,
-so only the user who runs the supervisor can connect. A stale socket (no supervisor behind
-it) is replaced; one a live supervisor answers on is refused.
+Access is controlled twice: by the file system (the socket's folder is 0700 and the socket
+0600, so only the user who runs the supervisor can connect), and at accept, where a
+connection whose peer (SO_PEERCRED) is neither that user nor root is closed unanswered,
+whatever the socket's mode has become. A stale socket (no supervisor behind it) is
+replaced; one a live supervisor answers on is refused.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import socket
 import stat
+import struct
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +27,7 @@ from hearthlink_trio.control.errors import ControlSocketError
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
+    from hypercorn.typing import AppWrapper
 
 #: Mode of the socket's folder and of the socket itself .
 FOLDER_MODE = 0o700
@@ -43,7 +46,10 @@ http_log = logging.getLogger("hearthlink.control.http")
 http_log.setLevel(logging.WARNING)
 log = logging.getLogger("hearthlink.control")
 
-_RESTART_ROUTE = re.compile(r"/v1/services/([^/]+)/restart")
+#: A peer that takes none of what we send for this long is cut off (an event stream's
+#: reader that stopped reading), so its connection never holds a task forever.
+SEND_STALL_TIMEOUT = 10.0
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 async def serve_control(
@@ -66,8 +72,6 @@ async def serve_control(
     """
     # Imported here, not at the top: the thin clients (status, restart, stop) import this
     # module too, and hypercorn costs them about 5 MiB and 50 ms they do not need.
-    from hypercorn.config import Sockets
-    from hypercorn.trio.run import worker_serve
     from hypercorn.utils import wrap_app
 
     _prepare_folder(socket_path.parent)
@@ -76,17 +80,100 @@ async def serve_control(
     try:
         config = _hypercorn_config()
         app = wrap_app(ControlApp(controller), config.wsgi_max_body_size, "asgi")
-        sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-        async with trio.open_nursery() as nursery:
-            # hypercorn.trio.serve() binds its own sockets: for a "unix:" bind it unlinks
-            # whatever socket file is in the way (a live supervisor's too), marks the fd
-            # inheritable and never closes it. worker_serve(), the trio worker serve() wraps,
-            # serves sockets we bound ourselves and leaves closing them to us.
-            await nursery.start(partial(worker_serve, app, config, sockets=sockets))
-            task_status.started()
+        listener = PeerCheckedListener(
+            trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+            allowed_uids=frozenset({os.getuid(), 0}),
+        )
+        await _serve(app, config, listener, task_status=task_status)
     finally:
         sock.close()
         _remove_if_ours(socket_path, identity)
+
+
+async def _serve(
+    app: AppWrapper,
+    config: Config,
+    listener: PeerCheckedListener,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    # What hypercorn's trio worker (hypercorn.trio.run.worker_serve) does for a plain HTTP
+    # socket, minus the lifespan protocol (the app has nothing to set up) and with our own
+    # listener: worker_serve wraps the sockets it is given in listeners of its own, so it
+    # has no place to check a peer before a connection is served.
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+
+    context = WorkerContext(None)
+    handler = partial(TCPServer, app, config, context, {})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, [listener])
+        task_status.started()
+
+
+class PeerCheckedListener(trio.abc.Listener["GuardedStream"]):
+    """Accepts only connections whose peer runs as one of ``allowed_uids``; closes others."""
+
+    def __init__(self, inner: trio.SocketListener, *, allowed_uids: frozenset[int]) -> None:
+        self._inner = inner
+        self._allowed = allowed_uids
+
+    async def accept(self) -> GuardedStream:
+        while True:
+            stream = await self._inner.accept()
+            pid, uid = peer_credentials(stream.socket)
+            if uid in self._allowed:
+                return GuardedStream(stream)
+            log.warning(
+                "control API: refused a connection from pid %s running as uid %s "
+                "(only uid %s and root may use it)",
+                pid,
+                uid,
+                os.getuid(),
+            )
+            await trio.aclose_forcefully(stream)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int]:
+    """``(pid, uid)`` of the process at the other end of a Unix socket connection."""
+    pid, uid, _gid = _UCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    )
+    return pid, uid
+
+
+class GuardedStream(trio.abc.HalfCloseableStream):
+    """A connection whose sends give up (and close it) after :data:`SEND_STALL_TIMEOUT`.
+
+    hypercorn shields its writes from cancellation, so without this a peer that stops
+    reading an endless response would hold the writing task, and the connection, forever.
+    """
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self._inner = inner
+        self.socket = inner.socket
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with trio.move_on_after(SEND_STALL_TIMEOUT):
+            await self._inner.send_all(data)
+            return
+        await trio.aclose_forcefully(self._inner)
+        raise trio.BrokenResourceError(f"the peer took nothing for {SEND_STALL_TIMEOUT:g}s")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._inner.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self._inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _hypercorn_config() -> Config:

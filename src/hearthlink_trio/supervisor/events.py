@@ -264,3 +264,12 @@ def reload_ignored() -> Event:
 
 def reloaded(summary: str) -> Event:
     return Event("reloaded", f"Config reloaded: {summary}")
+
+
+def stream_reader_dropped(reason: str) -> Event:
+    return Event(
+        "event_reader_dropped",
+        f"Event stream: dropped a reader that was too slow ({reason})",
+        WARNING,
+        {"reason": reason},
+    )

@@ -31,9 +31,11 @@ import trio
 
 from hearthlink_trio.config import Config
 from hearthlink_trio.control.errors import ControlSocketError
+from hearthlink_trio.control.events import EventHub, EventLogHandler
 from hearthlink_trio.control.server import serve_control
 from hearthlink_trio.errors import ConfigError, ExitCode
 from hearthlink_trio.process.groups import GroupRecord
+from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.output import Console
@@ -78,6 +80,11 @@ class Supervisor:
             groups=GroupRecord(config.run_dir),
             fatal=self.fatal,
         )
+        #: The event stream's fan-out: every state change, probe result and output line.
+        self.events = EventHub(on_drop=self._reader_dropped)
+        self.ctx.publish = self.events.publish
+        self.ctx.publish_lines = self.events.publish_lines
+        self._usage = UsageSampler()
         self.runners: dict[str, Runner] = {}
         for service in config.services:
             self._add_runner(service.name)
@@ -108,14 +115,17 @@ class Supervisor:
         return overall_status(self.ctx.records, depends, shutting_down=self.shutting_down)
 
     def health(self) -> dict[str, Any]:
-        """The object of ``GET /v1/health``."""
-        return {
-            "status": self.overall_status(),
-            "pid": os.getpid(),
-            "services": [
-                service_status(runner.record, runner.service) for runner in self.runners.values()
-            ],
-        }
+        """The object of ``GET /v1/health`` (and of the event stream's snapshot)."""
+        services = []
+        for runner in self.runners.values():
+            status = service_status(runner.record, runner.service)
+            status["cpu_percent"], status["rss_bytes"] = self._usage.usage(runner.record.pid)
+            services.append(status)
+        self._usage.forget_others({r.record.pid for r in self.runners.values() if r.record.pid})
+        return {"status": self.overall_status(), "pid": os.getpid(), "services": services}
+
+    def _reader_dropped(self, reason: str) -> None:
+        events.emit(self.ctx.log, events.stream_reader_dropped(reason))
 
     # -- requests -------------------------------------------------------------------------
 
@@ -183,6 +193,15 @@ class Supervisor:
         """Supervise until stopped; returns the exit code."""
         ctx = self.ctx
         ctx.started = trio.current_time()
+        feed = EventLogHandler(self.events)
+        ctx.log.addHandler(feed)
+        try:
+            return await self._run()
+        finally:
+            ctx.log.removeHandler(feed)
+
+    async def _run(self) -> int:
+        ctx = self.ctx
         async with trio.open_nursery() as outer:
             if self._handle_signals:
                 await outer.start(self._watch_signals)
@@ -263,12 +282,18 @@ class Supervisor:
 
     # -- reload (SIGHUP) ------------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Re-read the config file and apply the difference, in the background."""
+    def reload(self) -> str:
+        """Re-read the config file and apply the difference, in the background; returns
+        what will happen."""
+        if self.shutting_down:
+            return "ignored: the supervisor is stopping"
         if self._root is None:
             events.emit(self.ctx.log, events.reload_ignored())
-            return
+            return "ignored: the supervisor is still starting; ask again"
         self._root.start_soon(self._reload)
+        if self._reload_lock.locked():
+            return f"reloading {self.config.path} once the reload under way is done"
+        return f"reloading {self.config.path}"
 
     async def _reload(self) -> None:
         # One reload at a time, each against the config the running services have: a second

@@ -1,0 +1,157 @@
+"""The event stream's fan-out: every subscriber of ``GET /v1/events`` gets its own buffer.
+
+The supervisor publishes from its own tasks (state changes, probe results, output pumps) and
+must never wait for a reader: :meth:`EventHub.publish` is synchronous, puts the event in
+each interested subscriber's bounded buffer and returns. A subscriber whose buffer is full
+(its reader is that far behind) is dropped on the spot: it gets no more events, its stream
+ends with ``{"type": "dropped", "reason": ...}``, and the supervisor says so in its log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+__all__ = ["EVENT_TYPES", "SUBSCRIBER_BUFFER", "EventHub", "EventLogHandler", "Subscription"]
+
+#: Events a subscriber may have waiting before it counts as too slow and is dropped.
+SUBSCRIBER_BUFFER = 1000
+#: The kinds of event the stream carries (the snapshot and the drop notice always come).
+EVENT_TYPES = frozenset({"state", "probe", "output", "supervisor"})
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One reader's view of the stream: its filters, its buffer, and why it was dropped."""
+
+    service: str | None
+    types: frozenset[str] | None
+    send: trio.MemorySendChannel[dict[str, Any]]
+    receive: trio.MemoryReceiveChannel[dict[str, Any]]
+    #: Cancelled when the subscriber is dropped, so a reader waiting on its peer stops.
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    dropped: str | None = None
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        if self.types is not None and event["type"] not in self.types:
+            return False
+        return self.service is None or event.get("service") == self.service
+
+
+class EventHub:
+    """Fans published events out to every :class:`Subscription`.
+
+    Args:
+        buffer: how many events each subscriber may have waiting.
+        on_drop: told (from the publishing task) each time a subscriber is dropped.
+    """
+
+    def __init__(
+        self,
+        *,
+        buffer: int = SUBSCRIBER_BUFFER,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
+        self._buffer = buffer
+        self._subscribers: list[Subscription] = []
+        self._on_drop = on_drop
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(
+        self, *, service: str | None = None, types: Iterable[str] | None = None
+    ) -> Subscription:
+        """A new subscription; end it with :meth:`unsubscribe`."""
+        send, receive = trio.open_memory_channel[dict[str, Any]](self._buffer)
+        sub = Subscription(
+            service=service,
+            types=None if types is None else frozenset(types),
+            send=send,
+            receive=receive,
+        )
+        self._subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+        sub.send.close()
+        sub.receive.close()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Give ``event`` to every subscriber that wants it; never blocks."""
+        if not self._subscribers:
+            return
+        for sub in list(self._subscribers):
+            if sub.wants(event):
+                self._offer(sub, event)
+
+    def publish_lines(self, service: str, stream: str, lines: list[str]) -> None:
+        """One ``output`` event per line of a batch a service wrote."""
+        if not self._subscribers:
+            return
+        ts = time.time()
+        for line in lines:
+            self.publish(
+                {"type": "output", "service": service, "ts": ts, "stream": stream, "line": line}
+            )
+
+    def _offer(self, sub: Subscription, event: dict[str, Any]) -> None:
+        try:
+            sub.send.send_nowait(event)
+        except trio.WouldBlock:
+            self._drop(sub, f"the reader fell {self._buffer} events behind")
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._subscribers.remove(sub)
+
+    def _drop(self, sub: Subscription, reason: str) -> None:
+        self._subscribers.remove(sub)
+        sub.dropped = reason
+        sub.send.close()
+        sub.scope.cancel()
+        if self._on_drop is not None:
+            self._on_drop(reason)
+
+
+class EventLogHandler(logging.Handler):
+    """Publishes each supervisor event written to the event log as a ``supervisor`` event."""
+
+    def __init__(self, hub: EventHub) -> None:
+        super().__init__(logging.DEBUG)
+        self._hub = hub
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._hub.subscribers:
+            return
+        fields = getattr(record, "fields", None) or {}
+        event: dict[str, Any] = {
+            "type": "supervisor",
+            "ts": record.created,
+            "event": getattr(record, "event", "message"),
+            "message": record.getMessage(),
+            "level": record.levelname.lower(),
+        }
+        for key, value in fields.items():
+            event.setdefault(key, _plain(value))
+        self._hub.publish(event)
+
+
+def _plain(value: Any) -> Any:
+    """A field value as JSON can carry it (paths and the like become strings)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
