@@ -93,6 +93,13 @@ def exercise(token: str, plugin: JsonServer) -> None:
         )
 
     with client("vault") as vault, client("alden") as alden:
+        # Alden starts beside the Vault: it may have begun in memory-only mode, and goes
+        # back to the Vault by itself once it answers.
+        wait_for(
+            lambda: alden.get("/health").json().get("memory_mode") == "vault",
+            timeout=10,
+            what="Alden to use the Vault",
+        )
         note = {
             "user": "The launch code word is marmalade",
             "reply": "",
