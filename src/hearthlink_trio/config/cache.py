@@ -70,7 +70,7 @@ def _inputs(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": hearthlink_trio.__version__,
-        "python": sys.executable,
+        "python": os.path.realpath(sys.executable),
         "euid": os.geteuid(),
         "files": {str(file): _digest(file) for file in files},
         "environ": {name: environ.get(name) for name in sorted(variables)},

@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlencode
 
 from hearthlink_trio.control.errors import ControlError, NotRunning, UnknownService
-
-if TYPE_CHECKING:
-    import httpx
 
 
 class ControlClient:
@@ -63,33 +62,28 @@ class ControlClient:
     ) -> Iterator[dict[str, Any]]:
         """``GET /v1/events``: the snapshot, then each event as it comes, until the
         supervisor goes away (the iterator ends) or the caller stops iterating."""
-        self._check_connect()
-        import httpx
-
         params: dict[str, str] = {}
         if service is not None:
             params["service"] = service
         if types is not None:
             params["types"] = ",".join(types)
-        transport = httpx.HTTPTransport(uds=os.fspath(self.socket_path))
-        timeout = httpx.Timeout(self.timeout, read=None)
+        query = f"?{urlencode(params)}" if params else ""
+        connection = self._connection(read_timeout=None)
         try:
-            with (
-                httpx.Client(transport=transport, timeout=timeout, trust_env=False) as client,
-                client.stream("GET", "http://hearthlink/v1/events", params=params) as response,
-            ):
-                if not response.is_success:
-                    response.read()
-                    self._decode(response)
-                for line in response.iter_lines():
-                    if line:
-                        yield json.loads(line)
-        except httpx.RemoteProtocolError:
-            return  # the supervisor went away mid-stream
-        except httpx.ConnectError as exc:
-            raise self._connect_error(_os_error(exc) or exc) from exc
-        except httpx.TransportError as exc:
-            raise ControlError(f"talking to the supervisor on {self.socket_path}: {exc}") from exc
+            response = self._send(connection, "GET", f"/v1/events{query}")
+            if response.status != 200:
+                self._decode(response.status, response.read())
+            while True:
+                try:
+                    line = response.readline()
+                except (OSError, http.client.HTTPException):
+                    return  # the supervisor went away mid-stream
+                if not line:
+                    return
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            connection.close()
 
     def shutdown(self) -> dict[str, Any]:
         """``POST /v1/shutdown``; returns once the stop is accepted, not when it is done."""
@@ -110,33 +104,41 @@ class ControlClient:
                 return False
             time.sleep(interval)
 
-    def _check_connect(self) -> None:
-        # Connecting once first sorts out "not running" cleanly, and spares httpcore's sync
-        # Unix-socket connect, which leaks its socket when the connection is refused
-        # (httpcore 1.0.9, _backends/sync.py), that case but for a supervisor that dies in
-        # between.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            probe.settimeout(self.timeout)
-            try:
-                probe.connect(os.fspath(self.socket_path))
-            except OSError as exc:
-                raise self._connect_error(exc) from exc
+    def _connection(self, *, read_timeout: float | None) -> _UnixConnection:
+        connection = _UnixConnection(os.fspath(self.socket_path), self.timeout, read_timeout)
+        try:
+            connection.connect()
+        except OSError as exc:
+            connection.close()
+            raise self._connect_error(exc) from exc
+        return connection
+
+    def _send(
+        self, connection: _UnixConnection, method: str, path: str
+    ) -> http.client.HTTPResponse:
+        try:
+            connection.request(method, path, headers={"Host": "hearthlink"})
+            return connection.getresponse()
+        except TimeoutError as exc:
+            raise self._connect_error(exc) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise ControlError(f"talking to the supervisor on {self.socket_path}: {exc}") from exc
 
     def _request(self, method: str, path: str) -> dict[str, Any]:
-        self._check_connect()
-        import httpx  # only the CLI's client needs it, never the supervisor
-
-        transport = httpx.HTTPTransport(uds=os.fspath(self.socket_path))
+        # The standard library's HTTP client: the commands that only ask one thing answer
+        # without importing an HTTP stack (and its async backends) first.
+        connection = self._connection(read_timeout=self.timeout)
         try:
-            with httpx.Client(transport=transport, timeout=self.timeout, trust_env=False) as client:
-                response = client.request(method, f"http://hearthlink{path}")
-        except httpx.ConnectError as exc:
-            raise self._connect_error(_os_error(exc) or exc) from exc
-        except httpx.TimeoutException as exc:
-            raise self._connect_error(TimeoutError()) from exc
-        except httpx.TransportError as exc:
-            raise ControlError(f"talking to the supervisor on {self.socket_path}: {exc}") from exc
-        return self._decode(response)
+            response = self._send(connection, method, path)
+            try:
+                body = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                raise ControlError(
+                    f"talking to the supervisor on {self.socket_path}: {exc}"
+                ) from exc
+            return self._decode(response.status, body)
+        finally:
+            connection.close()
 
     def _connect_error(self, exc: BaseException) -> ControlError:
         where = f" for data dir {self.data_dir}" if self.data_dir is not None else ""
@@ -155,28 +157,38 @@ class ControlClient:
             return ControlError(f"cannot connect to {self.socket_path}: {exc}")
         return NotRunning(f"no hearthlink supervisor is running{where} ({reason})")
 
-    def _decode(self, response: httpx.Response) -> dict[str, Any]:
+    def _decode(self, status: int, body: bytes) -> dict[str, Any]:
         try:
-            payload = response.json()
+            payload = json.loads(body)
         except ValueError as exc:
             raise ControlError(
-                f"the supervisor answered {response.status_code} with a body that is not JSON"
+                f"the supervisor answered {status} with a body that is not JSON"
             ) from exc
         if not isinstance(payload, dict):
-            raise ControlError(f"the supervisor answered {response.status_code} with {payload!r}")
-        if response.is_success:
+            raise ControlError(f"the supervisor answered {status} with {payload!r}")
+        if 200 <= status < 300:
             return payload
         detail = str(payload.get("detail", payload))
         if payload.get("error") == "unknown_service":
             raise UnknownService(detail)
-        raise ControlError(f"the supervisor answered {response.status_code}: {detail}")
+        raise ControlError(f"the supervisor answered {status}: {detail}")
 
 
-def _os_error(exc: BaseException) -> OSError | None:
-    """The OSError at the root of an httpx exception chain, if there is one."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over the supervisor's Unix socket."""
+
+    def __init__(self, path: str, connect_timeout: float, read_timeout: float | None) -> None:
+        super().__init__("hearthlink", timeout=connect_timeout)
+        self._path = path
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+            sock.settimeout(self._read_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
