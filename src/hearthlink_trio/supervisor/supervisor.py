@@ -33,6 +33,7 @@ from hearthlink_trio.config import Config, load_config
 from hearthlink_trio.control.errors import ControlSocketError
 from hearthlink_trio.control.server import serve_control
 from hearthlink_trio.errors import ConfigError, ExitCode
+from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
@@ -63,19 +64,22 @@ class Supervisor:
         prober: Prober | None = None,
         control: bool = True,
         handle_signals: bool = True,
+        containment: Containment | None = None,
     ) -> None:
         self.notifier = notifier or Notifier(None)
         self.exit_code = ExitCode.OK
         self._control = control
         self._handle_signals = handle_signals
+        self._containment = containment
+        sentinel = containment.sentinel if containment else None
         self.ctx = Context(
             config=config,
             log=log,
-            launcher=launcher or ProcessLauncher(),
+            launcher=launcher or ProcessLauncher(containment),
             prober=prober or ServiceProber(),
             console=console,
             secrets=secrets,
-            groups=GroupRecord(config.run_dir),
+            groups=GroupRecord(config.run_dir, mirror=sentinel),
             fatal=self.fatal,
         )
         self.runners: dict[str, Runner] = {}
@@ -109,11 +113,13 @@ class Supervisor:
 
     def health(self) -> dict[str, Any]:
         """The object of ``GET /v1/health``."""
+        usage = self._containment.usage if self._containment else lambda name: {}
         return {
             "status": self.overall_status(),
             "pid": os.getpid(),
             "services": [
-                service_status(runner.record, runner.service) for runner in self.runners.values()
+                service_status(runner.record, runner.service, usage(name))
+                for name, runner in self.runners.items()
             ],
         }
 
