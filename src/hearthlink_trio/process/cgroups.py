@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 RUN_PREFIX = "hearthlink-"
+#: ``HEARTHLINK_CGROUPS=off`` keeps the run out of cgroups (to try the fallback, or where
+#: making cgroups is allowed but unwelcome).
+SWITCH_ENV = "HEARTHLINK_CGROUPS"
 #: Controllers asked for in the run's cgroup, for ``memory.current`` and ``cpu.stat``; each is
 #: only there if the cgroup above offers it.
 CONTROLLERS = ("memory", "cpu")
@@ -47,6 +50,8 @@ def _own_cgroup() -> str | None:
 
 def create_run_cgroup() -> tuple[Path | None, str]:
     """Make this run's cgroup; returns it (None if impossible) and a description or a reason."""
+    if os.environ.get(SWITCH_ENV, "").lower() in ("off", "0", "no"):
+        return None, f"{SWITCH_ENV}={os.environ[SWITCH_ENV]}"
     mount = _cgroup2_mount()
     if mount is None:
         return None, "no cgroup2 mount"
