@@ -70,6 +70,15 @@ def group_record_unusable(path: Path, why: str, aside: Path) -> Event:
     )
 
 
+def lock_file_corrupt(path: Path, content: str) -> Event:
+    return Event(
+        "lock_file_corrupt",
+        f"The lock file {path} held {content[:20]!r}, not a supervisor's pid (corrupted); "
+        "no supervisor holds it, so it was taken and rewritten",
+        WARNING,
+    )
+
+
 def groups_record_failed(path: Path, why: str) -> Event:
     return Event(
         "groups_record_failed",
