@@ -225,13 +225,15 @@ def children(parent: int) -> dict[int, str]:
 
 
 def sentinel_of(sup: Running) -> int:
-    """The sentinel: the supervisor's child with the supervisor's own command line."""
+    """The sentinel: the supervisor's child running ``hearthlink_trio.process.sentinel_main``."""
 
     def cmdline(pid: int) -> bytes:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
 
-    own = cmdline(sup.pid)
-    found = [pid for pid in children(sup.pid) if cmdline(pid) == own]
+    found = [pid for pid in children(sup.pid) if b"sentinel_main" in cmdline(pid)]
     assert len(found) == 1, found
     return found[0]

@@ -7,7 +7,7 @@
 * it makes the run's cgroup where it may (:mod:`hearthlink_trio.process.cgroups`), else
   services are found by group, ancestry and their environment's mark
   (:mod:`hearthlink_trio.process.tree`);
-* it forks the sentinel (:mod:`hearthlink_trio.process.sentinel`), which cleans up if the
+* it starts the sentinel (:mod:`hearthlink_trio.process.sentinel`), which cleans up if the
   supervisor is SIGKILLed.
 
 :meth:`Containment.close` runs once after trio returns: it kills whatever of the run is
@@ -42,7 +42,7 @@ class Containment:
 
     @classmethod
     def start(cls) -> Containment:
-        """Become a subreaper, make the run's cgroup if possible, fork the sentinel."""
+        """Become a subreaper, make the run's cgroup if possible, start the sentinel."""
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         run = run_id()

@@ -12,14 +12,13 @@ import contextlib
 import json
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Protocol
 
 import trio
 
 from hearthlink_trio._util import write_private_file
-from hearthlink_trio.process.procfs import all_pids, proc_stat
+from hearthlink_trio.process.tree import kill_members, live_groups
 
 GROUPS_NAME = "groups.json"
 
@@ -155,36 +154,6 @@ def read_record(path: Path) -> dict[int, int]:
             raise MalformedRecord(f"entry {name!r} is not [pgid, start time]")
         groups[entry[0]] = entry[1]
     return groups
-
-
-def live_groups(recorded: dict[int, int]) -> dict[int, int]:
-    """The recorded groups ``{pgid: leader start ticks}`` that may still hold our processes.
-
-    A group counts when its leader's pid is either gone or still has the recorded start time
-    (a pgid cannot be reused while any member of the group lives).
-    """
-    groups: dict[int, int] = {}
-    for pgid, ticks in recorded.items():
-        leader = proc_stat(pgid)
-        if leader is None or leader.start_ticks == ticks:
-            groups[pgid] = ticks
-    return groups
-
-
-def kill_members(groups: dict[int, int]) -> list[int]:
-    """SIGKILL every live process of ``groups`` (see :func:`live_groups`) that started no
-    earlier than its group's leader; returns the pids killed."""
-    killed: list[int] = []
-    if groups:
-        for pid in all_pids():
-            stat = proc_stat(pid)
-            if stat is None or stat.state == "Z" or pid == os.getpid():
-                continue
-            if stat.pgid in groups and stat.start_ticks >= groups[stat.pgid]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-    return killed
 
 
 def reap_leftovers(run_dir: Path) -> list[int]:

@@ -15,6 +15,7 @@ Stdlib only: the sentinel uses this after the supervisor died.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterable
@@ -114,3 +115,33 @@ def reap_zombies(of: set[int], pgid: int | None = None) -> list[int]:
             except ChildProcessError:
                 continue
     return reaped
+
+
+def live_groups(recorded: dict[int, int]) -> dict[int, int]:
+    """The recorded groups ``{pgid: leader start ticks}`` that may still hold our processes.
+
+    A group counts when its leader's pid is either gone or still has the recorded start time
+    (a pgid cannot be reused while any member of the group lives).
+    """
+    groups: dict[int, int] = {}
+    for pgid, ticks in recorded.items():
+        leader = proc_stat(pgid)
+        if leader is None or leader.start_ticks == ticks:
+            groups[pgid] = ticks
+    return groups
+
+
+def kill_members(groups: dict[int, int]) -> list[int]:
+    """SIGKILL every live process of ``groups`` (see :func:`live_groups`) that started no
+    earlier than its group's leader; returns the pids killed."""
+    killed: list[int] = []
+    if groups:
+        for pid in all_pids():
+            stat = proc_stat(pid)
+            if stat is None or stat.state == "Z" or pid == os.getpid():
+                continue
+            if stat.pgid in groups and stat.start_ticks >= groups[stat.pgid]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+    return killed

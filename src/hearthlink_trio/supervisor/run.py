@@ -21,7 +21,7 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
     log = setup_event_log(log_format)
     ready = preflight(config, log, keep_lock=True)
     assert ready is not None
-    # Before anything starts a thread (the console's writer, trio): the sentinel is a fork.
+    # Before the services: the subreaper, the run's cgroup and the sentinel come first.
     containment = Containment.start()
     sentinel = containment.sentinel
     events.emit(log, events.containment(containment.guarantee, sentinel.pid if sentinel else None))
