@@ -71,7 +71,6 @@ class Supervisor:
         self._control = control
         self._handle_signals = handle_signals
         self._containment = containment
-        sentinel = containment.sentinel if containment else None
         self.ctx = Context(
             config=config,
             log=log,
@@ -79,7 +78,7 @@ class Supervisor:
             prober=prober or ServiceProber(),
             console=console,
             secrets=secrets,
-            groups=GroupRecord(config.run_dir, mirror=sentinel),
+            groups=GroupRecord(config.run_dir, mirror=containment and containment.sentinel),
             fatal=self.fatal,
         )
         self.runners: dict[str, Runner] = {}
