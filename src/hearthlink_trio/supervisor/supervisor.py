@@ -78,7 +78,9 @@ class Supervisor:
             prober=prober or ServiceProber(),
             console=console,
             secrets=secrets,
-            groups=GroupRecord(config.run_dir, mirror=containment and containment.sentinel),
+            groups=GroupRecord(
+                config.run_dir, mirror=containment.sentinel if containment else None
+            ),
             fatal=self.fatal,
         )
         self.runners: dict[str, Runner] = {}
