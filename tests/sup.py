@@ -205,3 +205,35 @@ def all_gone(pids: list[int], timeout: float = 5.0) -> None:
         timeout=timeout,
         what=f"processes {pids} to be gone",
     )
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def children(parent: int) -> dict[int, str]:
+    """``{pid: state}`` of the children of ``parent`` (zombies included)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) and int(fields[1]) == parent:
+            found[int(entry)] = fields[0]
+    return found
+
+
+def sentinel_of(sup: Running) -> int:
+    """The sentinel: the supervisor's child running ``hearthlink_trio.process.sentinel_main``."""
+
+    def cmdline(pid: int) -> bytes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    found = [pid for pid in children(sup.pid) if b"sentinel_main" in cmdline(pid)]
+    assert len(found) == 1, found
+    return found[0]

@@ -15,7 +15,7 @@ import httpx
 
 from hearthlink_trio.supervisor.output import MAX_LINE_BYTES
 from tests.helpers import free_port, pid_alive, wait_for
-from tests.sup import Stack, all_gone, run_command, running
+from tests.sup import Stack, all_gone, run_command, running, sentinel_of
 
 
 def get_json(port: int, path: str) -> dict[str, object]:
@@ -217,16 +217,21 @@ def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
     all_gone(pids, timeout=0.5)
 
 
-def test_sigkill_of_supervisor_leaves_no_service_and_next_run_reaps(tmp_path: Path) -> None:
+def test_sigkill_of_supervisor_and_sentinel_leaves_no_service_and_next_run_reaps(
+    tmp_path: Path,
+) -> None:
     stack = Stack(tmp_path)
     stack.add("a", env={"TESTSVC_GRANDCHILD": "1"})
     stack.add("b")
     config = stack.write()
-    with running(config) as sup:
+    # Without cgroups (a leftover cgroup would be emptied by the next run's start anyway).
+    with running(config, env={"HEARTHLINK_CGROUPS": "off"}) as sup:
         sup.wait_line("a service is healthy")
         sup.wait_line("b service is healthy")
         services = stack.pids("a") + stack.pids("b")
         grandchildren = stack.pids("grandchild")
+        # The sentinel goes first, so that nothing cleans up but the next preflight.
+        os.kill(sentinel_of(sup), signal.SIGKILL)
         sup.signal(signal.SIGKILL)
         sup.wait()
     # PDEATHSIG takes the direct children down within a second.

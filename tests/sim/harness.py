@@ -108,22 +108,41 @@ class FakeProcess:
         assert self.returncode is not None
         return self.returncode
 
-    async def stop(self, stop_signal: int, timeout: float, force: trio.Event) -> int:
+    async def stop(
+        self,
+        stop_signal: int,
+        timeout: float,
+        force: trio.Event,
+        *,
+        kill_mode: str = "group",
+        waiting: Callable[[float, int], None] | None = None,
+    ) -> int:
+        self.kill_mode = kill_mode
         with trio.CancelScope(shield=True):
             if self.alive:
                 self.signals.append(stop_signal)
+                began = trio.current_time()
                 with trio.move_on_after(timeout):
-                    if self.script.honours_stop and not force.is_set():
-                        with trio.move_on_after(self.script.stop_takes):
+                    async with trio.open_nursery() as nursery:
+                        if waiting is not None:
+                            nursery.start_soon(self._report_waiting, waiting, began)
+                        if self.script.honours_stop and not force.is_set():
+                            with trio.move_on_after(self.script.stop_takes):
+                                await force.wait()
+                            self.exit(-stop_signal)
+                        else:
                             await force.wait()
-                        self.exit(-stop_signal)
-                    else:
-                        await force.wait()
+                        nursery.cancel_scope.cancel()
                 if self.alive:
                     self.signals.append(signal.SIGKILL)
                     self.exit(-signal.SIGKILL)
         assert self.returncode is not None
         return self.returncode
+
+    async def _report_waiting(self, waiting: Callable[[float, int], None], began: float) -> None:
+        while True:
+            await trio.sleep(1.0)
+            waiting(trio.current_time() - began, 1)
 
     def close_streams(self) -> None:
         pass

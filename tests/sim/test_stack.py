@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,12 @@ async def test_environment_precedence(tmp_path: Path, clock: MockClock) -> None:
         env = sim.launcher.current["svc"].env
     assert (env["A"], env["B"], env["C"]) == ("all", "svc", "table")
     assert env["HEARTHLINK_SERVICE"] == "svc"  # injected values win over env files
+
+
+async def test_kill_mode_and_stop_signal_reach_the_stop(tmp_path: Path, clock: MockClock) -> None:
+    cfg = config(db=svc(1, kill_mode="mixed", stop_signal="SIGINT"), web=svc(2))
+    async with simulate(tmp_path, cfg) as sim:
+        await sim.until(lambda: sim.supervisor.overall_status() == "healthy")
+        db, web = sim.launcher.current["db"], sim.launcher.current["web"]
+    assert (db.kill_mode, db.signals) == ("mixed", [signal.SIGINT])
+    assert (web.kill_mode, web.signals) == ("group", [signal.SIGTERM])

@@ -76,6 +76,7 @@ def test_render_settings(tmp_path: Path) -> None:
     assert found["RestartPreventExitStatus"] == ["2"]
     assert found["TimeoutStopSec"] == [f"{math.ceil(40 + STOP_TIMEOUT_MARGIN)}s"]
     assert found["KillMode"] == ["control-group"]
+    assert found["Delegate"] == ["yes"]
     assert found["WantedBy"] == ["default.target"]
     assert "[Unit]" in unit and "[Service]" in unit and "[Install]" in unit
     assert unit.endswith("\n")

@@ -143,6 +143,12 @@ class ControlClient:
     def _connect_error(self, exc: BaseException) -> ControlError:
         where = f" for data dir {self.data_dir}" if self.data_dir is not None else ""
         if isinstance(exc, FileNotFoundError):
+            holder = _lock_holder(self.data_dir) if self.data_dir is not None else None
+            if holder is not None:
+                return ControlError(
+                    f"the supervisor (pid {holder}) running{where} has no control socket at "
+                    f"{self.socket_path} (deleted?); it creates it again within a few seconds"
+                )
             reason = f"no control socket at {self.socket_path}"
         elif isinstance(exc, ConnectionRefusedError):
             reason = (
@@ -172,6 +178,25 @@ class ControlClient:
         if payload.get("error") == "unknown_service":
             raise UnknownService(detail)
         raise ControlError(f"the supervisor answered {status}: {detail}")
+
+
+def _lock_holder(data_dir: Path) -> str | None:
+    """The pid in the data dir's lock file if a supervisor holds the lock, else None."""
+    import fcntl
+
+    try:
+        fd = os.open(data_dir / "run" / "supervisor.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
 
 
 class _UnixConnection(http.client.HTTPConnection):

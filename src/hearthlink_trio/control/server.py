@@ -77,17 +77,74 @@ async def serve_control(
     _prepare_folder(socket_path.parent)
     await _clear_stale_socket(socket_path)
     sock, identity = _bind(socket_path)
+    config = _hypercorn_config()
+    app = wrap_app(ControlApp(controller), config.wsgi_max_body_size, "asgi")
+    while True:
+        try:
+            listener = PeerCheckedListener(
+                trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+                allowed_uids=frozenset({os.getuid(), 0}),
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(_serve, app, config, listener))
+                task_status.started()
+                task_status = trio.TASK_STATUS_IGNORED
+                # A socket deleted under a running supervisor is made again.
+                await _until_deleted(socket_path)
+                nursery.cancel_scope.cancel()
+        finally:
+            sock.close()
+            _remove_if_ours(socket_path, identity)
+        sock, identity = await _bind_again(socket_path)
+
+
+#: How often the supervisor checks that its control socket is still there.
+SOCKET_CHECK_SECONDS = 3.0
+
+
+async def _until_deleted(path: Path) -> None:
+    """Return once the socket file is gone (one ``lstat`` every few seconds)."""
+    while True:
+        await trio.sleep(SOCKET_CHECK_SECONDS)
+        if not _exists(path):
+            return
+
+
+def _exists(path: Path) -> bool:
     try:
-        config = _hypercorn_config()
-        app = wrap_app(ControlApp(controller), config.wsgi_max_body_size, "asgi")
-        listener = PeerCheckedListener(
-            trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
-            allowed_uids=frozenset({os.getuid(), 0}),
+        path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+async def _bind_again(path: Path) -> tuple[socket.socket, tuple[int, int]]:
+    """Re-create a deleted control socket, retrying every few seconds; warns once."""
+    warned = False
+    while True:
+        try:
+            _prepare_folder(path.parent)
+            bound = _bind(path)
+        except (ControlSocketError, OSError) as exc:
+            if not warned:
+                warned = True
+                log.warning(
+                    "Control socket %s was deleted and cannot be created again (%s); "
+                    "`hearthlink status` cannot reach this supervisor until it can",
+                    path,
+                    exc,
+                    extra={"event": "control_socket_lost"},
+                )
+            await trio.sleep(SOCKET_CHECK_SECONDS)
+            continue
+        log.warning(
+            "Control socket %s was deleted; it was created again",
+            path,
+            extra={"event": "control_socket_recreated"},
         )
-        await _serve(app, config, listener, task_status=task_status)
-    finally:
-        sock.close()
-        _remove_if_ours(socket_path, identity)
+        return bound
 
 
 async def _serve(
@@ -275,4 +332,6 @@ def _remove_if_ours(path: Path, identity: tuple[int, int]) -> None:
     except FileNotFoundError:
         return
     if (info.st_dev, info.st_ino) == identity:
-        _unlink(path)
+        # A read-only folder keeps it: the next run replaces a stale socket anyway.
+        with contextlib.suppress(OSError):
+            _unlink(path)

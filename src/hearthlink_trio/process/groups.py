@@ -12,13 +12,13 @@ import contextlib
 import json
 import logging
 import os
-import signal
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
 from hearthlink_trio._util import write_private_file
-from hearthlink_trio.process.procfs import all_pids, proc_stat
+from hearthlink_trio.process.tree import kill_members, live_groups
 
 GROUPS_NAME = "groups.json"
 
@@ -34,6 +34,14 @@ def killpg(pgid: int, sig: int) -> bool:
     return True
 
 
+class GroupMirror(Protocol):
+    """Who else is told of every group recorded and dropped (the sentinel)."""
+
+    def track(self, pgid: int, start_ticks: int) -> None: ...
+
+    def untrack(self, pgid: int) -> None: ...
+
+
 class GroupRecord:
     """The process groups of the running supervisor, kept in ``<run_dir>/groups.json``.
 
@@ -41,23 +49,32 @@ class GroupRecord:
     next preflight can tell our leftovers from an unrelated process that got a reused pid.
     """
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, *, mirror: GroupMirror | None = None) -> None:
         self.path = run_dir / GROUPS_NAME
         self._groups: dict[str, tuple[int, int]] = {}
         self._pending = False
+        self._failing = False
+        self._mirror = mirror
 
     def add(self, name: str, pgid: int, start_ticks: int | None) -> None:
         if start_ticks is not None:
             self._groups[name] = (pgid, start_ticks)
+            if self._mirror is not None:
+                self._mirror.track(pgid, start_ticks)
             self._write()
 
     def remove(self, name: str) -> None:
-        if self._groups.pop(name, None) is not None:
+        entry = self._groups.pop(name, None)
+        if entry is not None:
+            if self._mirror is not None:
+                self._mirror.untrack(entry[0])
             self._write()
 
     def clear(self) -> None:
         self._pending = False  # a flush still queued must not write the file again
-        with contextlib.suppress(FileNotFoundError):
+        # A record left behind (a read-only data dir) is harmless: the next preflight
+        # checks start times, and finds nothing of ours alive.
+        with contextlib.suppress(OSError):
             self.path.unlink()
 
     def _write(self) -> None:
@@ -78,18 +95,24 @@ class GroupRecord:
 
     def _flush(self) -> None:
         # Runs as a trio system callback, where an exception would crash the run: a record
-        # that cannot be written costs only the reaping after a crash, so warn and go on.
+        # that cannot be written costs only the reaping after a crash (and the sentinel has
+        # its own copy), so warn once per spell of failures and go on.
         if self._pending:
             self._pending = False
             try:
                 self._write_now()
             except OSError as exc:
+                if self._failing:
+                    return
+                self._failing = True
                 logging.getLogger("hearthlink").warning(
                     "Could not record the service process groups in %s: %s",
                     self.path,
                     exc.strerror or exc,
                     extra={"event": "groups_record_failed"},
                 )
+            else:
+                self._failing = False
 
     def _write_now(self) -> None:
         # Durable (file and folder synced) so a power loss right after a spawn still leaves
@@ -138,27 +161,13 @@ def reap_leftovers(run_dir: Path) -> list[int]:
 
     A process counts as ours when its process group is a recorded pgid and it started no
     earlier than the recorded leader, and the leader's pid is either gone or still has the
-    recorded start time (a pgid cannot be reused while any member of the group lives).
+    recorded start time.
 
     Raises:
         MalformedRecord: the record is unusable; it is left in place for the caller.
         OSError: the record cannot be read.
     """
     path = run_dir / GROUPS_NAME
-    groups: dict[int, int] = {}
-    for pgid, ticks in read_record(path).items():
-        leader = proc_stat(pgid)
-        if leader is None or leader.start_ticks == ticks:
-            groups[pgid] = ticks
-    killed: list[int] = []
-    if groups:
-        for pid in all_pids():
-            stat = proc_stat(pid)
-            if stat is None or stat.state == "Z" or pid == os.getpid():
-                continue
-            if stat.pgid in groups and stat.start_ticks >= groups[stat.pgid]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+    killed = kill_members(live_groups(read_record(path)))
     path.unlink(missing_ok=True)
     return sorted(killed)

@@ -1,4 +1,5 @@
-"""Readers of /proc: a process's state, group and start time; who listens on a port."""
+"""Readers of /proc: a process's state, group, parent and start time, its environment; who
+listens on a port."""
 
 from __future__ import annotations
 
@@ -13,17 +14,36 @@ class ProcStat(NamedTuple):
     state: str  # "R", "S", … "Z" for a zombie
     pgid: int
     start_ticks: int  # start time in clock ticks since boot: with the pid, an identity
+    ppid: int = 0
 
 
 def proc_stat(pid: int) -> ProcStat | None:
-    """Fields 3, 5 and 22 of /proc/<pid>/stat; None if there is no such process."""
+    """Fields 3, 5, 22 and 4 of /proc/<pid>/stat; None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             # The command name (field 2) may hold spaces and ')': split after its last ')'.
             fields = f.read().rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return ProcStat(fields[0].decode(), int(fields[2]), int(fields[19]))
+    return ProcStat(fields[0].decode(), int(fields[2]), int(fields[19]), int(fields[1]))
+
+
+def proc_environ(pid: int, *names: str) -> dict[str, str]:
+    """The values of ``names`` in the environment ``pid`` was started with ({} if unreadable:
+    gone, a zombie, or another user's process)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    wanted = {name.encode() + b"=": name for name in names}
+    found: dict[str, str] = {}
+    for entry in data.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        name = wanted.get(key + sep)
+        if name is not None:
+            found[name] = value.decode(errors="replace")
+    return found
 
 
 def all_pids() -> Iterator[int]:

@@ -16,36 +16,54 @@ import os
 import pwd
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import trio
 
+from hearthlink_trio.process import cgroups
 from hearthlink_trio.process.groups import killpg
 from hearthlink_trio.process.procfs import proc_stat
+from hearthlink_trio.process.tree import RUN_ENV, Lineage, kill_all, reap_zombies, service_processes
 
 PR_SET_PDEATHSIG = 1
 # Looked up once here: a lookup in the forked child would be repeated on every spawn.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
+KillMode = Literal["group", "mixed"]
+#: How long a stop waits, after its SIGKILL, for the last processes of a service to die.
+KILL_WAIT_SECONDS = 2.0
+#: How often a stop that waits says what it waits for.
+WAITING_REPORT_SECONDS = 1.0
 
-def _arm_parent_death_signal(parent: int) -> None:
-    # Runs in the child between fork and exec: one prctl call and nothing else that could
-    # take a lock. If the parent died before the prctl, the signal will never come: exit.
+
+def _prepare_child(parent: int, cgroup_procs: int) -> None:
+    # Runs in the child between fork and exec: two system calls and nothing else that could
+    # take a lock. Joining the cgroup here, before exec, is what makes it complete: moving
+    # the child after spawn would leave it a window to fork outside (Popen returns only
+    # once the child has exec'd). The file was opened by the parent, so this is one write.
+    if cgroup_procs >= 0:
+        os.write(cgroup_procs, b"0")
+    # If the parent died before the prctl, the signal will never come: exit.
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
 
 
+def describe_signal(signum: int) -> str:
+    """``SIGTERM``, or ``signal 64`` for one without a name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def describe_exit(returncode: int) -> str:
     """``exit status 1`` or ``killed by SIGKILL``."""
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"killed by {name}"
+        return f"killed by {describe_signal(-returncode)}"
     return f"exit status {returncode}"
 
 
@@ -58,10 +76,20 @@ class Child:
     stdout: trio.lowlevel.FdStream
     stderr: trio.lowlevel.FdStream
     start_ticks: int | None
+    lineage: Lineage | None = None
+    #: Every process ever found to be the service's: the zombies among them are ours to reap.
+    _seen: set[int] = field(default_factory=set)
 
     @property
     def pid(self) -> int:
         return self.popen.pid
+
+    def processes(self) -> dict[int, int]:
+        """The service's live processes, ``{pid: pgid}``: its group, descendants, marked
+        ones, its cgroup's."""
+        found = service_processes(self.pid, self.start_ticks, self.lineage)
+        self._seen.update(found)
+        return found
 
     async def wait_exited(self) -> None:
         """Return once the process has exited (it stays a zombie until :meth:`reap`)."""
@@ -87,17 +115,31 @@ class Child:
             self.pidfd = -1
         return code
 
-    async def stop(self, stop_signal: int, timeout: float, force: trio.Event | None = None) -> int:
-        """Stop the whole process group and reap the leader; returns its exit status.
+    async def stop(
+        self,
+        stop_signal: int,
+        timeout: float,
+        force: trio.Event | None = None,
+        *,
+        kill_mode: KillMode = "group",
+        waiting: Callable[[float, int], None] | None = None,
+    ) -> int:
+        """Stop the service's processes and reap the leader; returns its exit status.
 
-        Sends ``stop_signal`` to the group, waits up to ``timeout`` (less if ``force`` is set
-        meanwhile), then SIGKILLs what is left of the group. Shielded: a stop that has begun
-        always finishes, so no process outlives it.
+        Sends ``stop_signal`` to the group and to the service's processes outside it
+        (``kill_mode="mixed"``: to the main process only), waits up to ``timeout`` for the
+        main process (less if ``force`` is set meanwhile), then SIGKILLs every process left
+        (group, cgroup, descendants) and waits until they are gone. While it waits it calls
+        ``waiting(seconds since the signal, processes left)`` once a second. Shielded: a stop
+        that has begun always finishes, so no process outlives it.
         """
         with trio.CancelScope(shield=True):
             if self.popen.returncode is None:
-                forced = force is not None and force.is_set()
-                killpg(self.pid, signal.SIGKILL if forced else stop_signal)
+                if force is not None and force.is_set():
+                    self._signal(signal.SIGKILL, "group")
+                else:
+                    self._signal(stop_signal, kill_mode)
+                began = trio.current_time()
                 with trio.move_on_after(timeout):
                     async with trio.open_nursery() as nursery:
 
@@ -109,15 +151,55 @@ class Child:
                             if force is None:
                                 return
                             await force.wait()
-                            killpg(self.pid, signal.SIGKILL)
+                            self._signal(signal.SIGKILL, "group")
+
+                        async def report() -> None:
+                            if waiting is None:
+                                return
+                            while True:
+                                await trio.sleep(WAITING_REPORT_SECONDS)
+                                left = self.processes()  # a walk of /proc, once a second
+                                waiting(trio.current_time() - began, len(left))
 
                         nursery.start_soon(exited)
                         nursery.start_soon(forced_now)
-            # The sweep: grandchildren that stayed in the group go now. The leader is not
-            # reaped yet (a zombie keeps its pid, and so the group id, from being reused).
-            killpg(self.pid, signal.SIGKILL)
+                        nursery.start_soon(report)
+            # The sweep: what stayed in the group, the cgroup or left them goes now. The
+            # leader is not reaped yet (a zombie keeps its pid, and so the group id, from
+            # being reused).
+            await self._kill_the_rest()
             await self.wait_exited()
-        return self.reap()
+        code = self.reap()
+        reap_zombies(self._seen, self.pid)
+        return code
+
+    def _signal(self, sig: int, kill_mode: KillMode) -> None:
+        if kill_mode == "mixed" and sig != signal.SIGKILL:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            return
+        killpg(self.pid, sig)
+        if sig == signal.SIGKILL:
+            if self.lineage is not None and self.lineage.cgroup is not None:
+                cgroups.kill(self.lineage.cgroup)
+            kill_all(self.processes())
+        else:
+            # Those that left the group get the stop signal too, once: a second SIGTERM is
+            # "hurry up" to some programs.
+            kill_all((pid for pid, pgid in self.processes().items() if pgid != self.pid), sig)
+
+    async def _kill_the_rest(self) -> None:
+        with trio.move_on_after(KILL_WAIT_SECONDS):
+            cgroup = self.lineage.cgroup if self.lineage else None
+            while True:
+                killpg(self.pid, signal.SIGKILL)
+                if cgroup is not None:
+                    cgroups.kill(cgroup)
+                left = self.processes()
+                if not left and not (cgroup is not None and cgroups.populated(cgroup)):
+                    return
+                kill_all(left)
+                await trio.sleep(0.005)
 
     def close_streams(self) -> None:
         for stream in (self.stdout, self.stderr):
@@ -125,16 +207,25 @@ class Child:
                 stream.close()
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, user: str = "") -> Child:
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    user: str = "",
+    lineage: Lineage | None = None,
+) -> Child:
     """Start ``argv`` as a new session leader with stdin from /dev/null and piped output.
 
     With ``user``, the process runs as that user, its group and its groups (switched by
     subprocess in the child before exec; the parent-death signal is armed after the switch,
-    which would otherwise clear it). Must be called from the trio main thread (see the
-    module docstring).
+    which would otherwise clear it). With a ``lineage``, the process carries the run's mark
+    in its environment and starts in the service's cgroup, if it has one. Must be called
+    from the trio main thread (see the module docstring).
 
     Raises:
-        OSError: the program could not be started (not found, not executable, …).
+        OSError: the program could not be started (not found, not executable, …), or could
+            not join its cgroup.
     """
     uid = gid = None
     groups = None
@@ -142,6 +233,12 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, user: str =
         account = pwd.getpwnam(user)
         uid, gid = account.pw_uid, account.pw_gid
         groups = os.getgrouplist(user, gid)
+    env = dict(env)
+    cgroup_procs = -1
+    if lineage is not None:
+        env[RUN_ENV] = lineage.run_id
+        if lineage.cgroup is not None:
+            cgroup_procs = os.open(lineage.cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
@@ -150,15 +247,21 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, user: str =
             stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
-            env=dict(env),
+            env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=functools.partial(_arm_parent_death_signal, os.getpid()),
+            preexec_fn=functools.partial(_prepare_child, os.getpid(), cgroup_procs),
             close_fds=True,
             user=uid,
             group=gid,
             extra_groups=groups,
         )
+    except subprocess.SubprocessError as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        # Only the cgroup write can fail in the child before exec.
+        where = lineage.cgroup if lineage is not None else None
+        raise OSError(f"could not join the cgroup {where}: {exc}") from None
     except BaseException:
         for fd in (out_r, err_r):
             os.close(fd)
@@ -166,6 +269,8 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, user: str =
     finally:
         os.close(out_w)
         os.close(err_w)
+        if cgroup_procs >= 0:
+            os.close(cgroup_procs)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except OSError:
@@ -181,4 +286,5 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, user: str =
         stdout=trio.lowlevel.FdStream(out_r),
         stderr=trio.lowlevel.FdStream(err_r),
         start_ticks=stat.start_ticks if (stat := proc_stat(popen.pid)) else None,
+        lineage=lineage,
     )

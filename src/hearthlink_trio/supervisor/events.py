@@ -70,6 +70,15 @@ def group_record_unusable(path: Path, why: str, aside: Path) -> Event:
     )
 
 
+def lock_file_corrupt(path: Path, content: str) -> Event:
+    return Event(
+        "lock_file_corrupt",
+        f"The lock file {path} held {content[:20]!r}, not a supervisor's pid (corrupted); "
+        "no supervisor holds it, so it was taken and rewritten",
+        WARNING,
+    )
+
+
 def groups_record_failed(path: Path, why: str) -> Event:
     return Event(
         "groups_record_failed",
@@ -207,6 +216,15 @@ def stopped(service: str, exit_code: int, *, detail: str | None) -> Event:
     return Event("stopped", text, fields=fields)
 
 
+def waiting_to_stop(service: str, pid: int, signal_name: str, waited: float, left: int) -> Event:
+    return Event(
+        "waiting_to_stop",
+        f"waiting for {service} to stop (pid {pid}, {signal_name} sent {waited:.0f}s ago, "
+        f"{left} process{'' if left == 1 else 'es'} left in its group)",
+        fields={"service": service, "pid": pid, "waited": round(waited, 3), "left": left},
+    )
+
+
 def log_write_failed(path: Path, why: str) -> Event:
     return Event(
         "log_write_failed",
@@ -227,6 +245,14 @@ def steady_state(interval: float) -> Event:
     return Event(
         "steady_state",
         f"Health monitoring: Switching to steady-state mode ({seconds(interval)} intervals)",
+    )
+
+
+def containment(guarantee: str, sentinel_pid: int | None) -> Event:
+    return Event(
+        "containment",
+        f"Process containment: {guarantee}",
+        fields={"sentinel_pid": sentinel_pid},
     )
 
 

@@ -22,7 +22,7 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.process.spawn import describe_exit
+from hearthlink_trio.process.spawn import KillMode, describe_exit, describe_signal
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
@@ -189,7 +189,16 @@ async def _stop(
         await ctx.wait_until(lambda: not ctx.dependents_running(service.name))
     if record.running:
         record.change_state(State.STOPPING)
-    code = await process.stop(service.stop_signal, service.stop_timeout, ctx.force)
+    signal_name = describe_signal(service.stop_signal)
+
+    def waiting(waited: float, left: int) -> None:
+        sent = "SIGKILL" if ctx.force.is_set() else signal_name
+        events.emit(ctx.log, events.waiting_to_stop(service.name, process.pid, sent, waited, left))
+
+    kill_mode: KillMode = "mixed" if service.kill_mode == "mixed" else "group"
+    code = await process.stop(
+        service.stop_signal, service.stop_timeout, ctx.force, kill_mode=kill_mode, waiting=waiting
+    )
     ctx.groups.remove(service.name)
     record.pid = None
     ctx.changed()

@@ -34,6 +34,8 @@ class RunLock:
 
     path: Path
     fd: int
+    #: What the file said before we took it: a previous run's pid, or garbage.
+    previous: str = ""
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -57,9 +59,10 @@ def acquire_lock(run_dir: Path) -> RunLock:
                 f"{run_dir.parent}; stop it first (hearthlink stop) or use another data dir"
             ]
         ) from None
+    previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return RunLock(path, fd)
+    return RunLock(path, fd, previous)
 
 
 def check_port(service: Service) -> str | None:
@@ -134,6 +137,8 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
         raise PreflightError(
             [*problems, f"Data dir {config.data_dir} is not usable: {exc.strerror or exc}"]
         ) from None
+    if lock.previous and not lock.previous.isdigit():
+        events.emit(log, events.lock_file_corrupt(lock.path, lock.previous))
     try:
         try:
             secrets = load_secrets(config, create=keep_lock)

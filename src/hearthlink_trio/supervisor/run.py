@@ -8,6 +8,8 @@ import trio
 
 from hearthlink_trio.config import Config
 from hearthlink_trio.errors import PreflightError
+from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.output import Console, setup_event_log
 from hearthlink_trio.supervisor.preflight import preflight
 from hearthlink_trio.supervisor.supervisor import Supervisor
@@ -19,6 +21,10 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
     log = setup_event_log(log_format)
     ready = preflight(config, log, keep_lock=True)
     assert ready is not None
+    # Before the services: the subreaper, the run's cgroup and the sentinel come first.
+    containment = Containment.start()
+    sentinel = containment.sentinel
+    events.emit(log, events.containment(containment.guarantee, sentinel.pid if sentinel else None))
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     try:
         try:
@@ -28,10 +34,12 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
                 secrets=ready.secrets,
                 console=console,
                 notifier=Notifier.from_environ(),
+                containment=containment,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened
             raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None
         return trio.run(supervisor.run)
     finally:
+        containment.close()
         console.close()
         ready.lock.release()

@@ -7,7 +7,7 @@ The supervisor is handed one of each. The real ones start service processes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import trio
@@ -16,7 +16,8 @@ from hearthlink_trio.config import Service
 from hearthlink_trio.probes.exec import probe_exec
 from hearthlink_trio.probes.http import HttpProber
 from hearthlink_trio.probes.tcp import probe_tcp
-from hearthlink_trio.process.spawn import Child, spawn
+from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.spawn import Child, KillMode, spawn
 
 
 class Process(Protocol):
@@ -40,8 +41,20 @@ class Process(Protocol):
     def peek_returncode(self) -> int:
         """The exit status of an exited process (``-N`` for signal N)."""
 
-    async def stop(self, stop_signal: int, timeout: float, force: trio.Event) -> int:
-        """Stop the whole group (signal, grace, SIGKILL), reap; returns the exit status."""
+    async def stop(
+        self,
+        stop_signal: int,
+        timeout: float,
+        force: trio.Event,
+        *,
+        kill_mode: KillMode = "group",
+        waiting: Callable[[float, int], None] | None = None,
+    ) -> int:
+        """Stop the whole group (signal, grace, SIGKILL), reap; returns the exit status.
+
+        ``kill_mode="mixed"`` sends the stop signal to the main process only. ``waiting``
+        is called once a second while the stop waits: (seconds since the signal, processes
+        left)."""
 
     def close_streams(self) -> None: ...
 
@@ -69,10 +82,15 @@ class Prober(Protocol):
 
 
 class ProcessLauncher:
-    """Starts real processes (from the trio main thread: see :func:`spawn`)."""
+    """Starts real processes (from the trio main thread: see :func:`spawn`), in the run's
+    containment if given one (its mark, the service's cgroup)."""
+
+    def __init__(self, containment: Containment | None = None) -> None:
+        self._containment = containment
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
-        return spawn(service.argv, env=env, cwd=service.cwd, user=service.user)
+        lineage = self._containment.lineage(service.name) if self._containment else None
+        return spawn(service.argv, env=env, cwd=service.cwd, user=service.user, lineage=lineage)
 
 
 class ServiceProber:

@@ -15,9 +15,13 @@ from hearthlink_trio.supervisor.state import ServiceState, State
 WELL = frozenset({State.HEALTHY, State.COMPLETED, State.STOPPED})
 
 
-def service_status(record: ServiceState, service: Service) -> dict[str, Any]:
+def service_status(
+    record: ServiceState, service: Service, usage: Mapping[str, int | None] | None = None
+) -> dict[str, Any]:
     """The ServiceStatus object of ``GET /v1/health``: the original design's fields, plus
-    ``state`` (the finer state) and ``critical``."""
+    ``state`` (the finer state), ``critical``, and from the service's cgroup, where it has
+    one, ``memory_bytes`` and ``cpu_usec`` (None otherwise)."""
+    usage = usage or {}
     return {
         "name": record.name,
         "status": record.state.status,
@@ -33,6 +37,8 @@ def service_status(record: ServiceState, service: Service) -> dict[str, Any]:
         "restart_backoff": record.restart_backoff,
         "critical": service.critical,
         "completed": record.state is State.COMPLETED,
+        "memory_bytes": usage.get("memory_bytes"),
+        "cpu_usec": usage.get("cpu_usec"),
     }
 
 

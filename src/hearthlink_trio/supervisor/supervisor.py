@@ -34,6 +34,7 @@ from hearthlink_trio.control.errors import ControlSocketError
 from hearthlink_trio.control.events import EventHub, EventLogHandler
 from hearthlink_trio.control.server import serve_control
 from hearthlink_trio.errors import ConfigError, ExitCode
+from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import events
@@ -65,19 +66,23 @@ class Supervisor:
         prober: Prober | None = None,
         control: bool = True,
         handle_signals: bool = True,
+        containment: Containment | None = None,
     ) -> None:
         self.notifier = notifier or Notifier(None)
         self.exit_code = ExitCode.OK
         self._control = control
         self._handle_signals = handle_signals
+        self._containment = containment
         self.ctx = Context(
             config=config,
             log=log,
-            launcher=launcher or ProcessLauncher(),
+            launcher=launcher or ProcessLauncher(containment),
             prober=prober or ServiceProber(),
             console=console,
             secrets=secrets,
-            groups=GroupRecord(config.run_dir),
+            groups=GroupRecord(
+                config.run_dir, mirror=containment.sentinel if containment else None
+            ),
             fatal=self.fatal,
         )
         #: The event stream's fan-out: every state change, probe result and output line.
@@ -116,9 +121,10 @@ class Supervisor:
 
     def health(self) -> dict[str, Any]:
         """The object of ``GET /v1/health`` (and of the event stream's snapshot)."""
+        usage = self._containment.usage if self._containment else lambda name: {}
         services = []
-        for runner in self.runners.values():
-            status = service_status(runner.record, runner.service)
+        for name, runner in self.runners.items():
+            status = service_status(runner.record, runner.service, usage(name))
             status["cpu_percent"], status["rss_bytes"] = self._usage.usage(runner.record.pid)
             services.append(status)
         self._usage.forget_others({r.record.pid for r in self.runners.values() if r.record.pid})

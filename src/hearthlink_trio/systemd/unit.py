@@ -3,7 +3,8 @@
 ``Type=notify``: the supervisor reports ``READY=1`` once every service is healthy, status
 text on changes and ``STOPPING=1`` at shutdown (:mod:`hearthlink_trio.sdnotify`), and pings
 the watchdog. ``KillMode=control-group`` (systemd's default, written out) is the complete
-no-orphan guarantee: whatever the supervisor leaves behind, systemd kills with the cgroup.
+no-orphan guarantee: whatever the supervisor leaves behind, systemd kills with the cgroup;
+``Delegate=yes`` lets the supervisor give each service its own cgroup inside it.
 ``TimeoutStopSec`` lies above the supervisor's own worst-case shutdown, so systemd's
 SIGKILL never cuts a clean stop short.
 """
@@ -101,6 +102,8 @@ def render_unit(
         f"# Above the worst-case shutdown ({_timespan(stop_timeout_worst)}) plus a margin.",
         f"TimeoutStopSec={stop_timeout}s",
         "KillMode=control-group",
+        # The supervisor may then give each service its own cgroup under the unit's.
+        "Delegate=yes",
         "",
         "[Install]",
         "WantedBy=default.target",
