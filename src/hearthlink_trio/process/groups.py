@@ -15,8 +15,6 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-import trio
-
 from hearthlink_trio._util import write_private_file
 from hearthlink_trio.process.tree import kill_members, live_groups
 
@@ -86,6 +84,8 @@ class GroupRecord:
         if self._pending:
             return
         try:
+            import trio
+
             token = trio.lowlevel.current_trio_token()
         except RuntimeError:  # outside trio (tests, tools): write now
             self._write_now()

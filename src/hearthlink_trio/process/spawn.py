@@ -19,9 +19,10 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import trio
+if TYPE_CHECKING:
+    import trio
 
 from hearthlink_trio.process import cgroups
 from hearthlink_trio.process.groups import killpg
@@ -73,16 +74,38 @@ class Child:
 
     popen: subprocess.Popen[bytes]
     pidfd: int
-    stdout: trio.lowlevel.FdStream
-    stderr: trio.lowlevel.FdStream
+    #: The read ends of its stdout and stderr pipes (streams are made on first use).
+    stdout_fd: int
+    stderr_fd: int
     start_ticks: int | None
     lineage: Lineage | None = None
     #: Every process ever found to be the service's: the zombies among them are ours to reap.
     _seen: set[int] = field(default_factory=set)
+    _streams: tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream] | None = None
 
     @property
     def pid(self) -> int:
         return self.popen.pid
+
+    def _pipes(self) -> tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream]:
+        # Made on first use, so that a process can be started before trio is even imported
+        # (``hearthlink run`` starts the first services while the supervisor loads).
+        if self._streams is None:
+            import trio
+
+            self._streams = (
+                trio.lowlevel.FdStream(self.stdout_fd),
+                trio.lowlevel.FdStream(self.stderr_fd),
+            )
+        return self._streams
+
+    @property
+    def stdout(self) -> trio.lowlevel.FdStream:
+        return self._pipes()[0]
+
+    @property
+    def stderr(self) -> trio.lowlevel.FdStream:
+        return self._pipes()[1]
 
     def processes(self) -> dict[int, int]:
         """The service's live processes, ``{pid: pgid}``: its group, descendants, marked
@@ -93,6 +116,8 @@ class Child:
 
     async def wait_exited(self) -> None:
         """Return once the process has exited (it stays a zombie until :meth:`reap`)."""
+        import trio
+
         if self.popen.returncode is None:
             await trio.lowlevel.wait_readable(self.pidfd)
 
@@ -133,6 +158,8 @@ class Child:
         ``waiting(seconds since the signal, processes left)`` once a second. Shielded: a stop
         that has begun always finishes, so no process outlives it.
         """
+        import trio
+
         with trio.CancelScope(shield=True):
             if self.popen.returncode is None:
                 if force is not None and force.is_set():
@@ -189,6 +216,8 @@ class Child:
             kill_all((pid for pid, pgid in self.processes().items() if pgid != self.pid), sig)
 
     async def _kill_the_rest(self) -> None:
+        import trio
+
         with trio.move_on_after(KILL_WAIT_SECONDS):
             cgroup = self.lineage.cgroup if self.lineage else None
             while True:
@@ -202,7 +231,15 @@ class Child:
                 await trio.sleep(0.005)
 
     def close_streams(self) -> None:
-        for stream in (self.stdout, self.stderr):
+        if self._streams is None:  # never read: close the raw ends
+            for fd in (self.stdout_fd, self.stderr_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.stdout_fd = self.stderr_fd = -1
+            return
+        import trio
+
+        for stream in self._streams:
             with contextlib.suppress(trio.ClosedResourceError, OSError):
                 stream.close()
 
@@ -283,8 +320,8 @@ def spawn(
     return Child(
         popen=popen,
         pidfd=pidfd,
-        stdout=trio.lowlevel.FdStream(out_r),
-        stderr=trio.lowlevel.FdStream(err_r),
+        stdout_fd=out_r,
+        stderr_fd=err_r,
         start_ticks=stat.start_ticks if (stat := proc_stat(popen.pid)) else None,
         lineage=lineage,
     )

@@ -25,9 +25,10 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-import trio
+if TYPE_CHECKING:
+    import trio
 
 from hearthlink_trio._util import ensure_private_dir
 from hearthlink_trio.process.lines import MAX_LINE_BYTES, LineSplitter
@@ -181,6 +182,8 @@ class ServiceOutput:
 
 async def pump(stream: trio.abc.ReceiveStream, out: ServiceOutput, name: str = "stdout") -> None:
     """Copy a child's pipe to ``out`` line by line until end of stream."""
+    import trio
+
     splitter = LineSplitter()
     while True:
         try:

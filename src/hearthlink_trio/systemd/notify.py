@@ -16,8 +16,6 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 
-import trio
-
 __all__ = ["Notifier", "clean_child_env"]
 
 log = logging.getLogger("hearthlink.sdnotify")
@@ -71,6 +69,8 @@ class Notifier:
         """Send ``lines`` as one datagram; does nothing when disabled, never raises OSError."""
         if self.address is None or not lines:
             return
+        import trio  # here, not at the top: the services' environment is built before trio
+
         problem: str | None = None
         with trio.move_on_after(SEND_TIMEOUT) as scope:
             try:
@@ -113,6 +113,8 @@ class Notifier:
         interval = self.watchdog_interval
         if interval is None:
             return
+        import trio
+
         while True:
             await self.watchdog()
             await trio.sleep(interval)
@@ -120,6 +122,8 @@ class Notifier:
     async def _send_datagram(self, data: bytes) -> None:
         # A socket per message, as sd_notify(3) does: nothing to keep open or to close at
         # exit, and messages are rare (state changes and a watchdog ping every few seconds).
+        import trio
+
         with trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             await sock.sendto(data, self._sockaddr)
 
