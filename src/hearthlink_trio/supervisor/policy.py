@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hearthlink_trio.config.resolved import Health, Restart
 
 #: Probe period before a service's first pass: readiness is noticed within this much.
-STARTING_PROBE_INTERVAL = 0.05
+STARTING_PROBE_INTERVAL = 0.02
 #: After a failed probe of a healthy service, re-probe this soon (or sooner, if the
 #: configured period is shorter) instead of waiting a full period.
 FAILURE_RETRY_INTERVAL = 1.0
