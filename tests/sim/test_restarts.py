@@ -98,7 +98,7 @@ async def test_restart_count_resets_once_healthy_for_stable_after(
 async def test_probe_schedule_fast_then_startup_interval_then_steady(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    script = Script(ready_after=0.12, unhealthy_after=75)
+    script = Script(ready_after=2.5 * STARTING_PROBE_INTERVAL, unhealthy_after=75)
     config = stack(svc=ONE)
     config["health"]["failure_threshold"] = 3  # type: ignore[index]
     async with simulate(tmp_path, config, {"svc": script}) as sim:
