@@ -159,6 +159,8 @@ async def test_replicas_are_services_of_their_own_and_restart_by_table_name(
         names = [s["name"] for s in sim.supervisor.health()["services"]]
         assert names == ["web-1", "web-2", "web-3"]
         assert [sim.status(n)["port"] for n in names] == [7000, 7001, 7002]
+        logs = tmp_path / "data" / "logs"
+        assert all((logs / f"{n}.log").exists() for n in names)  # `hearthlink logs web-2`
         argv = sim.launcher.current["web-2"]
         assert argv.env["HEARTHLINK_WEB_3_URL"] == "http://127.0.0.1:7002"
         assert sim.supervisor.config.service("web-2").argv == ("web", "--port", "7001", "--n", "2")
