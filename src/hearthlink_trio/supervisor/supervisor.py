@@ -33,22 +33,20 @@ from hearthlink_trio.config import Config
 from hearthlink_trio.control.errors import ControlSocketError
 from hearthlink_trio.control.events import EventHub, EventLogHandler
 from hearthlink_trio.control.server import serve_control
-from hearthlink_trio.errors import ConfigError, ExitCode
+from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.output import Console
-from hearthlink_trio.supervisor.preflight import check_port
-from hearthlink_trio.supervisor.reload import Plan, ReloadRefused, diff
+from hearthlink_trio.supervisor.reload import Plan
+from hearthlink_trio.supervisor.reloading import prepare_reload
 from hearthlink_trio.supervisor.runner import Runner
 from hearthlink_trio.supervisor.seams import Launcher, Prober, ProcessLauncher, ServiceProber
-from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
+from hearthlink_trio.supervisor.secrets import Secrets
 from hearthlink_trio.supervisor.status import overall_status, service_status, systemd_status
 from hearthlink_trio.systemd.notify import Notifier
-
-KEEP_THEIR_CONFIG = "; the running services keep their config"
 
 
 class Supervisor:
@@ -264,27 +262,12 @@ class Supervisor:
         events.emit(self.ctx.log, events.steady_state(self.config.health.steady_interval))
 
     async def _notify_systemd(self) -> None:
-        """READY=1 once start-up is over, STATUS= on every change, STOPPING=1 at shutdown.
-
-        Start-up is over when every service has passed its first probe (READY=1 with
-        "N/N healthy"), or has passed or failed (READY=1 with the failed ones named), so
-        that one failed service does not make systemd time the whole unit out.
-        """
-        ready = False
-        last = ""
-        while True:
-            changed = self.ctx.next_change()  # taken first: a change while sending is not missed
-            text = systemd_status(self.ctx.records, shutting_down=self.shutting_down)
-            if self.shutting_down:
-                await self.notifier.stopping(text)
-                return
-            if not ready and self.overall_status() != "starting":
-                ready = True
-                await self.notifier.ready(text)
-            elif text != last:
-                await self.notifier.status(text)
-            last = text
-            await changed.wait()
+        await self.notifier.follow(
+            status=lambda: systemd_status(self.ctx.records, shutting_down=self.shutting_down),
+            started=lambda: self.overall_status() != "starting",
+            stopping=lambda: self.shutting_down,
+            next_change=self.ctx.next_change,
+        )
 
     # -- reload (SIGHUP) ------------------------------------------------------------------
 
@@ -305,47 +288,11 @@ class Supervisor:
         # One reload at a time, each against the config the running services have: a second
         # SIGHUP while the first is still stopping services waits, then diffs against it.
         async with self._reload_lock:
-            plan = self._plan_reload()
-            if plan is not None:
+            prepared = prepare_reload(self.config, self.ctx.log)
+            if prepared is not None:
+                plan, self.ctx.secrets = prepared
+                self.ctx.config = plan.config
                 await self._apply(plan)
-
-    def _plan_reload(self) -> Plan | None:
-        """The new config's plan, or None (logged) if it is refused whole."""
-        # The file model (pydantic) is loaded only now: a run that never reloads never needs it.
-        from hearthlink_trio.config.load import load_config
-
-        log = self.ctx.log
-        try:
-            new = load_config(self.config.path)
-            plan = diff(self.config, new)
-        except ConfigError as exc:
-            for line in exc.problems:
-                events.emit(log, events.config_problem(line))
-            events.emit(log, events.reload_refused(KEEP_THEIR_CONFIG))
-            return None
-        except ReloadRefused as exc:
-            events.emit(log, events.reload_refused(str(exc)))
-            return None
-        busy = []
-        for name in plan.new_ports(self.config):
-            service = new.service(name)
-            reason = check_port(service)
-            if reason is not None:
-                busy.append(f"Port {service.port} unavailable for {name} service: {reason}")
-        try:
-            # Secrets declared by added or changed services are made now, before any stop.
-            secrets = load_secrets(new, create=True)
-        except (OSError, ValueError) as exc:
-            busy.append(f"Secrets in {new.data_dir}: {exc}")
-        if busy:
-            for line in busy:
-                events.emit(log, events.port_unavailable(line))
-            events.emit(log, events.reload_refused(KEEP_THEIR_CONFIG))
-            return None
-        self.ctx.secrets = secrets
-        self.ctx.config = new
-        events.emit(log, events.reloaded(plan.summary()))
-        return plan
 
     async def _apply(self, plan: Plan) -> None:
         retiring = [self.runners[name] for name in plan.stop]

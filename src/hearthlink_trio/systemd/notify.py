@@ -15,6 +15,10 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["Notifier", "clean_child_env"]
 
@@ -118,6 +122,36 @@ class Notifier:
         while True:
             await self.watchdog()
             await trio.sleep(interval)
+
+    async def follow(
+        self,
+        *,
+        status: Callable[[], str],
+        started: Callable[[], bool],
+        stopping: Callable[[], bool],
+        next_change: Callable[[], trio.Event],
+    ) -> None:
+        """READY=1 once start-up is over, STATUS= on every change, STOPPING=1 at shutdown.
+
+        Start-up is over when every service has passed its first probe (READY=1 with
+        "N/N healthy"), or has passed or failed (READY=1 with the failed ones named), so
+        that one failed service does not make systemd time the whole unit out.
+        """
+        ready = False
+        last = ""
+        while True:
+            changed = next_change()  # taken first: a change while sending is not missed
+            text = status()
+            if stopping():
+                await self.stopping(text)
+                return
+            if not ready and started():
+                ready = True
+                await self.ready(text)
+            elif text != last:
+                await self.status(text)
+            last = text
+            await changed.wait()
 
     async def _send_datagram(self, data: bytes) -> None:
         # A socket per message, as sd_notify(3) does: nothing to keep open or to close at
