@@ -290,6 +290,8 @@ class Session:
         self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
         self.t_launch = 0.0
+        self.argv: list[str] = []
+        self.env: dict[str, str] = {}
 
     def launch(self) -> None:
         self.t_launch = time.monotonic()
@@ -307,6 +309,7 @@ class Session:
                 self.reaper.add_manager(proc)
             return
         argv, env = self.manager.prepare(self.tmp, self.services)
+        self.argv, self.env = argv, env
         # Files, not pipes: a service's children may inherit them and outlive the manager.
         out = open(self.tmp / "manager.out", "wb")  # noqa: SIM115
         err = open(self.tmp / "manager.err", "wb")  # noqa: SIM115
