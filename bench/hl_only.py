@@ -7,7 +7,6 @@ import base64
 import contextlib
 import http.client
 import json
-import os
 import secrets
 import statistics
 import subprocess
@@ -18,20 +17,19 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from managers import HERE, Hearthlink, Session
+from managers import HERE, Hearthlink
+from net import free_ports, poll_health, port_free
 from procs import (
     BenchError,
     Reaper,
     base_env,
     descendants,
-    free_ports,
     group_rss_mib,
-    poll_health,
-    port_free,
     progress,
     rss_mib,
     wait_gone,
 )
+from session import Session
 
 REPO = HERE.parent
 DEFAULT_CONFIG = REPO / "config" / "hearthlink.toml"
@@ -95,9 +93,7 @@ def default_config(reaper: Reaper, repeats: int, command: list[str]) -> dict[str
             log.close()
             reaper.add_manager(proc)
             try:
-                answers = poll_health(
-                    ports, deadline=t0 + 60, interval=0.005, supervisor=proc
-                )
+                answers = poll_health(ports, deadline=t0 + 60, interval=0.005, supervisor=proc)
                 one: dict[str, Any] = {
                     "healthy_s": max(t for t, _ in answers.values()) - t0,
                     "each_s": {n: t - t0 for n, (t, _) in answers.items()},
@@ -119,8 +115,9 @@ def default_config(reaper: Reaper, repeats: int, command: list[str]) -> dict[str
                 exits = wait_gone([proc.pid, *kids], t1 + 30)
                 one["sigint_all_gone_ms"] = (max(exits.values()) - t1) * 1000
                 res["runs"].append(one)
-                progress(f"  default config run {r + 1}: all four healthy after "
-                         f"{one['healthy_s']:.2f}s")
+                progress(
+                    f"  default config run {r + 1}: all four healthy after {one['healthy_s']:.2f}s"
+                )
             except BenchError as exc:
                 tail = (Path(tmp) / "run.log").read_text(errors="replace")[-1500:]
                 raise BenchError(f"default config: {exc}\n{tail}") from None
@@ -167,8 +164,12 @@ def _probe(conn: http.client.HTTPConnection) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def _pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+def _pct(values: list[float], q: int) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
 
 
 def vault_load(reaper: Reaper, seconds: float, writers: int = 8) -> dict[str, Any]:
@@ -187,15 +188,19 @@ def vault_load(reaper: Reaper, seconds: float, writers: int = 8) -> dict[str, An
         log = open(Path(tmp) / "vault.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [*argv, "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
         reaper.add_manager(proc)
         load: subprocess.Popen[str] | None = None
         try:
-            poll_health({"vault": port}, deadline=time.monotonic() + 30, interval=0.01,
-                        supervisor=proc)
+            poll_health(
+                {"vault": port}, deadline=time.monotonic() + 30, interval=0.01, supervisor=proc
+            )
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             idle: list[float] = []
             end = time.monotonic() + seconds
@@ -203,8 +208,11 @@ def vault_load(reaper: Reaper, seconds: float, writers: int = 8) -> dict[str, An
                 idle.append(_probe(conn))
             load = subprocess.Popen(
                 [sys.executable, "-c", WRITERS, str(port), token, str(seconds), str(writers)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-                env=base_env(), start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=base_env(),
+                start_new_session=True,
             )
             reaper.add_manager(load)  # type: ignore[arg-type]
             assert load.stdout is not None

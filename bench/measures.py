@@ -6,13 +6,15 @@ launches, milliseconds for the rest) that goes as it is into the JSON.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from typing import Any
 
-from managers import Bare, Hearthlink, Service, Session
+from managers import Bare, Hearthlink, Service
+from net import free_ports, poll_health
 from procs import (
     BenchError,
     Reaper,
@@ -21,12 +23,11 @@ from procs import (
     base_env,
     cpu_seconds,
     descendants,
-    free_ports,
-    poll_health,
     rss_mib,
     wait_gone,
     wait_new_child,
 )
+from session import Session
 
 
 def launch(run: Session, timeout: float) -> dict[str, Any]:
@@ -116,10 +117,8 @@ def stop(run: Session, timeout: float = 30.0) -> dict[str, Any]:
     exits = wait_gone(sorted(pids), t0 + timeout)
     left = sorted(pids - exits.keys())
     if run.proc is not None:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             run.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
     for proc in run.bare.values():
         proc.poll()
     if left:

@@ -21,7 +21,12 @@ def summary(values: list[float | None]) -> Stats | None:
     vals = [v for v in values if v is not None]
     if not vals:
         return None
-    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "count": len(vals)}
+    return {
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "count": len(vals),
+    }
 
 
 def fmt(st: Stats | None, unit: str, digits: int) -> str:
@@ -80,66 +85,150 @@ def build(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         )
 
     for n in results["ns"]:
-        st = cells(lambda m, n=n: s[m].get(f"launch_{n}", []))
+        st = {m: summary(s[m].get(f"launch_{n}", [])) for m in managers}
         bare = st.get("bare")
-        add(f"launch → all {n} answering /health", "≤ bare + 0.10 s", st, "s", 3,
-            None if bare is None else bare["median"] + 0.10)
+        add(
+            f"launch → all {n} answering /health",
+            "≤ bare + 0.10 s",
+            st,
+            "s",
+            3,
+            None if bare is None else bare["median"] + 0.10,
+        )
     d = hl.get("default", {})
     if "skipped" in d:
-        rows.append(["default config: launch → all four healthy", "≤ 0.8 s",
-                     f"skipped: {d['skipped']}", "—", *["—"] * len(peers), "—", "—"])
+        rows.append(
+            [
+                "default config: launch → all four healthy",
+                "≤ 0.8 s",
+                f"skipped: {d['skipped']}",
+                "—",
+                *["—"] * len(peers),
+                "—",
+                "—",
+            ]
+        )
     elif d:
         st = {"hearthlink": summary([r["healthy_s"] for r in d["runs"]])}
-        add("default config (`hearthlink run`): launch → all four healthy", "≤ 0.8 s", st, "s",
-            2, 0.8)
+        add(
+            "default config (`hearthlink run`): launch → all four healthy",
+            "≤ 0.8 s",
+            st,
+            "s",
+            2,
+            0.8,
+        )
     cli = hl.get("cli", {})
-    for key, label, limit in (("version_ms", "`hearthlink --version` wall time", 60.0),
-                              ("status_ms", "`hearthlink status` wall time (N = 4 running)", 150.0),
-                              ("check_ms", "`hearthlink check` wall time", None)):
+    for key, label, limit in (
+        ("version_ms", "`hearthlink --version` wall time", 60.0),
+        ("status_ms", "`hearthlink status` wall time (N = 4 running)", 150.0),
+        ("check_ms", "`hearthlink check` wall time", None),
+    ):
         if cli.get(key):
-            add(label, "—" if limit is None else f"≤ {limit:g} ms",
-                {"hearthlink": summary(cli[key])}, "ms", 0, limit)
+            add(
+                label,
+                "—" if limit is None else f"≤ {limit:g} ms",
+                {"hearthlink": summary(cli[key])},
+                "ms",
+                0,
+                limit,
+            )
     crash = cells(lambda m: [c["spawned_ms"] for c in s[m].get("crash", [])])
-    add("SIGKILL of a service → new process spawned (N = 4)", "≤ 5 ms", crash, "ms", 1, 5.0,
-        ratio=False)
+    add(
+        "SIGKILL of a service → new process spawned (N = 4)",
+        "≤ 5 ms",
+        crash,
+        "ms",
+        1,
+        5.0,
+        ratio=False,
+    )
     crash = cells(lambda m: [c["answering_ms"] for c in s[m].get("crash", [])])
     crash["bare"] = summary([x["answering_ms"] for x in s["bare"].get("own_start", [])])
     own = crash["bare"]
-    add("SIGKILL of a service → new process answering (bare: the service's own start)",
-        "≤ own start + 15 ms", crash, "ms", 1, None if own is None else own["median"] + 15)
+    add(
+        "SIGKILL of a service → new process answering (bare: the service's own start)",
+        "≤ own start + 15 ms",
+        crash,
+        "ms",
+        1,
+        None if own is None else own["median"] + 15,
+    )
     for n in results["ns"]:
-        st = cells(lambda m, n=n: s[m].get(f"stop_{n}", []))
+        st = {m: summary(s[m].get(f"stop_{n}", [])) for m in managers}
         limit = 20.0 if n <= 4 else 1000.0
-        add(f"SIGTERM of the manager → all gone, N = {n} (bare: SIGTERM to each)",
-            f"≤ {limit:g} ms" if n <= 4 else "≤ 1 s", st, "ms", 0, limit)
+        add(
+            f"SIGTERM of the manager → all gone, N = {n} (bare: SIGTERM to each)",
+            f"≤ {limit:g} ms" if n <= 4 else "≤ 1 s",
+            st,
+            "ms",
+            0,
+            limit,
+        )
     st = cells(lambda m: s[m].get("rss_4", []))
     add("manager RSS, 4 services", "≤ 36 MiB", st, "MiB", 1, 36.0, ratio=False)
     st = cells(lambda m: [s[m]["idle"]["cpu_pct"]] if "idle" in s[m] else [])
-    add(f"manager CPU idle, {results['idle_n']} services, {results['idle_s']:g} s window",
-        "≤ 1 %", st, "%", 2, 1.0, ratio=False)
+    add(
+        f"manager CPU idle, {results['idle_n']} services, {results['idle_s']:g} s window",
+        "≤ 1 %",
+        st,
+        "%",
+        2,
+        1.0,
+        ratio=False,
+    )
     if d and "runs" in d:
-        per = [max(v for v in r["service_rss_mib"].values() if v) for r in d["runs"]
-               if r["service_rss_mib"]]
-        add("RSS of one default service (the largest of the four)", "≤ 50 MiB",
-            {"hearthlink": summary(per)}, "MiB", 1, 50.0)
+        per = [
+            max(v for v in r["service_rss_mib"].values() if v)
+            for r in d["runs"]
+            if r["service_rss_mib"]
+        ]
+        add(
+            "RSS of one default service (the largest of the four)",
+            "≤ 50 MiB",
+            {"hearthlink": summary(per)},
+            "MiB",
+            1,
+            50.0,
+        )
     v = hl.get("vault")
     if v:
-        one = lambda x: {"median": x, "min": x, "max": x, "count": 1}  # noqa: E731
-        add(f"Vault /health p99, {v['writers']} writers ({v['writes_per_s']:.0f} writes/s)",
-            "≤ 5 ms", {"hearthlink": one(v["health_load_ms"]["p99"])}, "ms", 2, 5.0)
-        add("Vault /health p50 under load / p50 idle / p99 idle", "—",
-            {"hearthlink": one(v["health_load_ms"]["p50"])}, "ms", 2, None)
-        rows[-1][2] += (f" / {v['health_idle_ms']['p50']:.2f} ms / "
-                        f"{v['health_idle_ms']['p99']:.2f} ms")
+
+        def one(x: float) -> Stats:
+            return {"median": x, "min": x, "max": x, "count": 1}
+
+        add(
+            f"Vault /health p99, {v['writers']} writers ({v['writes_per_s']:.0f} writes/s)",
+            "≤ 5 ms",
+            {"hearthlink": one(v["health_load_ms"]["p99"])},
+            "ms",
+            2,
+            5.0,
+        )
+        add(
+            "Vault /health p50 under load / p50 idle / p99 idle",
+            "—",
+            {"hearthlink": one(v["health_load_ms"]["p50"])},
+            "ms",
+            2,
+            None,
+        )
+        rows[-1][2] += (
+            f" / {v['health_idle_ms']['p50']:.2f} ms / {v['health_idle_ms']['p99']:.2f} ms"
+        )
     orph = ["SIGKILL of the manager: services / their `sleep` children alive 1 s later", "—"]
     for m in ["hearthlink", "bare", *peers]:
         o = s[m].get("orphans")
-        orph.append("—" if not o else
-                    f"{o['services_alive']}/{o['services']} · {o['children_alive']}/{o['children']}")
+        orph.append(
+            "—"
+            if not o
+            else f"{o['services_alive']}/{o['services']} · {o['children_alive']}/{o['children']}"
+        )
     rows.append([*orph, "—", "—"])
     st = {"hearthlink": summary([x for r in s["hearthlink"].get("notice_lag_ms", []) for x in r])}
-    add("hearthlink: service listening → logged healthy (every start)", "≈ 50 ms", st, "ms", 0,
-        None)
+    add(
+        "hearthlink: service listening → logged healthy (every start)", "≈ 50 ms", st, "ms", 0, None
+    )
     return header, rows
 
 
@@ -158,7 +247,13 @@ def render(results: dict[str, Any]) -> str:
         "",
         table(header, rows),
         "",
-        "met: hearthlink against the budget — yes: every run; yes (median): the median only.",
+        "met: hearthlink against the budget — yes: every run; yes (median): the median only. "
+        "Bare has no manager: its crash row is the service's own start (Popen → answering), "
+        "its stop row SIGTERM to each service.",
+        "",
+        "Settings:",
+        "",
+        *[f"- {name}: {text}" for name, text in results.get("settings", {}).items()],
     ]
     return "\n".join(parts)
 
@@ -185,11 +280,17 @@ def commit() -> str:
     if not shutil.which("git"):
         return "?"
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "src"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "?"

@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hl_only  # noqa: E402
-import measures  # noqa: E402
-import report  # noqa: E402
-from managers import (  # noqa: E402
+import hl_only
+import measures
+import report
+from managers import (
     HERE,
     Bare,
     Circus,
@@ -42,9 +42,10 @@ from managers import (  # noqa: E402
     Supervisord,
     ensure_peers,
     make_services,
-    session,
 )
-from procs import T0, BenchError, Reaper, base_env, free_ports, progress  # noqa: E402
+from net import free_ports
+from procs import T0, BenchError, Reaper, base_env, progress
+from session import session
 
 #: Imports every module of the package (but its __main__), so that their bytecode is cached.
 WARM_UP = """
@@ -62,7 +63,10 @@ def warm_up() -> None:
     """Cache the bytecode of the supervisor and the services before measuring anything."""
     t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-c", WARM_UP], env=base_env(), capture_output=True, text=True,
+        [sys.executable, "-c", WARM_UP],
+        env=base_env(),
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     for line in (out.stdout + out.stderr).splitlines()[-5:]:
@@ -100,8 +104,10 @@ def one_session(
             if m.restarts:
                 c = measures.crash(run, f"s{rep % n:03d}")
                 out.setdefault("crash", []).append(c)
-                note += f"; crash: spawned {c['spawned_ms']:.1f} ms, answering " \
-                        f"{c['answering_ms']:.1f} ms"
+                note += (
+                    f"; crash: spawned {c['spawned_ms']:.1f} ms, answering "
+                    f"{c['answering_ms']:.1f} ms"
+                )
                 time.sleep(0.3)
             if isinstance(m, Bare):
                 own = measures.own_start(reaper)
@@ -124,8 +130,10 @@ def idle_and_orphans(
         time.sleep(2.0)
         out["idle"] = measures.idle(run, opts.idle)
         out["idle"]["launch_s"] = res["answering_s"]
-        progress(f"  {m.name:11s} N={n} idle: {out['idle']['cpu_pct']:.2f}% CPU, "
-                 f"{out['idle']['rss_mib']:.1f} MiB")
+        progress(
+            f"  {m.name:11s} N={n} idle: {out['idle']['cpu_pct']:.2f}% CPU, "
+            f"{out['idle']['rss_mib']:.1f} MiB"
+        )
         measures.stop(run)
     with (
         tempfile.TemporaryDirectory(prefix=f"hlbench-{m.name}-") as tmp,
@@ -133,8 +141,10 @@ def idle_and_orphans(
     ):
         measures.launch(run, launch_timeout(4))
         out["orphans"] = o = measures.orphans(run)
-        progress(f"  {m.name:11s} SIGKILL of the manager: {o['services_alive']}/{o['services']} "
-                 f"services, {o['children_alive']}/{o['children']} children alive after 1 s")
+        progress(
+            f"  {m.name:11s} SIGKILL of the manager: {o['services_alive']}/{o['services']} "
+            f"services, {o['children_alive']}/{o['children']} children alive after 1 s"
+        )
 
 
 def bench(opts: argparse.Namespace, reaper: Reaper, results: dict[str, Any]) -> None:
@@ -172,14 +182,19 @@ def bench(opts: argparse.Namespace, reaper: Reaper, results: dict[str, Any]) -> 
             progress(f"default config skipped: {hl['default']['skipped']}")
     progress(f"Vault under write load ({opts.vault_s:g} s idle, {opts.vault_s:g} s loaded)")
     hl["vault"] = v = hl_only.vault_load(reaper, opts.vault_s)
-    progress(f"  /health p99 {v['health_idle_ms']['p99']:.2f} ms idle, "
-             f"{v['health_load_ms']['p99']:.2f} ms under {v['writes_per_s']:.0f} writes/s")
+    progress(
+        f"  /health p99 {v['health_idle_ms']['p99']:.2f} ms idle, "
+        f"{v['health_load_ms']['p99']:.2f} ms under {v['writes_per_s']:.0f} writes/s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="N = 4 only, 2 repeats, 20 idle services, short windows (~2 min)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="N = 4 only, 2 repeats, 20 idle services, short windows (~2 min)",
+    )
     parser.add_argument("--n", default=None, help="comma-separated service counts (4,32)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats (5; quick: 2)")
     parser.add_argument("--idle", type=float, default=None, help="idle window seconds (10)")
@@ -187,9 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="managers to run besides bare, e.g. circus")
     parser.add_argument("--skip-default", action="store_true", help="skip the default config")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
-    parser.add_argument("--supervisor-cmd", default="",
-                        help="command that runs hearthlink (for profiling), e.g. "
-                        "'python -m pyinstrument -o prof.html -r html -m hearthlink_trio'")
+    parser.add_argument(
+        "--supervisor-cmd",
+        default="",
+        help="command that runs hearthlink (for profiling), e.g. "
+        "'python -m pyinstrument -o prof.html -r html -m hearthlink_trio'",
+    )
     parser.add_argument("--report", type=Path, help="only print the table of a saved JSON")
     opts = parser.parse_args(argv)
     if opts.report:

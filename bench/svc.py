@@ -37,6 +37,8 @@ def _make_ok(ready: float, child: int | None) -> bytes:
     ).encode()
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
     return head % len(body) + body
+
+
 NOT_FOUND_BODY = b'{"error": "not_found"}'
 NOT_FOUND = (
     b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
