@@ -5,8 +5,8 @@ The same N small services (``bench/svc.py``) under ``bare`` (spawned and waited 
 supervision), ``hearthlink run``, supervisord, circus and honcho (from PyPI, into
 ``bench/.peers-venv``), interleaved round-robin within each repeat, measured from outside::
 
-    .venv/bin/python bench/run.py            # N = 4 and 32, 5 repeats (~6 min)
-    .venv/bin/python bench/run.py --quick    # N = 4, 2 repeats (~2 min)
+    .venv/bin/python bench/run.py            # N = 4 and 32, 5 repeats (~3 min)
+    .venv/bin/python bench/run.py --quick    # N = 4, 2 repeats (~70 s)
 
 Prints a markdown table on stdout and writes every sample as JSON to ``--out``
 (``bench/results/latest.json``). Progress goes to stderr. Every process it starts is gone
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="N = 4 only, 2 repeats, 20 idle services, short windows (~2 min)",
+        help="N = 4 only, 2 repeats, 20 idle services, short windows (~70 s)",
     )
     parser.add_argument("--n", default=None, help="comma-separated service counts (4,32)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats (5; quick: 2)")
