@@ -5,6 +5,10 @@
 pooled client reuses its connection). One thread, one ``selectors`` loop: no
 ``http.server``, no ``argparse``, so a start costs little more than the interpreter's own.
 
+The /health body also carries ``ready`` (the CLOCK_MONOTONIC time it started listening)
+and, with ``BENCHSVC_CHILD=1``, ``child``: the pid of a ``sleep 600`` it spawned into its own
+process group (the orphan case: what survives a SIGKILL of the supervisor).
+
 It prints ``ready <monotonic> pid <pid>`` once listening and ``bye <monotonic>`` when it
 exits on SIGTERM; the benchmark reads both through the supervisor's stdout (the clock is
 CLOCK_MONOTONIC, the same in every process of the machine). With ``BENCHSVC_IGNORE_TERM=1``
@@ -22,10 +26,19 @@ import time
 
 NAME = os.environ.get("HEARTHLINK_SERVICE", "benchsvc")
 PID = os.getpid()
-BODY = ('{"status": "healthy", "service": "%s", "pid": %d}' % (NAME, PID)).encode()  # noqa: UP031
-OK = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)
-) + BODY
+OK = b""  # the /health answer, made once listening (it says when)
+
+
+def _make_ok(ready: float, child: int | None) -> bytes:
+    extra = "" if child is None else ', "child": %d' % child  # noqa: UP031
+    body = (
+        '{"status": "healthy", "service": "%s", "pid": %d, "ready": %.6f%s}'  # noqa: UP031
+        % (NAME, PID, ready, extra)
+    ).encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    return head % len(body) + body
+
+
 NOT_FOUND_BODY = b'{"error": "not_found"}'
 NOT_FOUND = (
     b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
@@ -72,7 +85,11 @@ def _answer(conn: socket.socket, buf: bytearray) -> bool:
 
 
 def main() -> None:
+    global OK
     host, port = _args(sys.argv[1:])
+    child = None
+    if os.environ.get("BENCHSVC_CHILD") == "1":
+        child = os.posix_spawnp("sleep", ["sleep", "600"], os.environ)
     if os.environ.get("BENCHSVC_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
@@ -84,7 +101,9 @@ def main() -> None:
     listener.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ, None)
-    os.write(1, b"ready %.6f pid %d\n" % (time.monotonic(), PID))
+    ready = time.monotonic()
+    OK = _make_ok(ready, child)
+    os.write(1, b"ready %.6f pid %d\n" % (ready, PID))
     while True:
         for key, _ in sel.select():
             if key.data is None:

@@ -1,0 +1,240 @@
+"""The measures only hearthlink has: its CLI's wall times, the default four-service config,
+and the Vault's /health latency under write load."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from managers import HERE, Hearthlink
+from net import free_ports, poll_health, port_free
+from procs import (
+    BenchError,
+    Reaper,
+    base_env,
+    descendants,
+    group_rss_mib,
+    progress,
+    rss_mib,
+    wait_gone,
+)
+from session import Session
+
+REPO = HERE.parent
+DEFAULT_CONFIG = REPO / "config" / "hearthlink.toml"
+
+
+def wall(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
+    t0 = time.monotonic()
+    out = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
+    return (time.monotonic() - t0) * 1000, out.returncode
+
+
+def cli_times(run: Session, times: int) -> dict[str, list[float]]:
+    """``hearthlink --version``, ``status`` (against ``run``, a running supervisor) and
+    ``check``, each ``times`` times: wall milliseconds of each (a non-zero exit fails)."""
+    assert isinstance(run.manager, Hearthlink)
+    command = run.manager.command
+    config = run.argv[run.argv.index("--config") + 1]
+    res: dict[str, list[float]] = {"version_ms": [], "status_ms": [], "check_ms": []}
+    cases = {
+        "version_ms": [*command, "--version"],
+        "status_ms": [*command, "status", "--config", config],
+        "check_ms": [*command, "check", "--config", config],
+    }
+    for _ in range(times):
+        for key, argv in cases.items():
+            ms, code = wall(argv, run.env)
+            # check on a running supervisor's config: its ports are taken, which check may
+            # rightly report (exit 1); the time is what it is either way.
+            if code and key != "check_ms":
+                raise BenchError(f"{' '.join(argv[-3:])} exited {code}")
+            res[key].append(ms)
+    return res
+
+
+def default_config(reaper: Reaper, repeats: int, command: list[str]) -> dict[str, Any]:
+    """``hearthlink run`` without --config (the bundled four services on their fixed ports),
+    each run with its own HEARTHLINK_DATA_DIR: launch → all four /health healthy."""
+    try:
+        services = tomllib.loads(DEFAULT_CONFIG.read_text()).get("services", {})
+        ports = {name: int(svc["port"]) for name, svc in services.items()}
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        return {"skipped": f"cannot read the ports of {DEFAULT_CONFIG}: {exc}"}
+    busy = [f"{name} ({port})" for name, port in ports.items() if not port_free(port)]
+    if busy:
+        return {"skipped": f"ports in use: {', '.join(busy)}"}
+    res: dict[str, Any] = {"ports": ports, "ports_checked_free": True, "runs": []}
+    for r in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="hlbench-default-") as tmp:
+            env = base_env()
+            env["HEARTHLINK_DATA_DIR"] = tmp
+            log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                [*command, "run"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            log.close()
+            reaper.add_manager(proc)
+            try:
+                answers = poll_health(ports, deadline=t0 + 60, interval=0.005, supervisor=proc)
+                one: dict[str, Any] = {
+                    "healthy_s": max(t for t, _ in answers.values()) - t0,
+                    "each_s": {n: t - t0 for n, (t, _) in answers.items()},
+                }
+                time.sleep(1.0)
+                one["supervisor_rss_mib"] = rss_mib(proc.pid)
+                kids = [p for p in descendants(proc.pid) if p != proc.pid]
+                for pid in kids:
+                    reaper.add_pid(pid)
+                one["service_rss_mib"] = {}
+                for pid in kids:
+                    with contextlib.suppress(OSError):
+                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                        mod = next((c.decode() for c in cmd if b"services." in c), None)
+                        if mod:
+                            one["service_rss_mib"][mod.rsplit(".", 1)[1]] = group_rss_mib(pid)
+                t1 = time.monotonic()
+                proc.send_signal(2)  # SIGINT, as Ctrl-C
+                exits = wait_gone([proc.pid, *kids], t1 + 30)
+                one["sigint_all_gone_ms"] = (max(exits.values()) - t1) * 1000
+                res["runs"].append(one)
+                progress(
+                    f"  default config run {r + 1}: all four healthy after {one['healthy_s']:.2f}s"
+                )
+            except BenchError as exc:
+                tail = (Path(tmp) / "run.log").read_text(errors="replace")[-1500:]
+                raise BenchError(f"default config: {exc}\n{tail}") from None
+            finally:
+                reaper.stop_manager(proc)
+    return res
+
+
+WRITERS = r"""
+import http.client, json, sys, threading, time
+port, token, seconds, n = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+value = json.dumps({"value": "v" * 256})
+counts, errors = [0] * n, []
+start = threading.Event()
+def work(i):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+    start.wait()
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end:
+        conn.request("PUT", f"/v1/memories/bench/w{i}-{k}", body=value, headers=headers)
+        r = conn.getresponse(); r.read()
+        if r.status != 200:
+            errors.append(f"{r.status}"); return
+        k += 1
+    counts[i] = k
+threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
+for t in threads: t.start()
+print("go", flush=True)
+t0 = time.monotonic(); start.set()
+for t in threads: t.join()
+print(json.dumps({"writes": sum(counts), "seconds": time.monotonic() - t0, "errors": errors[:3]}))
+"""
+
+
+def _probe(conn: http.client.HTTPConnection) -> float:
+    t0 = time.perf_counter()
+    conn.request("GET", "/health")
+    r = conn.getresponse()
+    r.read()
+    if r.status != 200:
+        raise BenchError(f"vault /health answered {r.status}")
+    return (time.perf_counter() - t0) * 1000
+
+
+def _pct(values: list[float], q: int) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+def vault_load(reaper: Reaper, seconds: float, writers: int = 8) -> dict[str, Any]:
+    """The Vault alone; /health probed in a loop (one keep-alive connection) idle for
+    ``seconds``, then again while ``writers`` clients PUT as fast as they can."""
+    port = free_ports(1)[0]
+    token = "bench-" + secrets.token_hex(12)
+    with tempfile.TemporaryDirectory(prefix="hlbench-vault-") as tmp:
+        env = base_env()
+        env.update(
+            HEARTHLINK_DATA_DIR=tmp,
+            HEARTHLINK_API_TOKEN=token,
+            HEARTHLINK_VAULT_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
+        )
+        argv = [sys.executable, "-m", "hearthlink_trio.services.vault"]
+        log = open(Path(tmp) / "vault.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        reaper.add_manager(proc)
+        load: subprocess.Popen[str] | None = None
+        try:
+            poll_health(
+                {"vault": port}, deadline=time.monotonic() + 30, interval=0.01, supervisor=proc
+            )
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            idle: list[float] = []
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                idle.append(_probe(conn))
+            load = subprocess.Popen(
+                [sys.executable, "-c", WRITERS, str(port), token, str(seconds), str(writers)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=base_env(),
+                start_new_session=True,
+            )
+            reaper.add_manager(load)  # type: ignore[arg-type]
+            assert load.stdout is not None
+            load.stdout.readline()  # "go"
+            busy: list[float] = []
+            while load.poll() is None:
+                busy.append(_probe(conn))
+            out = json.loads(load.stdout.read().strip().splitlines()[-1])
+            conn.close()
+            if out["errors"]:
+                raise BenchError(f"vault writes failed: {out['errors']}")
+        except (OSError, ValueError, IndexError) as exc:
+            tail = (Path(tmp) / "vault.log").read_text(errors="replace")[-1500:]
+            raise BenchError(f"vault: {exc}\n{tail}") from None
+        finally:
+            if load is not None:
+                reaper.stop_manager(load)  # type: ignore[arg-type]
+            reaper.stop_manager(proc)
+    return {
+        "writers": writers,
+        "seconds": seconds,
+        "writes_per_s": out["writes"] / out["seconds"],
+        "health_idle_ms": {"p50": _pct(idle, 50), "p99": _pct(idle, 99), "count": len(idle)},
+        "health_load_ms": {"p50": _pct(busy, 50), "p99": _pct(busy, 99), "count": len(busy)},
+    }
