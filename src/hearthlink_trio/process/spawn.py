@@ -121,6 +121,12 @@ class Child:
         if self.popen.returncode is None:
             await trio.lowlevel.wait_readable(self.pidfd)
 
+    def _has_exited(self) -> bool:
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
     def peek_returncode(self) -> int:
         """The exit status of an exited, not yet reaped process (``-N`` for signal N)."""
         if self.popen.returncode is not None:
@@ -161,7 +167,9 @@ class Child:
         import trio
 
         with trio.CancelScope(shield=True):
-            if self.popen.returncode is None:
+            # A process that has exited already (a crash) gets no stop signal and no grace:
+            # what is left of it goes in the sweep below, at once.
+            if self.popen.returncode is None and not self._has_exited():
                 if force is not None and force.is_set():
                     self._signal(signal.SIGKILL, "group")
                 else:

@@ -60,7 +60,18 @@ def service_processes(
 ) -> dict[int, int]:
     """The live processes of the service whose process ``leader`` leads (the leader included
     while it lives), ``{pid: pgid}``: its group, its descendants, its marked processes, its
-    cgroup's."""
+    cgroup's.
+
+    With a cgroup that is the whole answer (every descendant is born in it and cannot
+    leave it), read from one file; without one, /proc is walked.
+    """
+    if lineage is not None and lineage.cgroup is not None:
+        found_in_cgroup: dict[int, int] = {}
+        for pid in {leader, *cgroups.procs(lineage.cgroup)}:
+            stat = proc_stat(pid)
+            if stat is not None and stat.state != "Z":
+                found_in_cgroup[pid] = stat.pgid
+        return found_in_cgroup
     stats = live_processes()
     oldest = leader_ticks or 0
     found = {pid for pid, st in stats.items() if st.pgid == leader and st.start_ticks >= oldest}
@@ -74,8 +85,6 @@ def service_processes(
                 found.add(child)
                 todo.append(child)
     if lineage is not None:
-        if lineage.cgroup is not None:
-            found.update(pid for pid in cgroups.procs(lineage.cgroup) if pid in stats)
         for pid, st in stats.items():
             if pid not in found and st.start_ticks >= oldest:
                 marks = proc_environ(pid, RUN_ENV, SERVICE_ENV)
@@ -100,20 +109,27 @@ def kill_all(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
 
 
 def reap_zombies(of: set[int], pgid: int | None = None) -> list[int]:
-    """Reap this process's zombie children that are in ``of`` or in group ``pgid`` (but not
-    the group's leader, which its owner reaps). Never waits; never touches another child."""
-    me = os.getpid()
+    """Reap this process's zombie children that are in ``of`` or in group ``pgid`` (call it
+    once the group's leader is reaped). Never waits; never touches another child: the
+    group's are asked for by group, the others by pid, so no walk of /proc is needed."""
     reaped: list[int] = []
-    for pid in all_pids():
-        stat = proc_stat(pid)
-        if stat is None or stat.state != "Z" or stat.ppid != me or pid == pgid:
-            continue
-        if pid in of or (pgid is not None and stat.pgid == pgid):
+    if pgid is not None:
+        while True:
             try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    reaped.append(pid)
+                pid, _ = os.waitpid(-pgid, os.WNOHANG)
             except ChildProcessError:
-                continue
+                break
+            if pid == 0:
+                break
+            reaped.append(pid)
+    for pid in of:
+        if pid == pgid:
+            continue
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                reaped.append(pid)
+        except ChildProcessError:
+            continue
     return reaped
 
 
