@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
+
+
+#: The package is installed as files (a wheel or an editable install, never a zip), so its
+#: data sits beside its modules: no importlib.resources (8 ms) on every command's path.
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 def default_config_path() -> Path:
     """The bundled four-service config."""
-    return Path(str(resources.files("hearthlink_trio") / "data" / "hearthlink.toml"))
+    return _PACKAGE_DIR / "data" / "hearthlink.toml"
 
 
 def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None) -> Path:
