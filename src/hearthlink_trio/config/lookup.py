@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-
 #: The package is installed as files (a wheel or an editable install, never a zip), so its
 #: data sits beside its modules: no importlib.resources (8 ms) on every command's path.
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent

@@ -74,11 +74,13 @@ class Containment:
     def close(self) -> None:
         """The run is over: nothing of it may stay, not even a zombie."""
         deadline = time.monotonic() + CLOSE_SECONDS
-        while (left := marked_processes(self.run)) and time.monotonic() < deadline:
-            kill_all(left)
-            time.sleep(0.005)
         if self.cgroup is not None:
+            # Every process of the run is in its cgroups: emptying them is the whole sweep.
             cgroups.remove(self.cgroup, deadline=deadline)
+        else:
+            while (left := marked_processes(self.run)) and time.monotonic() < deadline:
+                kill_all(left)
+                time.sleep(0.005)
         # trio has returned and every service was reaped: what is left among our children
         # is an adopted orphan's zombie, or the sentinel, reaped by dismiss() below.
         with contextlib.suppress(ChildProcessError):
