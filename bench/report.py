@@ -1,4 +1,4 @@
-"""The report: SPEC §9's rows as a markdown table (hearthlink, bare and each peer side by
+"""The report: the budgets' rows as a markdown table (hearthlink, bare and each peer side by
 side, ratios to bare, budget met or not), and the machine it ran on."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The side-by-side benchmark: SPEC §9's budgets for hearthlink, next to bare and the peers.
+"""The side-by-side benchmark: the performance budgets for hearthlink, next to bare and the peers.
 
 The same N small services (``bench/svc.py``) under ``bare`` (spawned and waited for, no
 supervision), ``hearthlink run``, supervisord, circus and honcho (from PyPI, into

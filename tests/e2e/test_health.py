@@ -1,4 +1,4 @@
-"""The health prober against real HTTP servers on loopback (SPEC §5.1)."""
+"""The health prober against real HTTP servers on loopback."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Operator commands and systemd integration against a real running supervisor (SPEC §4, §6)."""
+"""Operator commands and systemd integration against a real running supervisor."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SIGHUP: re-read the config and apply the difference (SPEC §4)."""
+"""SIGHUP: re-read the config and apply the difference."""
 
 from __future__ import annotations
 

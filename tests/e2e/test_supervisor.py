@@ -1,4 +1,4 @@
-"""The supervisor with real processes, real sockets, real signals (SPEC §4, §5)."""
+"""The supervisor with real processes, real sockets, real signals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config validation (SPEC §3): defaults, resolution, and one line per problem, exit 2."""
+"""Config validation: defaults, resolution, and one line per problem, exit 2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Vault against its real process over HTTP (SPEC §7, §8; issue 3)."""
+"""The Vault against its real process over HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Vault key files and key rotation, checked through the real Vault process (SPEC §8)."""
+"""Vault key files and key rotation, checked through the real Vault process."""
 
 from __future__ import annotations
 
