@@ -1,8 +1,8 @@
-"""The dependency graph of a config's services: start order, cycles, dependents."""
+"""The dependency graph of a config's services: start order, cycles, the longest chain."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
 def dependency_order(depends_on: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str]]:
@@ -31,16 +31,6 @@ def dependency_order(depends_on: Mapping[str, Sequence[str]]) -> tuple[list[str]
     for name in depends_on:
         visit(name, [])
     return order, cycles
-
-
-def dependents(depends_on: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
-    """For each service, the services that depend on it directly."""
-    result: dict[str, list[str]] = {name: [] for name in depends_on}
-    for name, deps in depends_on.items():
-        for dep in deps:
-            if dep in result:
-                result[dep].append(name)
-    return result
 
 
 def longest_chain(depends_on: Mapping[str, Sequence[str]], cost: Mapping[str, float]) -> float:

@@ -16,9 +16,6 @@ from hearthlink_trio.config.graph import dependency_order
 from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSection
 from hearthlink_trio.config.resolved import TOKEN_FILE, Probe, Service, service_url
 
-#: The names replaced in ``command``, ``env`` and ``probe`` (and nothing else in braces).
-PLACEHOLDERS = ("python", "host", "port", "name", "data_dir", "replica")
-
 
 def fill(text: str, values: Mapping[str, str]) -> str:
     """``text`` with each ``{placeholder}`` of ``values`` replaced, as plain text."""

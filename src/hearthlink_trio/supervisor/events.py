@@ -79,14 +79,6 @@ def lock_file_corrupt(path: Path, content: str) -> Event:
     )
 
 
-def groups_record_failed(path: Path, why: str) -> Event:
-    return Event(
-        "groups_record_failed",
-        f"Could not record the service process groups in {path}: {why}",
-        WARNING,
-    )
-
-
 # -- one service -------------------------------------------------------------------------
 
 

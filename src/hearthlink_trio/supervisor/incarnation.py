@@ -53,11 +53,6 @@ class Outcome:
     end: End
     detail: str = ""
 
-    @property
-    def failed(self) -> bool:
-        """A failure, as the ``on-failure`` restart policy means it."""
-        return self.end is not End.COMPLETED
-
 
 async def first_of(*tasks: Callable[[], Awaitable[T]]) -> T:
     """Run ``tasks`` concurrently; return the first result and cancel the others."""
