@@ -70,11 +70,24 @@ def _inputs(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": hearthlink_trio.__version__,
+        "loader": _loader_fingerprint(),
         "python": os.path.realpath(sys.executable),
         "euid": os.geteuid(),
         "files": {str(file): _digest(file) for file in files},
         "environ": {name: environ.get(name) for name in sorted(variables)},
     }
+
+
+def _loader_fingerprint() -> list[list[int]]:
+    """Size and mtime of the modules that turn a file into a config: an edited loader (a
+    development checkout between releases) must not be answered by an entry it did not
+    write."""
+    here = Path(__file__).parent
+    fingerprint = []
+    for name in ("model.py", "load.py", "services.py", "resolved.py", "envfile.py"):
+        info = (here / name).stat()
+        fingerprint.append([info.st_size, info.st_mtime_ns])
+    return fingerprint
 
 
 def _machine_ok(config: Config, checks: Mapping[str, list[str]]) -> bool:
