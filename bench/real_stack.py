@@ -75,7 +75,6 @@ def app_answers(port: int) -> bool:
 
 
 def one_run(config: Path, ports: dict[str, int]) -> dict[str, float]:
-    events: list[tuple[float, dict[str, object]]] = []
     began = time.monotonic()
     proc = subprocess.Popen(
         [
@@ -98,7 +97,6 @@ def one_run(config: Path, ports: dict[str, int]) -> dict[str, float]:
         healthy: set[str] = set()
         for line in proc.stderr:
             event = json.loads(line)
-            events.append((time.monotonic(), event))
             if event["event"] in ("healthy", "completed"):
                 healthy.add(str(event.get("service")))
             if healthy >= set(SERVICES):

@@ -23,7 +23,9 @@ from hearthlink_trio.supervisor.secrets import Secrets
 
 
 class EarlyStart:
-    """The launcher of a run: hands over the services started early, starts the rest."""
+    """The launcher of a run: hands over the services started early (if :meth:`start` was
+    called), and starts every other process in the run's containment (its mark, the
+    service's cgroup)."""
 
     def __init__(self, containment: Containment | None) -> None:
         self._containment = containment

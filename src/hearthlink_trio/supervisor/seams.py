@@ -1,8 +1,8 @@
 """The supervisor's two seams to the world: the launcher that starts processes, the prober.
 
 The supervisor is handed one of each. The real ones start service processes
-(:mod:`hearthlink_trio.process.spawn`) and probe them over HTTP
-(:mod:`hearthlink_trio.probes`); the tests' fakes script both on trio's virtual clock.
+(:class:`hearthlink_trio.supervisor.prelaunch.EarlyStart`) and probe them
+(:class:`ServiceProber`); the tests' fakes script both on trio's virtual clock.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from hearthlink_trio.config import Service
 from hearthlink_trio.probes.exec import probe_exec
 from hearthlink_trio.probes.http import HttpProber
 from hearthlink_trio.probes.tcp import probe_tcp
-from hearthlink_trio.process.containment import Containment
-from hearthlink_trio.process.spawn import Child, KillMode, spawn
+from hearthlink_trio.process.spawn import KillMode
 
 
 class Process(Protocol):
@@ -79,18 +78,6 @@ class Prober(Protocol):
         """Drop what is kept for ``service`` (its process is gone)."""
 
     async def aclose(self) -> None: ...
-
-
-class ProcessLauncher:
-    """Starts real processes (from the trio main thread: see :func:`spawn`), in the run's
-    containment if given one (its mark, the service's cgroup)."""
-
-    def __init__(self, containment: Containment | None = None) -> None:
-        self._containment = containment
-
-    def launch(self, service: Service, env: Mapping[str, str]) -> Child:
-        lineage = self._containment.lineage(service.name) if self._containment else None
-        return spawn(service.argv, env=env, cwd=service.cwd, user=service.user, lineage=lineage)
 
 
 class ServiceProber:

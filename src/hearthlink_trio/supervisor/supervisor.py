@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -40,10 +41,11 @@ from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.output import Console
+from hearthlink_trio.supervisor.prelaunch import EarlyStart
 from hearthlink_trio.supervisor.reload import Plan
 from hearthlink_trio.supervisor.reloading import prepare_reload
 from hearthlink_trio.supervisor.runner import Runner
-from hearthlink_trio.supervisor.seams import Launcher, Prober, ProcessLauncher, ServiceProber
+from hearthlink_trio.supervisor.seams import Launcher, Prober, ServiceProber
 from hearthlink_trio.supervisor.secrets import Secrets
 from hearthlink_trio.supervisor.status import overall_status, service_status, systemd_status
 from hearthlink_trio.systemd.notify import Notifier
@@ -74,7 +76,7 @@ class Supervisor:
         self.ctx = Context(
             config=config,
             log=log,
-            launcher=launcher or ProcessLauncher(containment),
+            launcher=launcher or EarlyStart(containment),
             prober=prober or ServiceProber(),
             console=console,
             secrets=secrets,
@@ -146,33 +148,33 @@ class Supervisor:
             raise KeyError(name)
         return replicas
 
-    def _ask(self, name: str, action: str) -> str:
+    def _ask(
+        self,
+        name: str,
+        act: Callable[[Runner], str],
+        said: Callable[[str, str], events.Event],
+    ) -> str:
+        """``act`` on service ``name`` (on each replica of table ``name``), each answer
+        logged with ``said``; returns the answers."""
         answers = []
         for runner in self._targets(name):
-            if action == "restart":
-                what = runner.request_restart()
-                events.emit(self.ctx.log, events.restart_requested(runner.name, what))
-            elif action == "stop":
-                what = runner.hold()
-                events.emit(self.ctx.log, events.stop_requested(runner.name, what))
-            else:
-                what = runner.release()
-                events.emit(self.ctx.log, events.start_requested(runner.name, what))
+            what = act(runner)
+            events.emit(self.ctx.log, said(runner.name, what))
             answers.append(what if runner.name == name else f"{runner.name}: {what}")
         return "; ".join(answers)
 
     def restart(self, name: str) -> str:
         """Manual restart of service ``name`` (every replica of a table ``name``); returns
         what will happen. KeyError if unknown."""
-        return self._ask(name, "restart")
+        return self._ask(name, Runner.request_restart, events.restart_requested)
 
     def stop_service(self, name: str) -> str:
         """Stop service ``name`` by hand and keep it stopped. KeyError if unknown."""
-        return self._ask(name, "stop")
+        return self._ask(name, Runner.hold, events.stop_requested)
 
     def start_service(self, name: str) -> str:
         """Start a service stopped by hand again. KeyError if unknown."""
-        return self._ask(name, "start")
+        return self._ask(name, Runner.release, events.start_requested)
 
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""

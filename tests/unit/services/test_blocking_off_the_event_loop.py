@@ -21,6 +21,7 @@ import pytest
 
 from hearthlink_trio.services.vault.keys import generate_key
 from tests.helpers import TOKEN
+from tests.unit.services.asgi import app_client
 
 #: Bound of every wait in these tests; none is expected to come near it.
 WAIT_SECONDS = 10.0
@@ -103,14 +104,7 @@ def test_health_answers_while_a_store_write_is_blocked(
     app = importlib.import_module(f"hearthlink_trio.services.{case.service}.app").build_app()
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=transport, base_url="http://test", headers=headers
-            ) as client,
-        ):
+        async with app_client(app, TOKEN) as client:
             answers: dict[str, httpx.Response] = {}
 
             async def write() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from hearthlink_trio.services.core.app import SessionLocks, build_app
 from tests.helpers import TOKEN
+from tests.unit.services.asgi import app_client
 
 
 def test_the_lock_table_is_empty_after_many_sessions_messages(
@@ -21,14 +21,7 @@ def test_the_lock_table_is_empty_after_many_sessions_messages(
     app = build_app()
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=transport, base_url="http://test", headers=headers
-            ) as client,
-        ):
+        async with app_client(app, TOKEN) as client:
 
             async def converse(index: int) -> None:
                 body = {"title": f"s{index}", "participants": ["ana", "ben"]}
