@@ -17,7 +17,6 @@ audit line goes to the file after the commit (see :mod:`.audit`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
@@ -26,7 +25,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hearthlink_trio._util import ensure_private_dir, fsync_dir, utc_now
+from hearthlink_trio import lockfile
+from hearthlink_trio._util import fsync_dir, utc_now
+from hearthlink_trio.lockfile import LockFile, LockHeld
 from hearthlink_trio.services.vault.audit import (
     AUDIT_FILE,
     EMPTY_ANCHOR,
@@ -104,30 +105,20 @@ class RecordInfo:
 class VaultLock:
     """Exclusive ownership of a Vault folder (``flock``; released when the process dies)."""
 
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+    def __init__(self, lock: LockFile) -> None:
+        self._lock = lock
 
     @classmethod
     def acquire(cls, directory: Path, *, purpose: str) -> VaultLock:
         """Take the lock without waiting; :class:`VaultBusyError` if someone holds it."""
-        ensure_private_dir(directory)
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            by = f" by pid {holder}" if holder.isdigit() else ""
+            return cls(lockfile.acquire(directory / LOCK_FILE))
+        except LockHeld as exc:
+            by = f" by pid {exc.holder}" if exc.holder.isdigit() else ""
             raise VaultBusyError(
                 f"cannot {purpose}: the Vault data in {directory} is in use{by} (a running "
                 "Vault or a key rotation); stop it first (hearthlink stop)"
             ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        return cls(fd)
 
     @classmethod
     @contextlib.contextmanager
@@ -139,9 +130,7 @@ class VaultLock:
             lock.release()
 
     def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._lock.release()
 
 
 def _seal_blob(cipher: Cipher, plaintext: bytes, aad: bytes) -> bytes:
