@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -106,3 +107,24 @@ def test_the_run_lock_and_the_vault_lock_keep_their_messages(tmp_path: Path) -> 
         f"{os.getpid()} (a running Vault or a key rotation); stop it first (hearthlink stop)"
     )
     VaultLock.acquire(vault_dir, purpose="test").release()  # released by hold()
+
+
+def test_the_lock_file_module_needs_only_the_stdlib() -> None:
+    # Both the supervisor and the services import it: it must pull neither side's stack.
+    src = str(Path(lockfile.__file__).parent.parent)
+    code = (
+        f"import sys; sys.path.insert(0, {src!r}); import json; "
+        "import hearthlink_trio.lockfile; print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(out.stdout)
+    ours = sorted(name for name in loaded if name.startswith("hearthlink_trio"))
+    assert ours == ["hearthlink_trio", "hearthlink_trio._util", "hearthlink_trio.lockfile"]
+    foreign = [
+        name
+        for name in loaded
+        if name.split(".")[0] not in (*sys.stdlib_module_names, "hearthlink_trio", "__main__")
+    ]
+    assert foreign == []
