@@ -4,10 +4,10 @@ and the Vault's /health latency under write load."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,8 +23,10 @@ from procs import (
     BenchError,
     Reaper,
     base_env,
+    cpu_seconds,
     descendants,
     group_rss_mib,
+    parents,
     progress,
     rss_mib,
     wait_gone,
@@ -64,9 +66,146 @@ def cli_times(run: Session, times: int) -> dict[str, list[float]]:
     return res
 
 
-def default_config(reaper: Reaper, repeats: int, command: list[str]) -> dict[str, Any]:
-    """``hearthlink run`` without --config (the bundled four services on their fixed ports),
-    each run with its own HEARTHLINK_DATA_DIR: launch → all four /health healthy."""
+#: The two conditions of the default stack's row. ``warm``: the package's bytecode cached
+#: (the benchmark's warm-up wrote it) and the config validated before (its cache). ``first``:
+#: as a user's first start from a fresh checkout in a shell with PYTHONDONTWRITEBYTECODE=1
+#: (this machine's shells have it): the package imported from a copy with no __pycache__ (so
+#: every start compiles it again; the installed libraries keep the bytecode pip wrote) and
+#: an empty XDG_CACHE_HOME (no config cache).
+CONDITIONS = ("warm", "first")
+
+
+def _stack(
+    ports: dict[str, int], data: Path, pythonpath: str
+) -> list[tuple[list[str], dict[str, str]]]:
+    """The four bundled services' argv and environment, as the supervisor would give them."""
+    config = tomllib.loads(DEFAULT_CONFIG.read_text())
+    token = "bench-" + secrets.token_hex(12)
+    common = {
+        "HEARTHLINK_DATA_DIR": str(data),
+        "HEARTHLINK_API_TOKEN": token,
+        "PYTHONPATH": pythonpath,
+        "PYTHONUNBUFFERED": "1",
+        **{f"HEARTHLINK_{n.upper()}_URL": f"http://127.0.0.1:{p}" for n, p in ports.items()},
+    }
+    out = []
+    for name, svc in config["services"].items():
+        argv = [
+            a.replace("{python}", sys.executable)
+            .replace("{host}", "127.0.0.1")
+            .replace("{port}", str(ports[name]))
+            for a in svc["command"]
+        ]
+        env = {**common, "HEARTHLINK_SERVICE": name}
+        for var in svc.get("secrets", {}):
+            env[var] = base64.b64encode(secrets.token_bytes(32)).decode()
+        out.append((argv, env))
+    return out
+
+
+def _one_stack_run(
+    mode: str, cond: str, ports: dict[str, int], command: list[str], reaper: Reaper, src: Path
+) -> dict[str, Any]:
+    """One start of the default stack (bare: the four at once; hearthlink: ``run``),
+    launch → all four /health healthy, the CPU each side spent by then, then stopped."""
+    with tempfile.TemporaryDirectory(prefix=f"hlbench-default-{mode}-") as tmp:
+        env = base_env()
+        env["HEARTHLINK_DATA_DIR"] = str(Path(tmp) / "data")
+        if cond == "first":
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+            env["PYTHONPATH"] = str(src)
+            env["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
+        procs: list[subprocess.Popen[bytes]] = []
+        log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115
+        t0 = time.monotonic()
+        try:
+            if mode == "bare":
+                pythonpath = str(src) if cond == "first" else str(REPO / "src")
+                for argv, extra in _stack(ports, Path(tmp) / "data", pythonpath):
+                    procs.append(
+                        subprocess.Popen(
+                            argv,
+                            env={**env, **extra},
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
+            else:
+                procs.append(
+                    subprocess.Popen(
+                        [*command, "run"],
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        finally:
+            log.close()
+            for proc in procs:
+                reaper.add_manager(proc)
+        try:
+            answers = poll_health(
+                ports,
+                deadline=t0 + 60,
+                interval=0.005,
+                supervisor=procs[0] if mode != "bare" else None,
+            )
+            one: dict[str, Any] = {
+                "healthy_s": max(t for t, _ in answers.values()) - t0,
+                "each_s": {n: t - t0 for n, (t, _) in answers.items()},
+            }
+            tree = parents()
+            if mode == "bare":
+                services = [p.pid for p in procs]
+                side: list[int] = []
+            else:
+                services = [
+                    p for p in descendants(procs[0].pid, tree) if tree.get(p) == procs[0].pid
+                ]
+                cmd = {p: _cmdline(p) for p in services}
+                side = [procs[0].pid, *(p for p in services if "services." not in cmd[p])]
+                services = [p for p in services if "services." in cmd[p]]
+            one["supervisor_cpu_s"] = sum(cpu_seconds(p) or 0.0 for p in side)
+            one["service_cpu_s"] = {
+                _cmdline(p).rsplit(".", 1)[-1].split()[0]: cpu_seconds(p) for p in services
+            }
+            for pid in services:
+                reaper.add_pid(pid)
+            if mode != "bare" and cond == "warm":
+                time.sleep(1.0)
+                one["supervisor_rss_mib"] = sum(rss_mib(p) or 0.0 for p in side)
+                one["service_rss_mib"] = {
+                    _cmdline(p).rsplit(".", 1)[-1].split()[0]: group_rss_mib(p) for p in services
+                }
+            t1 = time.monotonic()
+            for proc in procs:
+                proc.send_signal(2)  # SIGINT, as Ctrl-C
+            exits = wait_gone([p.pid for p in procs] + services, t1 + 30)
+            one["sigint_all_gone_ms"] = (max(exits.values()) - t1) * 1000
+            return one
+        except BenchError as exc:
+            tail = (Path(tmp) / "run.log").read_text(errors="replace")[-1500:]
+            raise BenchError(f"default stack ({mode}, {cond}): {exc}\n{tail}") from None
+        finally:
+            for proc in procs:
+                reaper.stop_manager(proc)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def default_stack(reaper: Reaper, repeats: int, command: list[str]) -> dict[str, Any]:
+    """The bundled four services (on their fixed ports), launch → all four /health healthy:
+    started bare all at once and by ``hearthlink run`` (no --config), interleaved, each run
+    with its own data dir, in both :data:`CONDITIONS`."""
     try:
         services = tomllib.loads(DEFAULT_CONFIG.read_text()).get("services", {})
         ports = {name: int(svc["port"]) for name, svc in services.items()}
@@ -75,54 +214,24 @@ def default_config(reaper: Reaper, repeats: int, command: list[str]) -> dict[str
     busy = [f"{name} ({port})" for name, port in ports.items() if not port_free(port)]
     if busy:
         return {"skipped": f"ports in use: {', '.join(busy)}"}
-    res: dict[str, Any] = {"ports": ports, "ports_checked_free": True, "runs": []}
-    for r in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="hlbench-default-") as tmp:
-            env = base_env()
-            env["HEARTHLINK_DATA_DIR"] = tmp
-            log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115
-            t0 = time.monotonic()
-            proc = subprocess.Popen(
-                [*command, "run"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            log.close()
-            reaper.add_manager(proc)
-            try:
-                answers = poll_health(ports, deadline=t0 + 60, interval=0.005, supervisor=proc)
-                one: dict[str, Any] = {
-                    "healthy_s": max(t for t, _ in answers.values()) - t0,
-                    "each_s": {n: t - t0 for n, (t, _) in answers.items()},
-                }
-                time.sleep(1.0)
-                one["supervisor_rss_mib"] = rss_mib(proc.pid)
-                kids = [p for p in descendants(proc.pid) if p != proc.pid]
-                for pid in kids:
-                    reaper.add_pid(pid)
-                one["service_rss_mib"] = {}
-                for pid in kids:
-                    with contextlib.suppress(OSError):
-                        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                        mod = next((c.decode() for c in cmd if b"services." in c), None)
-                        if mod:
-                            one["service_rss_mib"][mod.rsplit(".", 1)[1]] = group_rss_mib(pid)
-                t1 = time.monotonic()
-                proc.send_signal(2)  # SIGINT, as Ctrl-C
-                exits = wait_gone([proc.pid, *kids], t1 + 30)
-                one["sigint_all_gone_ms"] = (max(exits.values()) - t1) * 1000
-                res["runs"].append(one)
-                progress(
-                    f"  default config run {r + 1}: all four healthy after {one['healthy_s']:.2f}s"
-                )
-            except BenchError as exc:
-                tail = (Path(tmp) / "run.log").read_text(errors="replace")[-1500:]
-                raise BenchError(f"default config: {exc}\n{tail}") from None
-            finally:
-                reaper.stop_manager(proc)
+    res: dict[str, Any] = {"ports": ports, "ports_checked_free": True, "conditions": {}}
+    # Warm: the config validated once before (as after a first run or `hearthlink check`).
+    subprocess.run([*command, "check"], env=base_env(), capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="hlbench-src-") as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(
+            REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+        for r in range(repeats):
+            for cond in CONDITIONS:
+                for mode in ("bare", "hearthlink"):
+                    one = _one_stack_run(mode, cond, ports, command, reaper, src)
+                    res["conditions"].setdefault(cond, {}).setdefault(mode, []).append(one)
+                    progress(
+                        f"  default stack {cond:5s} {mode:10s} run {r + 1}: all four healthy "
+                        f"after {one['healthy_s']:.2f}s (supervisor CPU "
+                        f"{one['supervisor_cpu_s']:.2f}s)"
+                    )
     return res
 
 

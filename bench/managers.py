@@ -8,9 +8,18 @@ files in a temporary directory:
 - ``hearthlink``: ``hearthlink run --config bench.toml --log-format json``;
 - ``supervisord``: ``supervisord -n -c supervisord.conf``;
 - ``circus``: ``circusd circus.ini``;
-- ``honcho``: ``honcho start -f Procfile``.
+- ``honcho``: ``honcho start -f Procfile``;
+- ``pm2``: ``pm2-runtime start ecosystem.json`` (PM2 in the foreground, its own PM2_HOME).
 
-The peers come from PyPI into their own venv, ``bench/.peers-venv``, made on first use.
+The Python peers come from PyPI into their own venv, ``bench/.peers-venv``, made on first
+use; PM2 from npm into ``bench/.pm2`` (``npm install --prefix bench/.pm2 pm2``), where npm
+and node are there. process-compose is not a peer: it is a Go binary, released on GitHub
+only, and this machine reaches neither GitHub's downloads nor the Go module proxy.
+
+Two service profiles (:data:`PROFILES`): ``minimal`` (svc.py listens ~30 ms after exec and
+costs almost no CPU) and ``real`` (``BENCHSVC_CPU=0.1``: ~0.1 s of CPU importing and working
+before it listens, and a ``sleep`` child, as a small web app costs), so that the
+supervisor's own start-up CPU competes with the services' as it does for users.
 """
 
 from __future__ import annotations
@@ -27,6 +36,13 @@ from procs import base_env, progress
 HERE = Path(__file__).resolve().parent
 SVC = HERE / "svc.py"
 PEERS_VENV = HERE / ".peers-venv"
+PM2_DIR = HERE / ".pm2"
+PM2_RUNTIME = PM2_DIR / "node_modules" / ".bin" / "pm2-runtime"
+#: The service profiles: the extra environment each service of the profile gets.
+PROFILES: dict[str, dict[str, str]] = {
+    "minimal": {},
+    "real": {"BENCHSVC_CPU": "0.1", "BENCHSVC_CHILD": "1"},
+}
 #: PyPI distribution -> the command it installs.
 PEER_PACKAGES = {"supervisor": "supervisord", "circus": "circusd", "honcho": "honcho"}
 
@@ -36,23 +52,32 @@ class Service:
     name: str
     port: int
     env: dict[str, str] = field(default_factory=dict)
+    #: The services this one starts after (each healthy first): the chain row.
+    after: list[str] = field(default_factory=list)
 
     def argv(self) -> list[str]:
         return [sys.executable, str(SVC), "--host", "127.0.0.1", "--port", str(self.port)]
 
 
 def make_services(
-    ports: list[int], *, child: bool = False, ignore_term: bool = False
+    ports: list[int],
+    *,
+    child: bool = False,
+    ignore_term: bool = False,
+    profile: str = "minimal",
+    chain: bool = False,
 ) -> list[Service]:
+    """N services on ``ports``; with ``chain`` each depends on the one before it."""
     services = []
     for i, port in enumerate(ports):
         name = f"s{i:03d}"
-        env = {"HEARTHLINK_SERVICE": name}
+        env = {"HEARTHLINK_SERVICE": name, **PROFILES[profile]}
         if child:
             env["BENCHSVC_CHILD"] = "1"
         if ignore_term:
             env["BENCHSVC_IGNORE_TERM"] = "1"
-        services.append(Service(name, port, env))
+        after = [services[-1].name] if chain and services else []
+        services.append(Service(name, port, env, after))
     return services
 
 
@@ -62,6 +87,8 @@ def make_services(
 class Manager:
     name = "?"
     restarts = True
+    #: Whether it can start a service only once another is healthy (the chain row).
+    chains = False
     #: What the restart and stop settings are, for the report.
     settings = ""
 
@@ -73,11 +100,13 @@ class Manager:
 class Bare(Manager):
     name = "bare"
     restarts = False
+    chains = True  # the benchmark starts each service the moment the previous one answers
     settings = "no manager: the benchmark spawns the services itself (one session each)"
 
 
 class Hearthlink(Manager):
     name = "hearthlink"
+    chains = True
     settings = (
         "`[restart] initial_backoff = 0`, `[supervisor] stop_timeout = 10`, health checks "
         "at their defaults (GET /health every 5 s for the first 60 s, then every 30 s); each "
@@ -105,7 +134,10 @@ class Hearthlink(Manager):
         for svc in services:
             table = ", ".join(f'{k} = "{v}"' for k, v in svc.env.items())
             lines += [f"[services.{svc.name}]", f'script = "{SVC}"', f"port = {svc.port}"]
-            lines += [f"env = {{ {table} }}", ""]
+            lines += [f"env = {{ {table} }}"]
+            if svc.after:
+                lines.append(f"depends_on = {json.dumps(svc.after)}")
+            lines.append("")
         config = tmp / "bench.toml"
         config.write_text("\n".join(lines))
         env = base_env()
@@ -218,6 +250,59 @@ class Honcho(Manager):
         procfile.write_text("\n".join(lines) + "\n")
         argv = [str(PEERS_VENV / "bin" / "honcho"), "start", "-f", str(procfile)]
         return [*argv, "-d", str(tmp), "--no-colour"], base_env()
+
+
+class PM2(Manager):
+    name = "pm2"
+    settings = (
+        "`pm2-runtime start ecosystem.json` (PM2 in the foreground, own `PM2_HOME`), "
+        "`interpreter: none`, `autorestart: true`, `restart_delay: 0`, `kill_signal: SIGTERM`, `kill_timeout: 10000`, `treekill: false` (the signal to the service only, as the other managers send it; with tree-kill PM2 waits its whole kill_timeout for a killed child that is a zombie of our subreaper)"
+    )
+
+    def prepare(self, tmp: Path, services: list[Service]) -> tuple[list[str], dict[str, str]]:
+        apps = []
+        for svc in services:
+            argv = svc.argv()
+            apps.append(
+                {
+                    "name": svc.name,
+                    "script": argv[0],
+                    "args": argv[1:],
+                    "interpreter": "none",
+                    "autorestart": True,
+                    "restart_delay": 0,
+                    "kill_timeout": 10000,
+                    "kill_signal": "SIGTERM",
+                    "treekill": False,
+                    "env": svc.env,
+                }
+            )
+        config = tmp / "ecosystem.json"
+        config.write_text(json.dumps({"apps": apps}, indent=1))
+        env = base_env()
+        env["PM2_HOME"] = str(tmp / "pm2home")
+        return [str(PM2_RUNTIME), "start", str(config)], env
+
+
+def pm2_status() -> dict[str, str]:
+    """PM2's version from ``bench/.pm2`` (installed there by npm on first use)."""
+    if not PM2_RUNTIME.exists():
+        progress("npm install pm2 into bench/.pm2")
+        try:
+            out = subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(PM2_DIR), "pm2"],
+                capture_output=True,
+                text=True,
+            )
+        except OSError as exc:
+            return {"error": f"npm: {exc}"}
+        if out.returncode or not PM2_RUNTIME.exists():
+            return {"error": "npm install pm2: " + (out.stderr or out.stdout).strip()[-300:]}
+    try:
+        pkg = json.loads((PM2_DIR / "node_modules" / "pm2" / "package.json").read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": f"pm2's package.json: {exc}"}
+    return {"version": str(pkg.get("version"))}
 
 
 def ensure_peers() -> dict[str, dict[str, str]]:

@@ -65,6 +65,16 @@ def rss_mib(pid: int) -> float | None:
     return None
 
 
+def uss_mib(pid: int) -> float | None:
+    """Private (unshared) memory of ``pid``: what it would free by exiting."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            kib = sum(int(ln.split()[1]) for ln in f if ln.startswith("Private_"))
+    except (OSError, ValueError, IndexError):
+        return None
+    return kib / 1024
+
+
 def group_rss_mib(pgid: int) -> float | None:
     """The RSS of every process in group ``pgid`` (a service and whatever it forked)."""
     total, found = 0.0, False
@@ -93,13 +103,20 @@ def all_pids() -> set[int]:
     return {int(e) for e in os.listdir("/proc") if e.isdigit()}
 
 
-def descendants(root: int) -> list[int]:
-    """Every live (non-zombie) process below ``root``, from one scan of /proc."""
+def parents() -> dict[int, int]:
+    """{pid: parent pid} of every live (non-zombie) process, from one scan of /proc."""
     parent: dict[int, int] = {}
     for pid in all_pids():
         stat = proc_stat(pid)
         if stat is not None and stat.state not in ("Z", "X"):
             parent[pid] = stat.ppid
+    return parent
+
+
+def descendants(root: int, parent: dict[int, int] | None = None) -> list[int]:
+    """Every live (non-zombie) process below ``root`` (from ``parent``, else a new scan)."""
+    if parent is None:
+        parent = parents()
     below: list[int] = []
     frontier = {root}
     while frontier:

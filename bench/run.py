@@ -34,6 +34,8 @@ import measures
 import report
 from managers import (
     HERE,
+    PM2,
+    PROFILES,
     Bare,
     Circus,
     Hearthlink,
@@ -42,10 +44,17 @@ from managers import (
     Supervisord,
     ensure_peers,
     make_services,
+    pm2_status,
 )
 from net import free_ports
 from procs import T0, BenchError, Reaper, base_env, progress
 from session import session
+
+PROFILE_NAMES = list(PROFILES)
+PROCESS_COMPOSE = (
+    "not run: a Go binary released on GitHub only; this machine reaches neither GitHub's "
+    "release downloads nor the Go module proxy"
+)
 
 #: Imports every module of the package (but its __main__), so that their bytecode is cached.
 WARM_UP = """
@@ -79,62 +88,105 @@ def launch_timeout(n: int) -> float:
 
 
 def one_session(
-    m: Manager, n: int, rep: int, opts: argparse.Namespace, reaper: Reaper, out: dict[str, Any]
+    m: Manager,
+    n: int,
+    rep: int,
+    profile: str,
+    opts: argparse.Namespace,
+    reaper: Reaper,
+    out: dict[str, Any],
 ) -> None:
-    """One launch of N services under ``m``: launch; at the smallest N also RSS, the CLI
-    times (hearthlink) and a crash; then SIGTERM → all gone."""
+    """One launch of N services of ``profile`` under ``m``: launch; at the smallest N also
+    the supervisor side's memory, the CLI times (hearthlink) and a crash; then SIGTERM →
+    all gone. Samples go to ``out`` under ``<profile>:<measure>``."""
     with (
         tempfile.TemporaryDirectory(prefix=f"hlbench-{m.name}-") as tmp,
-        session(m, make_services(free_ports(n)), Path(tmp), reaper) as run,
+        session(m, make_services(free_ports(n), profile=profile), Path(tmp), reaper) as run,
     ):
+
+        def put(key: str, value: Any) -> None:
+            out.setdefault(f"{profile}:{key}", []).append(value)
+
         res = measures.launch(run, launch_timeout(n))
-        out.setdefault(f"launch_{n}", []).append(res["answering_s"])
+        put(f"launch_{n}", res["answering_s"])
+        if "startup_cpu_s" in res:
+            put(f"startup_cpu_{n}", res["startup_cpu_s"])
         if "notice_lag_ms" in res:
-            out.setdefault("notice_lag_ms", []).append(res["notice_lag_ms"])
+            put("notice_lag_ms", res["notice_lag_ms"])
         note = f"{res['answering_s']:.3f}s to all answering"
         if n == opts.ns[0]:
             time.sleep(0.3)
-            rss = measures.manager_rss(run)
-            if rss is not None:
-                out.setdefault("rss_4", []).append(rss)
-            if isinstance(m, Hearthlink):
+            mem = measures.supervisor_memory(run)
+            if mem is not None:
+                put("memory_4", mem)
+            if isinstance(m, Hearthlink) and profile == PROFILE_NAMES[0]:
                 cli = hl_only.cli_times(run, opts.cli_times)
                 for key, values in cli.items():
                     opts.cli.setdefault(key, []).extend(values)
             if m.restarts:
                 c = measures.crash(run, f"s{rep % n:03d}")
-                out.setdefault("crash", []).append(c)
+                put("crash", c)
                 note += (
                     f"; crash: spawned {c['spawned_ms']:.1f} ms, answering "
                     f"{c['answering_ms']:.1f} ms"
                 )
                 time.sleep(0.3)
             if isinstance(m, Bare):
-                own = measures.own_start(reaper)
-                out.setdefault("own_start", []).append(own)
+                put("own_start", measures.own_start(reaper, profile))
         s = measures.stop(run)
-        out.setdefault(f"stop_{n}", []).append(s["total_ms"])
-        out.setdefault(f"stop_detail_{n}", []).append(s)
-        progress(f"  {m.name:11s} N={n}: {note}; SIGTERM → all gone {s['total_ms']:.0f} ms")
+        put(f"stop_{n}", s["total_ms"])
+        put(f"stop_detail_{n}", s)
+        progress(
+            f"  {m.name:11s} {profile:7s} N={n}: {note}; SIGTERM → all gone {s['total_ms']:.0f} ms"
+        )
+
+
+def chain_session(
+    m: Manager, profile: str, reaper: Reaper, out: dict[str, Any], links: int = 5
+) -> None:
+    """``links`` services, each depending on the one before: launch → the last answering."""
+    services = make_services(free_ports(links), profile=profile, chain=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=f"hlbench-{m.name}-") as tmp,
+        session(m, services, Path(tmp), reaper) as run,
+    ):
+        res = measures.launch(run, launch_timeout(links) + 10 * links)
+        out.setdefault(f"{profile}:chain_{links}", []).append(res["answering_s"])
+        measures.stop(run)
+        progress(f"  {m.name:11s} {profile:7s} chain of {links}: {res['answering_s']:.3f}s")
 
 
 def idle_and_orphans(
     m: Manager, opts: argparse.Namespace, reaper: Reaper, out: dict[str, Any]
 ) -> None:
-    n = opts.idle_n
-    with (
-        tempfile.TemporaryDirectory(prefix=f"hlbench-{m.name}-") as tmp,
-        session(m, make_services(free_ports(n)), Path(tmp), reaper) as run,
-    ):
-        res = measures.launch(run, launch_timeout(n))
-        time.sleep(2.0)
-        out["idle"] = measures.idle(run, opts.idle)
-        out["idle"]["launch_s"] = res["answering_s"]
-        progress(
-            f"  {m.name:11s} N={n} idle: {out['idle']['cpu_pct']:.2f}% CPU, "
-            f"{out['idle']['rss_mib']:.1f} MiB"
-        )
-        measures.stop(run)
+    """Idle windows at N = 4, 32 and ``idle_n`` (``real`` services; bare: the launch of
+    ``idle_n`` only), then (managers) the SIGKILL of the manager."""
+    profile = PROFILE_NAMES[-1]
+    for n in sorted({4, 32, opts.idle_n}):
+        if isinstance(m, Bare) and n != opts.idle_n:
+            continue
+        with (
+            tempfile.TemporaryDirectory(prefix=f"hlbench-{m.name}-") as tmp,
+            session(m, make_services(free_ports(n), profile=profile), Path(tmp), reaper) as run,
+        ):
+            res = measures.launch(run, launch_timeout(n))
+            if n == opts.idle_n:
+                out.setdefault(f"{profile}:launch_{n}", []).append(res["answering_s"])
+            if isinstance(m, Bare):
+                progress(f"  {m.name:11s} N={n}: {res['answering_s']:.3f}s to all answering")
+                measures.stop(run)
+                continue
+            time.sleep(2.0)
+            out[f"idle_{n}"] = idle = measures.idle(run, opts.idle)
+            idle["launch_s"] = res["answering_s"]
+            progress(
+                f"  {m.name:11s} N={n}: {res['answering_s']:.3f}s to all answering; idle: "
+                f"{idle['cpu_s_per_20s']:.3f} s CPU / 20 s, {idle['rss_mib']:.1f} MiB "
+                f"({idle['processes']} processes)"
+            )
+            measures.stop(run)
+    if isinstance(m, Bare):
+        return
     with (
         tempfile.TemporaryDirectory(prefix=f"hlbench-{m.name}-") as tmp,
         session(m, make_services(free_ports(4), child=True), Path(tmp), reaper) as run,
@@ -149,35 +201,42 @@ def idle_and_orphans(
 
 def bench(opts: argparse.Namespace, reaper: Reaper, results: dict[str, Any]) -> None:
     peers = ensure_peers()
+    peers["pm2"] = pm2_status()
     results["peers"] = peers
+    results["peers_not_run"] = {"process-compose": PROCESS_COMPOSE}
     for pkg, st in peers.items():
         if "error" in st:
             progress(f"peer {pkg} left out: {st['error']}")
-    classes = {"supervisor": Supervisord, "circus": Circus, "honcho": Honcho}
+    classes = {"supervisor": Supervisord, "circus": Circus, "honcho": Honcho, "pm2": PM2}
     hearthlink = Hearthlink(shlex.split(opts.supervisor_cmd) if opts.supervisor_cmd else None)
     managers: list[Manager] = [Bare(), hearthlink]
     managers += [cls() for pkg, cls in classes.items() if "version" in peers[pkg]]
     if opts.only:
         managers = [m for m in managers if m.name in opts.only.split(",") or m.name == "bare"]
     results["managers"] = [m.name for m in managers]
+    results["profiles"] = PROFILES
     results["settings"] = {m.name: m.settings for m in managers}
     samples: dict[str, dict[str, Any]] = {m.name: {} for m in managers}
     results["samples"] = samples
     warm_up()
     for rep in range(opts.repeats):
-        for n in opts.ns:
-            progress(f"repeat {rep + 1}/{opts.repeats}, N = {n}")
-            for m in managers:
-                one_session(m, n, rep, opts, reaper, samples[m.name])
-    progress(f"idle CPU ({opts.idle_n} services, {opts.idle:g} s) and SIGKILL of the manager")
+        for profile in PROFILE_NAMES:
+            for n in opts.ns:
+                progress(f"repeat {rep + 1}/{opts.repeats}, {profile} services, N = {n}")
+                for m in managers:
+                    one_session(m, n, rep, profile, opts, reaper, samples[m.name])
+            if not opts.skip_chain:
+                for m in managers:
+                    if m.chains:
+                        chain_session(m, profile, reaper, samples[m.name])
+    progress(f"idle CPU (N = 4, 32, {opts.idle_n}; {opts.idle:g} s) and SIGKILL of the manager")
     for m in managers:
-        if not isinstance(m, Bare):
-            idle_and_orphans(m, opts, reaper, samples[m.name])
+        idle_and_orphans(m, opts, reaper, samples[m.name])
     hl: dict[str, Any] = {"cli": opts.cli}
     results["hearthlink_only"] = hl
     if not opts.skip_default:
-        progress("default config")
-        hl["default"] = hl_only.default_config(reaper, opts.repeats, hearthlink.command)
+        progress("default stack: bare and hearthlink, warm and as a first start")
+        hl["default"] = hl_only.default_stack(reaper, opts.repeats, hearthlink.command)
         if "skipped" in hl["default"]:
             progress(f"default config skipped: {hl['default']['skipped']}")
     progress(f"Vault under write load ({opts.vault_s:g} s idle, {opts.vault_s:g} s loaded)")
@@ -197,10 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n", default=None, help="comma-separated service counts (4,32)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats (5; quick: 2)")
-    parser.add_argument("--idle", type=float, default=None, help="idle window seconds (10)")
+    parser.add_argument(
+        "--idle", type=float, default=None, help="idle window seconds (10; reported per 20 s)"
+    )
     parser.add_argument("--idle-n", type=int, default=None, help="services when idle (100)")
     parser.add_argument("--only", default="", help="managers to run besides bare, e.g. circus")
     parser.add_argument("--skip-default", action="store_true", help="skip the default config")
+    parser.add_argument("--skip-chain", action="store_true", help="skip the chain of 5")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument(
         "--supervisor-cmd",

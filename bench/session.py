@@ -15,7 +15,16 @@ from typing import Any
 
 from managers import Bare, Manager, Service
 from net import poll_health
-from procs import BenchError, Reaper, alive, base_env, kill_group_and_pid, start_ticks
+from procs import (
+    BenchError,
+    Reaper,
+    alive,
+    base_env,
+    descendants,
+    kill_group_and_pid,
+    parents,
+    start_ticks,
+)
 
 # -- one session --------------------------------------------------------------------------------
 
@@ -46,17 +55,11 @@ class Session:
     def launch(self) -> None:
         self.t_launch = time.monotonic()
         if isinstance(self.manager, Bare):
-            env = base_env()
+            # A chain's later links are started by measures.launch, each the moment the
+            # one before it answers.
             for svc in self.services:
-                proc = subprocess.Popen(
-                    svc.argv(),
-                    env={**env, **svc.env},
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                self.bare[svc.name] = proc
-                self.reaper.add_manager(proc)
+                if not svc.after:
+                    self.spawn_bare(svc)
             return
         argv, env = self.manager.prepare(self.tmp, self.services)
         self.argv, self.env = argv, env
@@ -79,6 +82,30 @@ class Session:
         thread = threading.Thread(target=self._read_stderr, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def spawn_bare(self, svc: Service) -> None:
+        """Start one service without a manager (a session of its own, as supervisors do)."""
+        proc = subprocess.Popen(
+            svc.argv(),
+            env={**base_env(), **svc.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.bare[svc.name] = proc
+        self.reaper.add_manager(proc)
+
+    def supervisor_side(self) -> list[int]:
+        """The manager and every process below it that is not a service or one of a
+        service's own (hearthlink's sentinel, honcho's helpers…); empty for bare."""
+        if self.proc is None:
+            return []
+        tree = parents()
+        below = descendants(self.proc.pid, tree)
+        services = set(self.service_pids())
+        for pid in list(services):
+            services.update(descendants(pid, tree))
+        return [self.proc.pid, *(p for p in below if p not in services)]
 
     def _read_stderr(self) -> None:
         """Follow the manager's stderr file (2 ms polls): its lines, timestamped as read."""

@@ -13,6 +13,13 @@ It prints ``ready <monotonic> pid <pid>`` once listening and ``bye <monotonic>``
 exits on SIGTERM; the benchmark reads both through the supervisor's stdout (the clock is
 CLOCK_MONOTONIC, the same in every process of the machine). With ``BENCHSVC_IGNORE_TERM=1``
 in its environment it ignores SIGTERM, so only SIGKILL stops it.
+
+``BENCHSVC_CPU=<seconds>`` is the "real" profile: before it listens, the service imports a
+few stdlib-heavy modules (``http.server``, ``email``, ``json``, ``decimal``, ``logging``, as
+a small web app's framework does) and then burns a loop until its own CPU time
+(``time.process_time()``, the interpreter's start-up included) reaches that many seconds,
+so every start costs the same CPU whatever the machine's load. On SIGTERM (or SIGINT) it
+stops its ``sleep`` child first, as a service that owns children does.
 """
 
 from __future__ import annotations
@@ -64,7 +71,15 @@ def _args(argv: list[str]) -> tuple[str, int]:
     return host, port
 
 
+CHILD: int | None = None
+
+
 def _on_term(signum: int, frame: object) -> None:
+    if CHILD is not None:
+        try:  # noqa: SIM105 (no contextlib: the minimal service imports as little as it can)
+            os.kill(CHILD, signal.SIGTERM)
+        except OSError:
+            pass
     os.write(1, b"bye %.6f\n" % time.monotonic())
     os._exit(0)
 
@@ -84,16 +99,35 @@ def _answer(conn: socket.socket, buf: bytearray) -> bool:
             return False
 
 
+def _work(cpu: float) -> None:
+    """Cost what a small web app costs before it listens: imports, then a measured loop."""
+    import decimal  # noqa: F401
+    import email.parser  # noqa: F401
+    import http.server  # noqa: F401
+    import json  # noqa: F401
+    import logging.handlers  # noqa: F401
+    import urllib.request  # noqa: F401
+
+    x = 0
+    while time.process_time() < cpu:
+        for i in range(2000):
+            x ^= i * i
+
+
 def main() -> None:
-    global OK
+    global OK, CHILD
     host, port = _args(sys.argv[1:])
+    cpu = float(os.environ.get("BENCHSVC_CPU") or 0)
+    if cpu > 0:
+        _work(cpu)
     child = None
     if os.environ.get("BENCHSVC_CHILD") == "1":
-        child = os.posix_spawnp("sleep", ["sleep", "600"], os.environ)
+        child = CHILD = os.posix_spawnp("sleep", ["sleep", "600"], os.environ)
     if os.environ.get("BENCHSVC_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     else:
         signal.signal(signal.SIGTERM, _on_term)
+        signal.signal(signal.SIGINT, _on_term)  # PM2 stops its apps with SIGINT
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
