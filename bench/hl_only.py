@@ -66,13 +66,30 @@ def cli_times(run: Session, times: int) -> dict[str, list[float]]:
     return res
 
 
-#: The two conditions of the default stack's row. ``warm``: the package's bytecode cached
-#: (the benchmark's warm-up wrote it) and the config validated before (its cache). ``first``:
-#: as a user's first start from a fresh checkout in a shell with PYTHONDONTWRITEBYTECODE=1
-#: (this machine's shells have it): the package imported from a copy with no __pycache__ (so
-#: every start compiles it again; the installed libraries keep the bytecode pip wrote) and
-#: an empty XDG_CACHE_HOME (no config cache).
-CONDITIONS = ("warm", "first")
+#: The conditions of the default stack's row: (package bytecode cached, config cached).
+#: ``warm``: both (the benchmark's warm-up wrote the bytecode; the config was checked once).
+#: ``first``: neither, as a user's first start from a fresh checkout in a shell with
+#: PYTHONDONTWRITEBYTECODE=1 (this machine's shells have it): the package imported from a
+#: copy with no __pycache__ (so every start compiles it again; the installed libraries keep
+#: the bytecode pip wrote) and an empty XDG_CACHE_HOME. The two between split the cause.
+#: Bare runs only where it differs (its services read no config).
+CONDITIONS: dict[str, tuple[bool, bool]] = {
+    "warm": (True, True),
+    "no bytecode": (False, True),
+    "no config cache": (True, False),
+    "first": (False, False),
+}
+
+
+def _cond_env(cond: str, src: Path, tmp: Path) -> dict[str, str]:
+    bytecode, cached = CONDITIONS[cond]
+    env = base_env()
+    if not bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPATH"] = str(src)
+    if not cached:
+        env["XDG_CACHE_HOME"] = str(tmp / "cache")
+    return env
 
 
 def _stack(
@@ -109,18 +126,14 @@ def _one_stack_run(
     """One start of the default stack (bare: the four at once; hearthlink: ``run``),
     launch → all four /health healthy, the CPU each side spent by then, then stopped."""
     with tempfile.TemporaryDirectory(prefix=f"hlbench-default-{mode}-") as tmp:
-        env = base_env()
+        env = _cond_env(cond, src, Path(tmp))
         env["HEARTHLINK_DATA_DIR"] = str(Path(tmp) / "data")
-        if cond == "first":
-            env["PYTHONDONTWRITEBYTECODE"] = "1"
-            env["PYTHONPATH"] = str(src)
-            env["XDG_CACHE_HOME"] = str(Path(tmp) / "cache")
         procs: list[subprocess.Popen[bytes]] = []
         log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115
         t0 = time.monotonic()
         try:
             if mode == "bare":
-                pythonpath = str(src) if cond == "first" else str(REPO / "src")
+                pythonpath = env.get("PYTHONPATH") or str(REPO / "src")
                 for argv, extra in _stack(ports, Path(tmp) / "data", pythonpath):
                     procs.append(
                         subprocess.Popen(
@@ -170,17 +183,13 @@ def _one_stack_run(
                 side = [procs[0].pid, *(p for p in services if "services." not in cmd[p])]
                 services = [p for p in services if "services." in cmd[p]]
             one["supervisor_cpu_s"] = sum(cpu_seconds(p) or 0.0 for p in side)
-            one["service_cpu_s"] = {
-                _cmdline(p).rsplit(".", 1)[-1].split()[0]: cpu_seconds(p) for p in services
-            }
+            one["service_cpu_s"] = {_service_name(p): cpu_seconds(p) for p in services}
             for pid in services:
                 reaper.add_pid(pid)
             if mode != "bare" and cond == "warm":
                 time.sleep(1.0)
                 one["supervisor_rss_mib"] = sum(rss_mib(p) or 0.0 for p in side)
-                one["service_rss_mib"] = {
-                    _cmdline(p).rsplit(".", 1)[-1].split()[0]: group_rss_mib(p) for p in services
-                }
+                one["service_rss_mib"] = {_service_name(p): group_rss_mib(p) for p in services}
             t1 = time.monotonic()
             for proc in procs:
                 proc.send_signal(2)  # SIGINT, as Ctrl-C
@@ -193,6 +202,12 @@ def _one_stack_run(
         finally:
             for proc in procs:
                 reaper.stop_manager(proc)
+
+
+def _service_name(pid: int) -> str:
+    """``vault`` for ``python -m hearthlink_trio.services.vault …``."""
+    mod = next((w for w in _cmdline(pid).split() if "services." in w), str(pid))
+    return mod.rsplit(".", 1)[-1]
 
 
 def _cmdline(pid: int) -> str:
@@ -215,23 +230,31 @@ def default_stack(reaper: Reaper, repeats: int, command: list[str]) -> dict[str,
     if busy:
         return {"skipped": f"ports in use: {', '.join(busy)}"}
     res: dict[str, Any] = {"ports": ports, "ports_checked_free": True, "conditions": {}}
-    # Warm: the config validated once before (as after a first run or `hearthlink check`).
-    subprocess.run([*command, "check"], env=base_env(), capture_output=True)
     with tempfile.TemporaryDirectory(prefix="hlbench-src-") as tmp:
         src = Path(tmp) / "src"
         shutil.copytree(
             REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
         )
+        for cond, (_bytecode, cached) in CONDITIONS.items():
+            if cached:  # validated once before, as after a first run or `hearthlink check`
+                env = _cond_env(cond, src, Path(tmp))
+                subprocess.run([*command, "check"], env=env, capture_output=True)
         for r in range(repeats):
-            for cond in CONDITIONS:
+            for cond, (_bytecode, cached) in CONDITIONS.items():
                 for mode in ("bare", "hearthlink"):
+                    if mode == "bare" and not cached:
+                        continue  # the same as with the config cached
                     one = _one_stack_run(mode, cond, ports, command, reaper, src)
                     res["conditions"].setdefault(cond, {}).setdefault(mode, []).append(one)
                     progress(
-                        f"  default stack {cond:5s} {mode:10s} run {r + 1}: all four healthy "
+                        f"  default stack {cond:15s} {mode:10s} run {r + 1}: all four healthy "
                         f"after {one['healthy_s']:.2f}s (supervisor CPU "
                         f"{one['supervisor_cpu_s']:.2f}s)"
                     )
+        for cond, (bytecode, cached) in CONDITIONS.items():
+            if not cached:
+                twin = next(c for c, v in CONDITIONS.items() if v == (bytecode, True))
+                res["conditions"][cond]["bare"] = res["conditions"][twin]["bare"]
     return res
 
 

@@ -256,7 +256,10 @@ class PM2(Manager):
     name = "pm2"
     settings = (
         "`pm2-runtime start ecosystem.json` (PM2 in the foreground, own `PM2_HOME`), "
-        "`interpreter: none`, `autorestart: true`, `restart_delay: 0`, `kill_signal: SIGTERM`, `kill_timeout: 10000`, `treekill: false` (the signal to the service only, as the other managers send it; with tree-kill PM2 waits its whole kill_timeout for a killed child that is a zombie of our subreaper)"
+        "`interpreter: none`, `autorestart: true`, `restart_delay: 0`, `kill_signal: SIGTERM`, "
+        "`kill_timeout: 10000`, `treekill: false` (the signal to the service only, as the "
+        "other managers send it; with tree-kill PM2 waits its whole kill_timeout for a killed "
+        "child that is a zombie of our subreaper until we reap it)"
     )
 
     def prepare(self, tmp: Path, services: list[Service]) -> tuple[list[str], dict[str, str]]:

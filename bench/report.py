@@ -216,11 +216,12 @@ def build(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "bare": summary([r["healthy_s"] for r in runs.get("bare", [])]),
         }
         bare = st["bare"]
-        what = (
-            "bytecode and config cached"
-            if cond == "warm"
-            else "first start: PYTHONDONTWRITEBYTECODE=1, no __pycache__, no config cache"
-        )
+        what = {
+            "warm": "warm: bytecode and config cached",
+            "no bytecode": "PYTHONDONTWRITEBYTECODE=1 and no __pycache__, config cached",
+            "no config cache": "bytecode cached, no config cache",
+            "first": "a first start: PYTHONDONTWRITEBYTECODE=1, no __pycache__, no config cache",
+        }.get(cond, cond)
         add(
             f"default stack ({what}): launch → all four healthy (bare: the four at once)",
             "≤ bare + 0.10 s",
