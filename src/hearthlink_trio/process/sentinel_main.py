@@ -1,11 +1,10 @@
-"""The sentinel's own program (see :mod:`hearthlink_trio.process.sentinel`): stdlib only, no
-trio, no pydantic, run by ``python -S -I``."""
+"""The sentinel's sweep (see :mod:`hearthlink_trio.process.sentinel`): stdlib only, no trio,
+no pydantic, exec'd as ``python -S -I`` by the watching shell once the supervisor died."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,33 +18,12 @@ BYE = b"bye"
 
 
 def main(argv: Sequence[str]) -> None:  # pragma: no cover - runs in the sentinel
-    """``<pipe fd> <supervisor pid> <run id> <run cgroup or "">``"""
-    fd, supervisor, run, cgroup = int(argv[0]), int(argv[1]), argv[2], argv[3]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _watch(fd, supervisor, run, Path(cgroup) if cgroup else None)
-
-
-def _watch(fd: int, supervisor: int, run: str, cgroup: Path | None) -> int:
-    groups: dict[int, int] = {}
-    pending = b""
-    while True:
-        chunk = os.read(fd, 1 << 16)  # blocks: nothing runs while the supervisor lives
-        if not chunk:
-            break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            words = line.split()
-            if words == [BYE]:
-                # Nothing to clean up or flush: go now, so the supervisor's exit that waits
-                # for this one is not held up by an interpreter's teardown.
-                os._exit(0)
-            if len(words) == 3 and words[0] == b"+":
-                groups[int(words[1])] = int(words[2])
-            elif len(words) == 2 and words[0] == b"-":
-                groups.pop(int(words[1]), None)
-    killed = sweep(groups, run, cgroup, deadline=time.monotonic() + SWEEP_SECONDS)
+    """``<supervisor pid> <run id> <run cgroup or ""> <pgid:start ticks>...``: the supervisor
+    died (the watching shell saw its pipe end without ``bye``): kill everything of the run."""
+    supervisor, run, cgroup = int(argv[0]), argv[1], argv[2]
+    groups = {int(p): int(t) for p, _, t in (word.partition(":") for word in argv[3:])}
+    deadline = time.monotonic() + SWEEP_SECONDS
+    killed = sweep(groups, run, Path(cgroup) if cgroup else None, deadline=deadline)
     if killed:
         listed = " ".join(str(pid) for pid in sorted(killed))
         note = (
@@ -54,7 +32,6 @@ def _watch(fd: int, supervisor: int, run: str, cgroup: Path | None) -> int:
         )
         with contextlib.suppress(OSError):
             os.write(2, note.encode())
-    return 0
 
 
 def sweep(groups: dict[int, int], run: str, cgroup: Path | None, *, deadline: float) -> set[int]:
