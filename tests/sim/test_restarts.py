@@ -9,7 +9,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from hearthlink_trio.supervisor.policy import FAILURE_RETRY_INTERVAL, STARTING_PROBE_INTERVAL
+from hearthlink_trio.supervisor.policy import FAILURE_RETRY_INTERVAL, STARTING_PROBE_MIN
 from hearthlink_trio.supervisor.state import State
 from tests.sim.harness import Script, no_process_left, simulate
 
@@ -91,24 +91,26 @@ async def test_restart_count_resets_once_healthy_for_stable_after(
         await sim.until(lambda: sim.status("svc")["restart_count"] == 0)
         # First pass ~0.05 s after the third start; reset stable_after later, not at a probe.
         now = round(trio.current_time() - sim.t0, 2)
-        assert now == pytest.approx(third + STARTING_PROBE_INTERVAL + 0.001 + 10, abs=0.01)
+        assert now == pytest.approx(third + STARTING_PROBE_MIN + 0.001 + 10, abs=0.01)
         assert sim.status("svc")["restart_backoff"] == 1
 
 
 async def test_probe_schedule_fast_then_startup_interval_then_steady(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    script = Script(ready_after=2.5 * STARTING_PROBE_INTERVAL, unhealthy_after=75)
+    script = Script(ready_after=0.05, unhealthy_after=75)
     config = stack(svc=ONE)
     config["health"]["failure_threshold"] = 3  # type: ignore[index]
     async with simulate(tmp_path, config, {"svc": script}) as sim:
         await sim.until(lambda: len(sim.launcher.times("svc")) == 2)
         times = [round(t - sim.t0, 3) for t, name, _ in sim.prober.probes if name == "svc"]
         gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
-        # Fast probes before the first pass (each probe takes 1 ms here)...
-        assert gaps[:2] == pytest.approx([STARTING_PROBE_INTERVAL + 0.001] * 2)
+        # Before the first pass, probes 5 ms apart growing with the process's age (half of
+        # it; each probe takes 1 ms here)...
+        first = next(i for i, gap in enumerate(gaps) if gap > 1)
+        assert gaps[:first] == pytest.approx([0.006, 0.007, 0.0105, 0.0158, 0.0236], abs=0.001)
         # ... then every startup_interval until 60 s after supervisor start, then 30 s ...
-        assert gaps[3:14] == pytest.approx([5.001] * 11)
+        assert gaps[first : first + 11] == pytest.approx([5.001] * 11)
         assert 30.001 in gaps
         # ... and after a failure, re-probe at short spacing: three failures, a restart.
         assert gaps[-2:] == pytest.approx([FAILURE_RETRY_INTERVAL + 0.001] * 2)
