@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from cyclopts import App, Parameter
 
 from hearthlink_trio import __version__
-from hearthlink_trio.config.lookup import config_path
+from hearthlink_trio.config.lookup import config_paths
 from hearthlink_trio.errors import ExitCode, HearthlinkError
 
 if TYPE_CHECKING:
@@ -31,10 +31,14 @@ app = App(
 )
 
 ConfigOption = Annotated[
-    Path | None,
+    list[Path] | None,
     Parameter(
         name="--config",
-        help="Config file (default: $HEARTHLINK_CONFIG, else the bundled four-service config).",
+        help=(
+            "Config file (default: $HEARTHLINK_CONFIG, else the bundled four-service config); "
+            "repeat it to merge later files onto earlier ones. A hearthlink.override.toml "
+            "beside the first is merged right after it."
+        ),
     ),
 ]
 
@@ -54,10 +58,10 @@ def _report(exc: HearthlinkError, log_format: str = "human") -> int:
     return exc.exit_code
 
 
-def _load(config: Path | None) -> Config:
+def _load(config: list[Path] | None) -> Config:
     from hearthlink_trio.config.load import load_config
 
-    return load_config(config_path(config))
+    return load_config(config_paths(config))
 
 
 @app.command
@@ -74,7 +78,7 @@ def run(
     from hearthlink_trio.supervisor.run import run_supervisor
 
     try:
-        code = run_supervisor(load_config_cached(config_path(config)), log_format=log_format)
+        code = run_supervisor(load_config_cached(config_paths(config)), log_format=log_format)
     except HearthlinkError as exc:
         return _report(exc, log_format)
     if _EXIT_AT_ONCE:
@@ -104,7 +108,23 @@ def check(*, config: ConfigOption = None) -> int:
     return 0
 
 
-def _locate(config: Path | None) -> tuple[Config | None, Location]:
+@app.command(name="config")
+def show_config(*, config: ConfigOption = None) -> int:
+    """Print the merged, validated config as TOML (every key with the value in effect)."""
+    from hearthlink_trio.config.load import read_model
+    from hearthlink_trio.config.render import render_toml
+
+    paths = config_paths(config)
+    try:
+        _load(config)  # every check, the ones across keys and of this machine too
+        parsed, _, _ = read_model(paths)
+    except HearthlinkError as exc:
+        return _report(exc)
+    print(render_toml(parsed), end="")
+    return 0
+
+
+def _locate(config: list[Path] | None) -> tuple[Config | None, Location]:
     """The config (None if the file does not load) and where its supervisor lives.
 
     A file with errors still names the data dir of the supervisor that runs it (which
@@ -113,14 +133,14 @@ def _locate(config: Path | None) -> tuple[Config | None, Location]:
     from hearthlink_trio.config.cache import load_config_cached
     from hearthlink_trio.config.locate import Location, locate
 
-    path = config_path(config)
+    paths = config_paths(config)
     try:
         # From the cache while the file is as the running supervisor loaded it: no pydantic.
-        cfg = load_config_cached(path)
+        cfg = load_config_cached(paths)
     except HearthlinkError:
-        where = locate(path)
+        where = locate(paths)
         print(
-            f"note: {path} has errors (hearthlink check shows them); "
+            f"note: {', '.join(map(str, paths))} has errors (hearthlink check shows them); "
             f"using its data dir {where.data_dir}",
             file=sys.stderr,
         )
@@ -128,7 +148,7 @@ def _locate(config: Path | None) -> tuple[Config | None, Location]:
     return cfg, Location(cfg.data_dir, cfg.control_socket, cfg.log_dir)
 
 
-def _target(config: Path | None) -> tuple[Config | None, ControlClient]:
+def _target(config: list[Path] | None) -> tuple[Config | None, ControlClient]:
     """The config (None if it does not load) and a client of its supervisor."""
     from hearthlink_trio.control.client import ControlClient
 
@@ -168,7 +188,7 @@ def status(
     return 0
 
 
-def _service_request(config: Path | None, name: str, action: str) -> int:
+def _service_request(config: list[Path] | None, name: str, action: str) -> int:
     """``restart``/``stop``/``start`` of one service through the control API."""
     from hearthlink_trio.control.errors import ControlError
 
@@ -373,7 +393,7 @@ def export_compose(*, config: ConfigOption = None, output: OutputOption = None) 
     from hearthlink_trio.cli.export import write_output
 
     try:
-        text = render(config_path(config))
+        text = render(config_paths(config))
     except HearthlinkError as exc:
         return _report(exc)
     return write_output(text, output)
@@ -393,7 +413,7 @@ def export_kubernetes(
     from hearthlink_trio.cli.export import write_output
 
     try:
-        text = render(config_path(config), namespace=namespace)
+        text = render(config_paths(config), namespace=namespace)
     except HearthlinkError as exc:
         return _report(exc)
     return write_output(text, output)

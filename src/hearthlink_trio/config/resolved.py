@@ -81,6 +81,8 @@ class Service:
     group: str = ""
     replica: int | None = None
     image: str = ""
+    #: Started only when one of these profiles is selected, or it is named (or needed).
+    profiles: tuple[str, ...] = ()
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -110,6 +112,14 @@ class Config:
     services: tuple[Service, ...]
     log_max_bytes: int
     log_backups: int
+    #: The config files as given (the first is ``path``); the override file beside the
+    #: first is found again at each load.
+    sources: tuple[Path, ...] = ()
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files given for this config (``path`` alone for a config built by hand)."""
+        return self.sources or (self.path,)
 
     def group(self, name: str) -> tuple[Service, ...]:
         """The services of table ``name``: itself, or its replicas."""

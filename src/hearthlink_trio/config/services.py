@@ -275,6 +275,7 @@ def _service(
         group=name,
         replica=index + 1 if svc.replicas > 1 else None,
         image=svc.image,
+        profiles=tuple(svc.profiles),
     )
 
 
