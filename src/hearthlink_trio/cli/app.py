@@ -66,19 +66,49 @@ def _load(config: list[Path] | None) -> Config:
 
 @app.command
 def run(
-    *,
+    *names: str,
     config: ConfigOption = None,
     log_format: Annotated[
         Literal["human", "json"],
         Parameter(help="Supervisor events on stderr as text or JSON lines."),
     ] = "human",
+    profile: Annotated[
+        list[str] | None,
+        Parameter(name="--profile", help="Start the services of this profile too (repeatable)."),
+    ] = None,
+    watch: Annotated[
+        bool, Parameter(help="Restart a service when its watched files change.")
+    ] = True,
+    wait_timeout: Annotated[
+        float,
+        Parameter(help="With -- CMD: how long the services may take to get healthy (seconds)."),
+    ] = 60.0,
 ) -> int:
-    """Start every service of the config and supervise them until Ctrl-C or SIGTERM."""
+    """Start the services of the config (NAMES: only those and what they depend on) and
+    supervise them until Ctrl-C or SIGTERM.
+
+    With ``-- CMD ARG…`` at the end: once the services are healthy, run CMD in the
+    foreground with their environment, then stop them and exit with CMD's exit code.
+    """
     from hearthlink_trio.config.cache import load_config_cached
+    from hearthlink_trio.config.selection import select
     from hearthlink_trio.supervisor.run import run_supervisor
 
+    command = _COMMAND
+    if wait_timeout <= 0:
+        print("--wait-timeout must be more than 0", file=sys.stderr)
+        return ExitCode.CONFIG
     try:
-        code = run_supervisor(load_config_cached(config_paths(config)), log_format=log_format)
+        cfg = load_config_cached(config_paths(config))
+        selected = select(cfg, names, profile or ())
+        code = run_supervisor(
+            cfg,
+            log_format=log_format,
+            selected=selected,
+            watch=watch,
+            command=command,
+            wait_timeout=wait_timeout,
+        )
     except HearthlinkError as exc:
         return _report(exc, log_format)
     if _EXIT_AT_ONCE:
@@ -429,6 +459,9 @@ def export_dockerfile(*, output: OutputOption = None) -> int:
 
 #: Set by main(): only the real program exits at once, not a test calling run() in-process.
 _EXIT_AT_ONCE = False
+#: ``hearthlink run … -- CMD ARG…``: the command, split off by main() (the argument parser
+#: would take its words for service names and its options for run's).
+_COMMAND: tuple[str, ...] = ()
 
 
 def main() -> int:
@@ -437,7 +470,14 @@ def main() -> int:
     A usage error is exit 2 (cyclopts' ``exit_on_error``); a command's returned int is the
     exit code, given back here rather than left to cyclopts to pass to ``sys.exit``.
     """
-    global _EXIT_AT_ONCE
+    global _EXIT_AT_ONCE, _COMMAND
     _EXIT_AT_ONCE = True
-    result = app(sys.argv[1:], result_action="return_value", exit_on_error=True)
+    args = sys.argv[1:]
+    if args[:1] == ["run"] and "--" in args:
+        cut = args.index("--")
+        args, _COMMAND = args[:cut], tuple(args[cut + 1 :])
+        if not _COMMAND:
+            print("hearthlink run: give a command after --", file=sys.stderr)
+            return ExitCode.CONFIG
+    result = app(args, result_action="return_value", exit_on_error=True)
     return result if isinstance(result, int) else ExitCode.OK

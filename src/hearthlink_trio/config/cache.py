@@ -163,6 +163,7 @@ def _config_to(config: Config) -> dict[str, Any]:
         "log_backups": config.log_backups,
         "services": [_service_to(svc) for svc in config.services],
         "sources": [str(file) for file in config.sources],
+        "file_env": dict(config.file_env),
     }
     return data
 
@@ -194,6 +195,7 @@ def _config_from(data: dict[str, Any]) -> Config:
         log_backups=data["log_backups"],
         services=tuple(_service_from(svc) for svc in data["services"]),
         sources=tuple(Path(file) for file in data["sources"]),
+        file_env=data["file_env"],
     )
 
 

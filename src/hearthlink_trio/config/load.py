@@ -120,6 +120,7 @@ def load_config(
     return Config(
         path=path.absolute(),
         sources=tuple(file.absolute() for file in given),
+        file_env=dict(where.file_env),
         data_dir=data_dir,
         log_dir=log_dir.absolute(),
         run_dir=run_dir,

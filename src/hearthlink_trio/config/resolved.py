@@ -115,6 +115,8 @@ class Config:
     #: The config files as given (the first is ``path``); the override file beside the
     #: first is found again at each load.
     sources: tuple[Path, ...] = ()
+    #: The ``[supervisor]`` env_file's values (every service's ``file_env`` starts from them).
+    file_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def files(self) -> tuple[Path, ...]:

@@ -35,11 +35,14 @@ class EarlyStart:
         lineage = self._containment.lineage(service.name) if self._containment else None
         return spawn(service.argv, env=env, cwd=service.cwd, user=service.user, lineage=lineage)
 
-    def start(self, config: Config, secrets: Secrets) -> None:
-        """Start every service that depends on nothing. One that cannot start is left to
-        the supervisor, which tries again and reports why."""
+    def start(
+        self, config: Config, secrets: Secrets, *, selected: frozenset[str] | None = None
+    ) -> None:
+        """Start every service that depends on nothing (of the ``selected`` ones, default
+        all). One that cannot start is left to the supervisor, which tries again and
+        reports why."""
         for service in config.services:
-            if service.conditions:
+            if service.conditions or (selected is not None and service.name not in selected):
                 continue
             env = child_environment(config, service, secrets)
             with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ preflight, and boot while trio and the supervisor load (see ``prelaunch``).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from hearthlink_trio.config import Config
 from hearthlink_trio.errors import PreflightError
@@ -20,10 +21,25 @@ from hearthlink_trio.supervisor.prelaunch import EarlyStart
 from hearthlink_trio.systemd.notify import Notifier
 
 
-def run_supervisor(config: Config, *, log_format: str) -> int:
-    """Run the supervisor in the foreground; returns the exit code."""
+def run_supervisor(
+    config: Config,
+    *,
+    log_format: str,
+    selected: frozenset[str] | None = None,
+    watch: bool = True,
+    command: Sequence[str] = (),
+    wait_timeout: float = 60.0,
+) -> int:
+    """Run the supervisor in the foreground; returns the exit code.
+
+    Only the ``selected`` services start (default: all); the others wait for ``hearthlink
+    start``. ``watch=False`` turns file watching off. With a ``command``, it is run once
+    the selected services are healthy (at most ``wait_timeout`` seconds), the run ends
+    when it does, and its exit code is the run's.
+    """
+    del watch  # file watching is not part of this run yet
     log = setup_event_log(log_format)
-    ready = preflight(config, log, keep_lock=True)
+    ready = preflight(config, log, keep_lock=True, selected=selected)
     assert ready is not None
     # Before the services: the subreaper, the run's cgroup and the sentinel come first.
     containment = Containment.start()
@@ -32,11 +48,14 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     launcher = EarlyStart(containment)
     try:
-        launcher.start(config, ready.secrets)
+        launcher.start(config, ready.secrets, selected=selected)
         # Loaded only now, while the first services boot.
         import trio
 
+        from hearthlink_trio.supervisor.command import ForegroundCommand
         from hearthlink_trio.supervisor.supervisor import Supervisor
+
+        foreground = ForegroundCommand(command, wait_timeout=wait_timeout) if command else None
 
         try:
             supervisor = Supervisor(
@@ -47,6 +66,8 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
                 notifier=Notifier.from_environ(),
                 containment=containment,
                 launcher=launcher,
+                selected=selected,
+                foreground=foreground,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened
             raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None

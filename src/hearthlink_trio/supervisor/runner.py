@@ -19,14 +19,20 @@ from hearthlink_trio.supervisor.state import ServiceState, State
 class Runner:
     """Runs one service; :meth:`run` returns only when cancelled (shutdown or retirement)."""
 
-    def __init__(self, ctx: Context, service: Service, *, index: int) -> None:
+    def __init__(
+        self, ctx: Context, service: Service, *, index: int, selected: bool = True
+    ) -> None:
         self.ctx = ctx
         self.service = service
         self.name = service.name
         # Computed once: an unchanged service keeps its environment across reloads.
         self.env = child_environment(ctx.config, service, ctx.secrets)
+        #: Started with the run (``hearthlink run NAME…`` and profiles leave others out,
+        #: stopped until ``hearthlink start NAME``).
+        self.selected = selected
         self.record = ServiceState(
             service.name,
+            state=State.WAITING if selected else State.STOPPED,
             restart_backoff=backoff_delay(1, ctx.config.restart),
             on_change=ctx.on_change,
         )
@@ -42,8 +48,9 @@ class Runner:
             ),
         )
         self._restart = trio.Event()
-        #: Stopped by hand (``hearthlink stop NAME``): kept stopped until started again.
-        self.held = False
+        #: Stopped by hand (``hearthlink stop NAME``), or not selected: kept stopped until
+        #: started.
+        self.held = not selected
         self._released = trio.Event()
         #: What the runner is doing now (waiting, a process, a backoff); cancelled by hold().
         self._activity: trio.CancelScope | None = None
@@ -90,6 +97,7 @@ class Runner:
         """Start a service stopped by hand again (after its dependencies, as at start-up)."""
         if not self.held:
             return f"not stopped ({self.record.state.value})"
+        self.selected = True
         self._released.set()
         return "starting"
 
@@ -108,6 +116,9 @@ class Runner:
     async def run(self) -> None:
         try:
             with self.scope:
+                if self.held:  # not selected: stopped from the start, until started
+                    await self._released.wait()
+                    self.held, self._released = False, trio.Event()
                 while True:
                     with trio.CancelScope() as self._activity:
                         if self.record.state is State.STOPPED:

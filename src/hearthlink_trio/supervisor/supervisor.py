@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from hearthlink_trio.config import Config
+from hearthlink_trio.config.selection import dependency_closure
 from hearthlink_trio.control.errors import ControlSocketError
 from hearthlink_trio.control.events import EventHub, EventLogHandler
 from hearthlink_trio.control.server import serve_control
@@ -39,6 +40,7 @@ from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.command import ForegroundCommand
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.output import Console
 from hearthlink_trio.supervisor.prelaunch import EarlyStart
@@ -67,12 +69,16 @@ class Supervisor:
         control: bool = True,
         handle_signals: bool = True,
         containment: Containment | None = None,
+        selected: frozenset[str] | None = None,
+        foreground: ForegroundCommand | None = None,
     ) -> None:
         self.notifier = notifier or Notifier(None)
         self.exit_code = ExitCode.OK
         self._control = control
         self._handle_signals = handle_signals
         self._containment = containment
+        #: ``hearthlink run -- CMD``: run once the services are ready; its end ends the run.
+        self.foreground = foreground
         self.ctx = Context(
             config=config,
             log=log,
@@ -92,15 +98,17 @@ class Supervisor:
         self._usage = UsageSampler()
         self.runners: dict[str, Runner] = {}
         for service in config.services:
-            self._add_runner(service.name)
+            self._add_runner(service.name, selected=selected is None or service.name in selected)
         self._services_scope = trio.CancelScope()
         self._root: trio.Nursery | None = None
         self._reload_lock = trio.Lock()
         self.stopped = trio.Event()
 
-    def _add_runner(self, name: str) -> Runner:
+    def _add_runner(self, name: str, *, selected: bool = True) -> Runner:
         config = self.ctx.config
-        runner = Runner(self.ctx, config.service(name), index=config.names.index(name))
+        runner = Runner(
+            self.ctx, config.service(name), index=config.names.index(name), selected=selected
+        )
         self.runners[name] = runner
         self.ctx.records[name] = runner.record
         return runner
@@ -125,6 +133,7 @@ class Supervisor:
         services = []
         for name, runner in self.runners.items():
             status = service_status(runner.record, runner.service, usage(name))
+            status["selected"] = runner.selected
             status["cpu_percent"], status["rss_bytes"] = self._usage.usage(runner.record.pid)
             services.append(status)
         self._usage.forget_others({r.record.pid for r in self.runners.values() if r.record.pid})
@@ -173,7 +182,13 @@ class Supervisor:
         return self._ask(name, Runner.hold, events.stop_requested)
 
     def start_service(self, name: str) -> str:
-        """Start a service stopped by hand again. KeyError if unknown."""
+        """Start a service stopped by hand again, or one the run left out (with the
+        dependencies it left out too). KeyError if unknown."""
+        targets = [runner.name for runner in self._targets(name)]
+        for dep in dependency_closure(self.config, targets):
+            runner = self.runners[dep]
+            if dep not in targets and not runner.selected:
+                events.emit(self.ctx.log, events.start_requested(dep, runner.release()))
         return self._ask(name, Runner.release, events.start_requested)
 
     def shutdown(self, reason: str = "Shutdown requested") -> None:
@@ -228,6 +243,8 @@ class Supervisor:
                         for runner in self.runners.values():
                             root.start_soon(runner.run)
                         root.start_soon(self._announce_steady_phase)
+                        if self.foreground is not None:
+                            root.start_soon(self.foreground.run, self)
                         await trio.sleep_forever()
             finally:
                 with trio.CancelScope(shield=True):
@@ -236,6 +253,8 @@ class Supervisor:
                     ctx.groups.clear()
             self.stopped.set()
             outer.cancel_scope.cancel()
+        if self.foreground is not None and self.exit_code is ExitCode.OK:
+            return self.foreground.result
         return int(self.exit_code)
 
     async def _watch_signals(
@@ -249,6 +268,10 @@ class Supervisor:
     def on_signal(self, signum: int) -> None:
         """SIGHUP reloads; the first SIGINT/SIGTERM stops gracefully, the second by force."""
         name = signal.Signals(signum).name
+        if self.foreground is not None and self.foreground.takes_signal(signum):
+            # The command acts first; the services stop once it has ended.
+            events.emit(self.ctx.log, events.signal_left_to_command(name, signum == signal.SIGTERM))
+            return
         if signum == signal.SIGHUP:
             if not self.shutting_down:
                 self.reload()
@@ -298,6 +321,9 @@ class Supervisor:
 
     async def _apply(self, plan: Plan) -> None:
         retiring = [self.runners[name] for name in plan.stop]
+        # A service the reload replaces keeps whether the run selected it; one it adds
+        # is started (its table is new: someone wants it).
+        was_selected = {runner.name: runner.selected for runner in retiring}
         for runner in retiring:
             runner.retire()
         for runner in retiring:
@@ -306,7 +332,7 @@ class Supervisor:
             del self.runners[name]
             del self.ctx.records[name]
         for name in plan.start:
-            self._add_runner(name)
+            self._add_runner(name, selected=was_selected.get(name, True))
         order = self.config.names
         self.runners = {name: self.runners[name] for name in order}
         self.ctx.records = {name: self.ctx.records[name] for name in order}
