@@ -22,7 +22,7 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.process.spawn import KillMode, describe_exit, describe_signal
+from hearthlink_trio.process.spawn import describe_exit, describe_signal
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
@@ -80,21 +80,28 @@ async def run_incarnation(
     attempt: int,
     restart_requested: trio.Event,
     stop_asked: Callable[[], bool],
+    process: Process | None = None,
 ) -> Outcome:
     """Start ``service`` once and watch it until it exits, fails its health or is restarted.
 
     ``attempt`` is the restart number (0 for a first start or a manual restart).
     ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
-    shutdown or a reload), which is logged as such.
+    shutdown, a reload, a stop by hand), which is logged as such; once it holds nothing is
+    started. ``process``: one already started and announced (taken over), to watch instead.
     """
-    try:
+    if process is None:
         async with ctx.spawn_lock:
-            process = ctx.launcher.launch(service, env)
-    except OSError as exc:
-        reason = f"could not start: {exc.strerror or exc}"
-        events.emit(ctx.log, events.spawn_failed(service.name, reason))
-        return Outcome(End.SPAWN_FAILED, reason)
-    _started(ctx, service, record, process, attempt)
+            if stop_asked():
+                # The stop began while this waited its turn: its cancellation is pending, and
+                # the checkpoint below delivers it. Nothing starts after a stop began.
+                await trio.sleep_forever()
+            try:
+                process = ctx.launcher.launch(service, env)
+            except OSError as exc:
+                reason = f"could not start: {exc.strerror or exc}"
+                events.emit(ctx.log, events.spawn_failed(service.name, reason))
+                return Outcome(End.SPAWN_FAILED, reason)
+        started(ctx, service, record, process, attempt)
     watchers = [
         lambda: _exit_of(ctx, service, process),
         lambda: _manual(ctx, service, restart_requested),
@@ -112,9 +119,10 @@ async def run_incarnation(
             out.watchers.remove(log_watch.feed)
 
 
-def _started(
+def started(
     ctx: Context, service: Service, record: ServiceState, process: Process, attempt: int
 ) -> None:
+    """Record and announce a process of ``service`` that has just started."""
     now = time.time()
     record.pid = process.pid
     record.started_at = now
@@ -190,9 +198,12 @@ async def _stop(
         sent = "SIGKILL" if ctx.force.is_set() else signal_name
         events.emit(ctx.log, events.waiting_to_stop(service.name, process.pid, sent, waited, left))
 
-    kill_mode: KillMode = "mixed" if service.kill_mode == "mixed" else "group"
     code = await process.stop(
-        service.stop_signal, service.stop_timeout, ctx.force, kill_mode=kill_mode, waiting=waiting
+        service.stop_signal,
+        service.stop_timeout,
+        ctx.force,
+        kill_mode=service.kill_mode,
+        waiting=waiting,
     )
     ctx.groups.remove(service.name)
     record.pid = None
