@@ -100,6 +100,8 @@ def _state(service: dict[str, Any], status: str) -> str:
         state = f"backoff ({float(backoff):g}s)"
     if service.get("health") == "unhealthy" and state in _LIVE_STATUSES:
         state = f"{state} (unhealthy)"
+    if service.get("selected") is False:  # left out of the run: `hearthlink start` starts it
+        state = f"{state} (not selected)"
     return _one_line(state)
 
 
