@@ -283,7 +283,8 @@ def ui(*, config: ConfigOption = None) -> int:
     from hearthlink_trio.cli.ui import run_ui
 
     _, client = _target(config)
-    return run_ui(client.socket_path)
+    _, where = _locate(config)
+    return run_ui(client.socket_path, where.log_dir)
 
 
 @app.command
