@@ -298,26 +298,28 @@ def logs(
     ] = False,
     lines: Annotated[int, Parameter(name=["--lines", "-n"], help="How many last lines.")] = 20,
 ) -> int:
-    """Print the last lines of service NAME's log file, and follow it with -f."""
+    """Print the last lines of service NAME's log file, and follow it with -f. For a
+    replicated table, every replica's lines, each prefixed with the replica's name."""
     from hearthlink_trio.cli.logview import follow as follow_lines
     from hearthlink_trio.cli.logview import tail_lines
 
     cfg, where = _locate(config)
+    replicas: list[str] = []
     if cfg is not None and name not in cfg.names:
         replicas = [svc.name for svc in cfg.group(name)]
-        if replicas:
-            print(f"{name} runs as {', '.join(replicas)}: name one of them", file=sys.stderr)
-        else:
+        if not replicas:
             print(
                 f"No service named {name!r} in {cfg.path} (services: {', '.join(cfg.names)})",
                 file=sys.stderr,
             )
-        return 1
+            return 1
     log_dir = where.log_dir
     path = log_dir / f"{name}.log"
     if lines < 0:
         print("--lines must be 0 or more", file=sys.stderr)
         return 2
+    if replicas:
+        return _replica_logs(name, {r: log_dir / f"{r}.log" for r in replicas}, follow, lines)
     if not follow:
         try:
             text = tail_lines(path, lines)
@@ -329,6 +331,27 @@ def logs(
         return 0
     try:
         for line in follow_lines(path, last=lines):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _replica_logs(table: str, paths: dict[str, Path], follow: bool, lines: int) -> int:
+    """``hearthlink logs TABLE`` of a replicated table: its replicas' lines interleaved."""
+    from hearthlink_trio.cli.logview import follow_many, tail_many
+
+    if not follow:
+        if not any(path.exists() for path in paths.values()):
+            print(
+                f"No log yet for {table} ({', '.join(map(str, paths.values()))})", file=sys.stderr
+            )
+            return 1
+        for line in tail_many(paths, lines):
+            print(line)
+        return 0
+    try:
+        for line in follow_many(paths, last=lines):
             print(line, flush=True)
     except KeyboardInterrupt:
         return 0
