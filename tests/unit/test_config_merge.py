@@ -184,3 +184,19 @@ def test_config_command_prints_the_merged_config_in_a_stable_order(tmp_path: Pat
         "base.toml: services.web.depends_on: depends on db, which off.toml disables "
         "(services.db.enabled = false)"
     ]
+
+
+def test_the_printed_config_loads_back_to_the_same_services(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    top = write_config(
+        tmp_path / "top.toml",
+        {
+            "services.db": {"probe": {"tcp": True}, "port": 4101, "profiles": ["data"]},
+            "services.web": {"depends_on": {"db": "started"}, "env": {"B": "3"}},
+        },
+    )
+    printed = run_command("config", "--config", str(base), "--config", str(top), cwd=tmp_path)
+    assert printed.returncode == 0 and printed.stderr == "", printed.stderr
+    again = tmp_path / "printed.toml"
+    again.write_text(printed.stdout)
+    assert load_config(again, environ={}).services == load_config([base, top], environ={}).services

@@ -19,7 +19,11 @@ def render_toml(parsed: ConfigFile) -> str:
     the services by name. Paths are as written (relative ones resolve against the first
     file's folder), and ``enabled`` is left out: a service switched off is not there.
     """
-    data: dict[str, Any] = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # The probe is a union told apart by a callable tag, which pydantic cannot serialise
+    # without a warning; the value it writes is right.
+    data: dict[str, Any] = parsed.model_dump(
+        mode="json", by_alias=True, exclude_none=True, warnings=False
+    )
     services = data.pop("services")
     # An empty table or array is the default wherever one is allowed: left out, it would
     # only add empty [services.NAME.env] headers.
