@@ -330,3 +330,59 @@ def test_sigterm_is_passed_on_to_the_command(tmp_path: Path) -> None:
         assert sup.wait() == 128 + signal.SIGTERM
         assert "Received SIGTERM, passed on to the command" in sup.stderr()
     all_gone(stack.pids(), timeout=0.5)
+
+
+def test_a_command_that_cannot_start_exits_127_and_the_token_is_never_logged(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    stack.add("db")
+    config = stack.write()
+    token = "a-token-the-shell-expanded-0123456789"
+    missing = str(tmp_path / "no-such-program")
+    result = run_command(
+        "run",
+        "--config",
+        str(config),
+        "--",
+        missing,
+        token,
+        cwd=tmp_path,
+        env={"HEARTHLINK_API_TOKEN": token},
+    )
+    assert result.returncode == 127, result.stderr
+    assert f"Not running {missing}: No such file or directory" in result.stderr
+    assert token not in result.stderr + result.stdout
+    all_gone(stack.pids(), timeout=0.5)
+
+
+def test_restart_of_an_unselected_service_starts_what_it_needs(tmp_path: Path) -> None:
+    stack = _stack(tmp_path)
+    config = stack.write()
+    with running(config, "worker") as sup:
+        _wait_states(
+            config,
+            {
+                "db": ("stopped", False),
+                "api": ("stopped", False),
+                "web": ("stopped", False),
+                "worker": ("healthy", True),
+                "tool": ("stopped", False),
+            },
+        )
+        result = run_command("restart", "api", "--config", str(config), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        _wait_states(
+            config,
+            {
+                "db": ("healthy", True),
+                "api": ("healthy", True),
+                "web": ("stopped", False),
+                "worker": ("healthy", True),
+                "tool": ("stopped", False),
+            },
+        )
+        pids = stack.pids()
+        sup.signal(signal.SIGINT)
+        assert sup.wait() == 0
+    all_gone(pids)

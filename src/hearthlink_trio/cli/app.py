@@ -380,7 +380,7 @@ def systemd(
     try:
         text = render_unit(
             exec_start=default_exec_start(),
-            config_path=cfg.path if explicit else None,
+            config_path=cfg.files if explicit else None,
             data_dir=cfg.data_dir,
             stop_timeout_worst=cfg.worst_case_stop_seconds(),
         )

@@ -70,6 +70,8 @@ class ForegroundCommand:
     async def run(self, supervisor: Supervisor) -> None:
         """Wait for the selected services, run the command, then stop the supervisor."""
         ctx = supervisor.ctx
+        # Its words may hold a token the shell expanded: the log gets them masked.
+        shown = [ctx.secrets.redact(word) for word in self.argv]
         wanted = [name for name, runner in supervisor.runners.items() if runner.selected]
         depends = {svc.name: svc.depends_on for svc in ctx.config.services}
 
@@ -92,7 +94,7 @@ class ForegroundCommand:
                 if not hopeless()
                 else f"a service will not get healthy: {laggards}"
             )
-            events.emit(ctx.log, events.command_not_started(self.argv, ctx.secrets.redact(why)))
+            events.emit(ctx.log, events.command_not_started(shown, ctx.secrets.redact(why)))
             supervisor.shutdown("The services are not ready")
             return
         env = command_environment(ctx.config, ctx.secrets)
@@ -100,16 +102,14 @@ class ForegroundCommand:
             process = spawn_attached(self.argv, env=env)
         except OSError as exc:
             self.result = NOT_STARTED
-            events.emit(ctx.log, events.command_not_started(self.argv, exc.strerror or str(exc)))
+            events.emit(ctx.log, events.command_not_started(shown, exc.strerror or str(exc)))
             supervisor.shutdown("The command could not be started")
             return
         self._process = process
-        events.emit(ctx.log, events.command_started(self.argv, process.pid))
+        events.emit(ctx.log, events.command_started(shown, process.pid))
         returncode = await _wait(process)
         self.result = exit_code(returncode)
-        events.emit(
-            ctx.log, events.command_exited(self.argv, self.result, describe_exit(returncode))
-        )
+        events.emit(ctx.log, events.command_exited(shown, self.result, describe_exit(returncode)))
         supervisor.shutdown("Command ended")
 
 

@@ -170,7 +170,9 @@ class Supervisor:
 
     def restart(self, name: str) -> str:
         """Manual restart of service ``name`` (every replica of a table ``name``); returns
-        what will happen. KeyError if unknown."""
+        what will happen. KeyError if unknown. One the run left out starts, with the
+        dependencies it left out too."""
+        self._start_left_out_dependencies(name)
         return self._ask(name, Runner.request_restart, events.restart_requested)
 
     def stop_service(self, name: str) -> str:
@@ -180,12 +182,16 @@ class Supervisor:
     def start_service(self, name: str) -> str:
         """Start a service stopped by hand again, or one the run left out (with the
         dependencies it left out too). KeyError if unknown."""
+        self._start_left_out_dependencies(name)
+        return self._ask(name, Runner.release, events.start_requested)
+
+    def _start_left_out_dependencies(self, name: str) -> None:
+        """Start what service ``name`` needs that the run left out (not selected)."""
         targets = [runner.name for runner in self._targets(name)]
         for dep in dependency_closure(self.config, targets):
             runner = self.runners[dep]
             if dep not in targets and not runner.selected:
                 events.emit(self.ctx.log, events.start_requested(dep, runner.release()))
-        return self._ask(name, Runner.release, events.start_requested)
 
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
