@@ -386,3 +386,32 @@ def test_restart_of_an_unselected_service_starts_what_it_needs(tmp_path: Path) -
         sup.signal(signal.SIGINT)
         assert sup.wait() == 0
     all_gone(pids)
+
+
+def test_a_reload_applies_the_selection_to_what_it_adds(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("db")
+    stack.add("api", depends_on=["db"])
+    config = stack.write()
+    with running(config, "api") as sup:
+        _wait_states(config, {"db": ("healthy", True), "api": ("healthy", True)})
+        # Added: cache, which api now needs, and extra, which nothing selected needs.
+        stack.add("cache")
+        stack.add("extra")
+        stack.services["api"]["depends_on"] = ["db", "cache"]
+        stack.write()
+        sup.signal(signal.SIGHUP)
+        sup.wait_line(r"^Config reloaded: added cache, extra; changed api$")
+        _wait_states(
+            config,
+            {
+                "db": ("healthy", True),
+                "cache": ("healthy", True),
+                "api": ("healthy", True),
+                "extra": ("stopped", False),
+            },
+        )
+        pids = stack.pids()
+        sup.signal(signal.SIGINT)
+        assert sup.wait() == 0
+    all_gone(pids)

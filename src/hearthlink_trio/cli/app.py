@@ -91,7 +91,7 @@ def run(
     foreground with their environment, then stop them and exit with CMD's exit code.
     """
     from hearthlink_trio.config.cache import load_config_cached
-    from hearthlink_trio.config.selection import select
+    from hearthlink_trio.config.selection import Selection
     from hearthlink_trio.supervisor.run import run_supervisor
 
     command = _COMMAND
@@ -100,11 +100,12 @@ def run(
         return ExitCode.CONFIG
     try:
         cfg = load_config_cached(config_paths(config))
-        selected = select(cfg, names, profile or ())
+        selection = Selection(tuple(names), tuple(profile or ()))
+        selection.check(cfg)
         code = run_supervisor(
             cfg,
             log_format=log_format,
-            selected=selected,
+            selection=selection,
             watch=watch,
             command=command,
             wait_timeout=wait_timeout,

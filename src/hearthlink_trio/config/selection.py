@@ -3,12 +3,13 @@ the selected profiles, and, transitively, whatever they depend on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from hearthlink_trio.config.resolved import Config
 from hearthlink_trio.errors import UsageError
 
-__all__ = ["dependency_closure", "select"]
+__all__ = ["Selection", "dependency_closure"]
 
 
 def dependency_closure(config: Config, names: Iterable[str]) -> tuple[str, ...]:
@@ -24,39 +25,48 @@ def dependency_closure(config: Config, names: Iterable[str]) -> tuple[str, ...]:
     return tuple(name for name in config.names if name in wanted)
 
 
-def select(
-    config: Config, names: Sequence[str] = (), profiles: Sequence[str] = ()
-) -> frozenset[str]:
-    """The services (replica names) a run starts.
+@dataclass(frozen=True)
+class Selection:
+    """What ``hearthlink run NAME… --profile P…`` asked for.
 
     ``names`` are service tables or replicas. With none, every service without
     ``profiles`` is a root; with some, only those are. The services of any profile in
     ``profiles`` are roots too. Every root's dependencies are started with it, whatever
     their profiles.
-
-    Raises:
-        UsageError: a name or a profile that the config does not have (all named at once).
     """
-    known_profiles = sorted({p for svc in config.services for p in svc.profiles})
-    problems = []
-    roots = set()
-    for name in names:
-        found = [svc.name for svc in config.services if name in (svc.name, svc.group)]
-        if not found:
-            problems.append(f"no service named {name!r} (services: {_tables(config)})")
-        roots.update(found)
-    for profile in profiles:
-        if profile not in known_profiles:
-            problems.append(
-                f"no profile named {profile!r} "
-                f"(profiles: {', '.join(known_profiles) or 'none in this config'})"
-            )
-        roots.update(svc.name for svc in config.services if profile in svc.profiles)
-    if problems:
-        raise UsageError(problems)
-    if not names:
-        roots.update(svc.name for svc in config.services if not svc.profiles)
-    return frozenset(dependency_closure(config, roots))
+
+    names: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+
+    def check(self, config: Config) -> None:
+        """Raises UsageError naming every name and profile ``config`` does not have."""
+        known_profiles = sorted({p for svc in config.services for p in svc.profiles})
+        problems = [
+            f"no service named {name!r} (services: {_tables(config)})"
+            for name in self.names
+            if not any(name in (svc.name, svc.group) for svc in config.services)
+        ]
+        problems += [
+            f"no profile named {profile!r} "
+            f"(profiles: {', '.join(known_profiles) or 'none in this config'})"
+            for profile in self.profiles
+            if profile not in known_profiles
+        ]
+        if problems:
+            raise UsageError(problems)
+
+    def pick(self, config: Config) -> frozenset[str]:
+        """The services (replica names) of ``config`` this selection starts; a name or
+        profile it does not have selects nothing (a reload may have removed it)."""
+        roots = {
+            svc.name
+            for svc in config.services
+            if svc.name in self.names
+            or svc.group in self.names
+            or set(svc.profiles) & set(self.profiles)
+            or (not self.names and not svc.profiles)
+        }
+        return frozenset(dependency_closure(config, roots))
 
 
 def _tables(config: Config) -> str:

@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from hearthlink_trio.config import Config
+from hearthlink_trio.config.selection import Selection
 from hearthlink_trio.errors import ExitCode, PreflightError
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.supervisor import events
@@ -63,19 +64,20 @@ def run_supervisor(
     config: Config,
     *,
     log_format: str,
-    selected: frozenset[str] | None = None,
+    selection: Selection | None = None,
     watch: bool = True,
     command: Sequence[str] = (),
     wait_timeout: float = 60.0,
 ) -> int:
     """Run the supervisor in the foreground; returns the exit code.
 
-    Only the ``selected`` services start (default: all); the others wait for ``hearthlink
-    start``. ``watch=False`` turns file watching off. With a ``command``, it is run once
-    the selected services are healthy (at most ``wait_timeout`` seconds), the run ends
-    when it does, and its exit code is the run's.
+    Only the services of the ``selection`` start (default: all); the others wait for
+    ``hearthlink start``. ``watch=False`` turns file watching off. With a ``command``, it
+    is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
+    run ends when it does, and its exit code is the run's.
     """
     del watch  # file watching is not part of this run yet
+    selected = selection.pick(config) if selection is not None else None
     pending = PendingSignals()
     pending.install()
     log = setup_event_log(log_format)
@@ -106,7 +108,7 @@ def run_supervisor(
                 console=console,
                 containment=containment,
                 launcher=launcher,
-                selected=selected,
+                selection=selection,
                 foreground=foreground,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened

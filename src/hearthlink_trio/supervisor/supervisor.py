@@ -36,7 +36,7 @@ from typing import Any
 import trio
 
 from hearthlink_trio.config import Config
-from hearthlink_trio.config.selection import dependency_closure
+from hearthlink_trio.config.selection import Selection, dependency_closure
 from hearthlink_trio.control.events import EventHub, EventLogHandler
 from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
@@ -68,7 +68,7 @@ class Supervisor:
         launcher: Launcher | None = None,
         prober: Prober | None = None,
         containment: Containment | None = None,
-        selected: frozenset[str] | None = None,
+        selection: Selection | None = None,
         foreground: ForegroundCommand | None = None,
     ) -> None:
         self.exit_code = ExitCode.OK
@@ -92,13 +92,22 @@ class Supervisor:
         self.ctx.publish = self.events.publish
         self.ctx.publish_lines = self.events.publish_lines
         self._usage = UsageSampler()
+        #: What the run was asked to start (None: everything); a reload applies it again.
+        self.selection = selection
         self.runners: dict[str, Runner] = {}
+        picked = self._picked()
         for service in config.services:
-            self._add_runner(service.name, selected=selected is None or service.name in selected)
+            self._add_runner(service.name, selected=service.name in picked)
         self._services_scope = trio.CancelScope()
         self._root: trio.Nursery | None = None
         self._reload_lock = trio.Lock()
         self.stopped = trio.Event()
+
+    def _picked(self) -> frozenset[str]:
+        """The services of the current config that the run's selection starts."""
+        if self.selection is None:
+            return frozenset(self.config.names)
+        return self.selection.pick(self.config)
 
     def _add_runner(self, name: str, *, selected: bool = True) -> Runner:
         config = self.ctx.config
@@ -306,9 +315,11 @@ class Supervisor:
 
     async def _apply(self, plan: Plan) -> None:
         retiring = [self.runners[name] for name in plan.stop]
-        # A service the reload replaces keeps whether the run selected it; one it adds
-        # is started (its table is new: someone wants it).
+        # A service the reload replaces stays started if it was (selected, or started by
+        # hand); any other starts if the run's selection picks it in the new config (a
+        # new dependency of a selected service, say).
         was_selected = {runner.name: runner.selected for runner in retiring}
+        picked = self._picked()
         for runner in retiring:
             runner.retire()
         for runner in retiring:
@@ -317,7 +328,7 @@ class Supervisor:
             del self.runners[name]
             del self.ctx.records[name]
         for name in plan.start:
-            self._add_runner(name, selected=was_selected.get(name, True))
+            self._add_runner(name, selected=was_selected.get(name, False) or name in picked)
         order = self.config.names
         self.runners = {name: self.runners[name] for name in order}
         self.ctx.records = {name: self.ctx.records[name] for name in order}
