@@ -3,6 +3,8 @@ watch, restart with backoff, give up, and wait for a manual restart."""
 
 from __future__ import annotations
 
+import time
+
 import trio
 
 from hearthlink_trio.config import Service
@@ -10,9 +12,15 @@ from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
-from hearthlink_trio.supervisor.incarnation import End, Outcome, run_incarnation
+from hearthlink_trio.supervisor.incarnation import End, Outcome, first_of, run_incarnation
 from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
 from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.schedule import (
+    Schedule,
+    next_due,
+    parse_schedule,
+    sleep_until_due,
+)
 from hearthlink_trio.supervisor.state import ServiceState, State
 
 
@@ -64,6 +72,9 @@ class Runner:
         record = self.record
         if self.held:
             return self.release()
+        if self._idle_on_schedule():
+            self._restart.set()
+            return "running it now (it is scheduled)"
         if self.ctx.shutting_down or record.state in (State.STOPPING, State.STOPPED):
             return "the supervisor is stopping it"
         if record.state is State.WAITING:
@@ -74,6 +85,15 @@ class Runner:
             record.restart_count = 0
         self._restart.set()
         return "restarting"
+
+    def _idle_on_schedule(self) -> bool:
+        """A scheduled task waiting for its next time (not running, not in backoff)."""
+        return (
+            bool(self.service.schedule)
+            and not self.ctx.shutting_down
+            and self.record.next_run is not None
+            and self.record.state in (State.STOPPED, State.COMPLETED, State.FAILED)
+        )
 
     def hold(self) -> str:
         """Stop the service by hand and keep it stopped (not a failure, not counted)."""
@@ -113,10 +133,14 @@ class Runner:
                         if self.record.state is State.STOPPED:
                             self.record.change_state(State.WAITING)
                         await self._wait_for_dependencies()
-                        await self._supervise()
+                        if self.service.schedule:
+                            await self._run_on_schedule()
+                        else:
+                            await self._supervise()
                     # Only a hold() ends the activity: stay stopped until released.
                     self._activity = None
-                    self.record.change_state(State.STOPPED, error=None)
+                    if self.record.state is not State.STOPPED:  # a scheduled task may idle so
+                        self.record.change_state(State.STOPPED, error=None)
                     await self._released.wait()
                     self.held, self._released = False, trio.Event()
         finally:
@@ -126,6 +150,13 @@ class Runner:
             self.done.set()
 
     async def _supervise(self) -> None:
+        while True:
+            await self._until_done()
+            await self._wait_for_manual_restart()
+
+    async def _until_done(self) -> None:
+        """Start the process, and restart it as its policy says, until one run completes or
+        the service gives up (then its state is ``completed`` or ``failed``)."""
         ctx, record = self.ctx, self.record
         attempt = 0
         while True:
@@ -147,27 +178,73 @@ class Runner:
                 # Done; not run again by a dependency's restart, only by a manual one.
                 record.ever_healthy = True
                 record.change_state(State.COMPLETED, error=None)
-                await self._wait_for_manual_restart()
-                continue
+                return
             if outcome.end is End.CONFIG:
                 self._give_up(
                     events.config_exit(self.name, EX_CONFIG),
                     self.out.last_line or f"configuration error (exit status {EX_CONFIG})",
                 )
-                await self._wait_for_manual_restart()
-                continue
+                return
             if self.service.restart == "never":
                 self._give_up(
                     events.not_restarting(self.name, "never", outcome.detail), outcome.detail
                 )
-                await self._wait_for_manual_restart()
-                continue
+                return
             if record.restart_count >= ctx.config.restart.max_attempts:
                 self._give_up(events.gave_up(self.name, record.restart_count), outcome.detail)
-                await self._wait_for_manual_restart()
-                continue
+                return
             await self._back_off(outcome)
             attempt = record.restart_count
+
+    async def _run_on_schedule(self) -> None:
+        """A scheduled task: idle until each time its schedule names (or a manual restart),
+        then one run, retried under its restart policy within that run only."""
+        ctx, record = self.ctx, self.record
+        schedule = parse_schedule(self.service.schedule)
+        if record.state is State.WAITING:
+            # Nothing runs at start: idle (stopped) until the first time comes.
+            record.change_state(State.STOPPED, error=None)
+        while True:
+            # The restart event is not renewed here: one asked for as the last run ended
+            # counts (the runs renew it at each start).
+            due = next_due(schedule)
+            record.next_run = due
+            ctx.changed()
+
+            async def on_time(due: float = due) -> bool:
+                await sleep_until_due(schedule, due)
+                return False
+
+            async def asked() -> bool:
+                await self._restart.wait()
+                return True
+
+            if await first_of(on_time, asked):
+                events.emit(ctx.log, events.manual_restart(self.name))
+            else:
+                events.emit(ctx.log, events.scheduled_run(self.name, due))
+            # Each run has the whole restart policy to itself.
+            record.restart_count = 0
+            record.last_run = time.time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._skip_while_running, schedule)
+                await self._until_done()
+                nursery.cancel_scope.cancel()
+            record.last_outcome = (
+                "completed"
+                if record.state is State.COMPLETED
+                else f"failed: {record.error_message or 'gave up'}"
+            )
+            ctx.changed()
+
+    async def _skip_while_running(self, schedule: Schedule) -> None:
+        """Log each scheduled time that comes while a run is still going; it is skipped."""
+        while True:
+            due = next_due(schedule)
+            self.record.next_run = due
+            self.ctx.changed()
+            await sleep_until_due(schedule, due)
+            events.emit(self.ctx.log, events.schedule_skipped(self.name, due))
 
     async def _back_off(self, outcome: Outcome) -> None:
         record = self.record

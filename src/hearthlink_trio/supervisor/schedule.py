@@ -80,6 +80,11 @@ def parse_schedule(text: str) -> Schedule:
     return Schedule(text, cron=cron)
 
 
+def next_due(schedule: Schedule) -> float:
+    """The first time ``schedule`` names after now (the wall clock)."""
+    return schedule.next_after(wall_clock())
+
+
 async def sleep_until_due(schedule: Schedule, due: float) -> float:
     """Sleep until the wall clock reaches ``due``; returns the time that was reached.
 

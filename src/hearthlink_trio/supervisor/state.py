@@ -88,6 +88,11 @@ class ServiceState:
     restart_backoff: float = 0.0
     #: Has passed a probe at least once since the supervisor started.
     ever_healthy: bool = False
+    #: A scheduled task: when its next run is due, when its last one began and how it ended
+    #: (Unix seconds; "completed" or "failed: <why>").
+    next_run: float | None = None
+    last_run: float | None = None
+    last_outcome: str | None = None
     on_change: Callable[[ServiceState, State], None] = field(default=_ignore, repr=False)
 
     def change_state(self, new: State, *, error: str | object | None = _UNSET) -> None:
