@@ -3,6 +3,7 @@ manual runs, and a failed run retried within that run only."""
 
 from __future__ import annotations
 
+import signal
 from datetime import datetime
 from pathlib import Path
 
@@ -152,3 +153,20 @@ async def test_a_dependent_of_a_scheduled_task_starts_once_it_has_completed(
         await trio.sleep(300)
         # The next run does not touch it.
         assert sim.launcher.times("web") == [301]
+
+
+async def test_a_reload_applies_a_changed_schedule_and_leaves_the_others_alone(
+    tmp_path: Path, clock: MockClock, wall: WallClock
+) -> None:
+    other = {"services.web": {"command": ["web"], "port": 1}}
+    cfg = {**config(schedule="every 300"), **other}
+    async with simulate(tmp_path, cfg, DONE_IN_A_SECOND) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        assert sim.status("job")["next_run"] == MIDNIGHT + 300
+        sim.rewrite({**config(schedule="every 120"), **other})
+        sim.supervisor.on_signal(signal.SIGHUP)
+        await sim.until(lambda: sim.messages("reloaded") != [])
+        await sim.until(lambda: sim.status("job")["next_run"] == MIDNIGHT + 120)
+        await trio.sleep(300)
+        assert sim.launcher.times("job") == [120, 240]
+        assert sim.launcher.times("web") == [0]  # untouched

@@ -36,10 +36,11 @@ class EarlyStart:
         return spawn(service.argv, env=env, cwd=service.cwd, user=service.user, lineage=lineage)
 
     def start(self, config: Config, secrets: Secrets) -> None:
-        """Start every service that depends on nothing. One that cannot start is left to
-        the supervisor, which tries again and reports why."""
+        """Start every service that depends on nothing (a scheduled task waits for its
+        time). One that cannot start is left to the supervisor, which tries again and
+        reports why."""
         for service in config.services:
-            if service.conditions:
+            if service.conditions or service.schedule:
                 continue
             env = child_environment(config, service, secrets)
             with contextlib.suppress(OSError):

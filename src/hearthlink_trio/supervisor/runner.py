@@ -12,6 +12,7 @@ from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
+from hearthlink_trio.supervisor.hooks import failure_environment, run_hook
 from hearthlink_trio.supervisor.incarnation import End, Outcome, first_of, run_incarnation
 from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
 from hearthlink_trio.supervisor.policy import backoff_delay
@@ -128,26 +129,32 @@ class Runner:
     async def run(self) -> None:
         try:
             with self.scope:
-                while True:
-                    with trio.CancelScope() as self._activity:
-                        if self.record.state is State.STOPPED:
-                            self.record.change_state(State.WAITING)
-                        await self._wait_for_dependencies()
-                        if self.service.schedule:
-                            await self._run_on_schedule()
-                        else:
-                            await self._supervise()
-                    # Only a hold() ends the activity: stay stopped until released.
-                    self._activity = None
-                    if self.record.state is not State.STOPPED:  # a scheduled task may idle so
-                        self.record.change_state(State.STOPPED, error=None)
-                    await self._released.wait()
-                    self.held, self._released = False, trio.Event()
+                # The on_failure hooks run here, beside the service's own life: a hook never
+                # holds up its restart, and ends with the runner at the latest.
+                async with trio.open_nursery() as self._hooks:
+                    await self._live()
         finally:
             if self.record.state is not State.STOPPED:
                 self.record.change_state(State.STOPPED)
             self.out.log.close()
             self.done.set()
+
+    async def _live(self) -> None:
+        while True:
+            with trio.CancelScope() as self._activity:
+                if self.record.state is State.STOPPED:
+                    self.record.change_state(State.WAITING)
+                await self._wait_for_dependencies()
+                if self.service.schedule:
+                    await self._run_on_schedule()
+                else:
+                    await self._supervise()
+            # Only a hold() ends the activity: stay stopped until released.
+            self._activity = None
+            if self.record.state is not State.STOPPED:  # a scheduled task may idle so
+                self.record.change_state(State.STOPPED, error=None)
+            await self._released.wait()
+            self.held, self._released = False, trio.Event()
 
     async def _supervise(self) -> None:
         while True:
@@ -261,8 +268,17 @@ class Runner:
         # logged, so the secrets the supervisor handed out are masked in it.
         error = self.ctx.secrets.redact(error)
         self.record.change_state(State.FAILED, error=error)
-        if self.service.critical:
+        if self.service.on_failure:
+            self._hooks.start_soon(self._on_failure, error)
+        elif self.service.critical:
             self.ctx.fatal(f"critical service {self.name} gave up: {error}")
+
+    async def _on_failure(self, reason: str) -> None:
+        env = failure_environment(self._environment(), reason)
+        await run_hook(self.ctx, self.service, "on_failure", env, self.out)
+        # A critical service's hook runs before the shutdown it causes (which would kill it).
+        if self.service.critical:
+            self.ctx.fatal(f"critical service {self.name} gave up: {reason}")
 
     async def _wait_for_manual_restart(self) -> None:
         self._restart = trio.Event()
