@@ -198,6 +198,9 @@ def _service_from(data: dict[str, Any]) -> Service:
             "cwd": Path(data["cwd"]),
             "stop_signal": signal.Signals(data["stop_signal"]),
             "probe": Probe(**{**probe, "argv": tuple(probe["argv"])}),
+            **{
+                hook: tuple(data.get(hook, ())) for hook in ("post_start", "pre_stop", "on_failure")
+            },
         }
     )
 
