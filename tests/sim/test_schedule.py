@@ -170,3 +170,20 @@ async def test_a_reload_applies_a_changed_schedule_and_leaves_the_others_alone(
         await trio.sleep(300)
         assert sim.launcher.times("job") == [120, 240]
         assert sim.launcher.times("web") == [0]  # untouched
+
+
+async def test_stop_holds_a_scheduled_task_and_start_resumes_its_schedule(
+    tmp_path: Path, clock: MockClock, wall: WallClock
+) -> None:
+    async with simulate(tmp_path, config(schedule="every 300"), DONE_IN_A_SECOND) as sim:
+        await trio.sleep(310)
+        assert sim.supervisor.start_service("job") == (
+            "not stopped: it waits for its next scheduled time (restart runs it now)"
+        )
+        assert sim.supervisor.stop_service("job") == "stopping"
+        await trio.sleep(600)
+        assert sim.launcher.times("job") == [300]  # held: no run at 600 nor 900
+        assert sim.state("job") is State.STOPPED
+        assert sim.supervisor.start_service("job") == "starting"
+        await trio.sleep(300)
+        assert sim.launcher.times("job") == [300, 1200]

@@ -110,6 +110,8 @@ class Runner:
     def release(self) -> str:
         """Start a service stopped by hand again (after its dependencies, as at start-up)."""
         if not self.held:
+            if self._idle_on_schedule():
+                return "not stopped: it waits for its next scheduled time (restart runs it now)"
             return f"not stopped ({self.record.state.value})"
         self._released.set()
         return "starting"
