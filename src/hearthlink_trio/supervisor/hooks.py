@@ -20,7 +20,7 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.process.lines import LineSplitter
 from hearthlink_trio.process.spawn import describe_exit, spawn
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.output import ServiceOutput
 
@@ -56,7 +56,7 @@ async def run_hook(
         child = spawn(argv, env=env, cwd=service.cwd)
     except OSError as exc:
         why = f"could not start {argv[0]}: {exc.strerror or exc}"
-        events.emit(ctx.log, events.hook_failed(service.name, hook, why))
+        log_lines.emit(ctx.log, log_lines.hook_failed(service.name, hook, why))
         return False
     group = f"{service.name} {hook} hook"
     ctx.groups.add(group, child.pid, child.start_ticks)
@@ -81,11 +81,11 @@ async def run_hook(
         child.close_streams()
     if timed_out:
         why = f"timed out after {limit:g}s and was killed"
-        events.emit(ctx.log, events.hook_failed(service.name, hook, why))
+        log_lines.emit(ctx.log, log_lines.hook_failed(service.name, hook, why))
         return False
     if code != 0:
         why = f"failed ({describe_exit(code)})"
-        events.emit(ctx.log, events.hook_failed(service.name, hook, why))
+        log_lines.emit(ctx.log, log_lines.hook_failed(service.name, hook, why))
         return False
     return True
 

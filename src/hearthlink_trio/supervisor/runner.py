@@ -3,17 +3,22 @@ watch, restart with backoff, give up, and wait for a manual restart."""
 
 from __future__ import annotations
 
-import time
-
 import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
 from hearthlink_trio.supervisor.hooks import failure_environment, run_hook
-from hearthlink_trio.supervisor.incarnation import End, Outcome, first_of, run_incarnation
+from hearthlink_trio.supervisor.incarnation import (
+    End,
+    Outcome,
+    first_of,
+    run_incarnation,
+    running,
+    started,
+)
 from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
 from hearthlink_trio.supervisor.policy import backoff_delay
 from hearthlink_trio.supervisor.schedule import (
@@ -22,6 +27,7 @@ from hearthlink_trio.supervisor.schedule import (
     parse_schedule,
     sleep_until_due,
 )
+from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
 
 
@@ -36,6 +42,7 @@ class Runner:
         self.env = child_environment(ctx.config, service, ctx.secrets)
         self.record = ServiceState(
             service.name,
+            log=ctx.log,
             restart_backoff=backoff_delay(1, ctx.config.restart),
             on_change=ctx.on_change,
         )
@@ -62,6 +69,8 @@ class Runner:
         self.retiring = False
         #: Set once :meth:`run` has returned and its process is gone.
         self.done = trio.Event()
+        #: A process started before the supervisor loaded, taken over, not yet supervised.
+        self._taken: Process | None = None
 
     def request_restart(self) -> str:
         """A manual restart; returns what will happen, truthfully, for the caller to show.
@@ -83,7 +92,7 @@ class Runner:
         if record.state is State.BACKOFF:
             return "in backoff; it restarts when its wait is over"
         if record.state is State.FAILED:
-            record.restart_count = 0
+            record.forgiven()
         self._restart.set()
         return "restarting"
 
@@ -109,6 +118,8 @@ class Runner:
 
     def release(self) -> str:
         """Start a service stopped by hand again (after its dependencies, as at start-up)."""
+        if self.ctx.shutting_down:
+            return "the supervisor is stopping"
         if not self.held:
             if self._idle_on_schedule():
                 return "not stopped: it waits for its next scheduled time (restart runs it now)"
@@ -123,6 +134,17 @@ class Runner:
             self.env[var] = self.ctx.secrets.current(var)
         return self.env
 
+    def take_over(self) -> None:
+        """Take over the process the launcher started early for this service, if any, and
+        announce it. From here on it is this runner's: it is stopped (signal, grace, kill)
+        whenever the runner ends, even before its first incarnation began."""
+        if self._taken is not None:
+            return
+        process = self.ctx.launcher.take(self.service, self._environment())
+        if process is not None:
+            self._taken = process
+            started(self.ctx, self.service, self.record, process, attempt=0)
+
     def retire(self) -> None:
         """Stop this service for good (a reload removed or changed it)."""
         self.retiring = True
@@ -136,8 +158,14 @@ class Runner:
                 async with trio.open_nursery() as self._hooks:
                     await self._live()
         finally:
-            if self.record.state is not State.STOPPED:
-                self.record.change_state(State.STOPPED)
+            if self._taken is not None:
+                # Ended before its first incarnation could watch it: stopped the same way.
+                with trio.CancelScope(shield=True):
+                    async with running(
+                        self.ctx, self.service, self.record, self._taken, self.out, lambda: True
+                    ):
+                        self._taken = None
+            self.record.stopped()
             self.out.log.close()
             self.done.set()
 
@@ -145,7 +173,7 @@ class Runner:
         while True:
             with trio.CancelScope() as self._activity:
                 if self.record.state is State.STOPPED:
-                    self.record.change_state(State.WAITING)
+                    self.record.waiting()
                 await self._wait_for_dependencies()
                 if self.service.schedule:
                     await self._run_on_schedule()
@@ -153,8 +181,7 @@ class Runner:
                     await self._supervise()
             # Only a hold() ends the activity: stay stopped until released.
             self._activity = None
-            if self.record.state is not State.STOPPED:  # a scheduled task may idle so
-                self.record.change_state(State.STOPPED, error=None)
+            self.record.stopped(by_hand=True)
             await self._released.wait()
             self.held, self._released = False, trio.Event()
 
@@ -170,6 +197,7 @@ class Runner:
         attempt = 0
         while True:
             self._restart = trio.Event()
+            taken, self._taken = self._taken, None
             outcome = await run_incarnation(
                 ctx,
                 self.service,
@@ -179,28 +207,28 @@ class Runner:
                 attempt=attempt,
                 restart_requested=self._restart,
                 stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
+                process=taken,
             )
             attempt = 0
             if outcome.end is End.MANUAL:
                 continue
             if outcome.end is End.COMPLETED:
                 # Done; not run again by a dependency's restart, only by a manual one.
-                record.ever_healthy = True
-                record.change_state(State.COMPLETED, error=None)
+                record.completed()
                 return
             if outcome.end is End.CONFIG:
                 self._give_up(
-                    events.config_exit(self.name, EX_CONFIG),
+                    log_lines.config_exit(self.name, EX_CONFIG),
                     self.out.last_line or f"configuration error (exit status {EX_CONFIG})",
                 )
                 return
             if self.service.restart == "never":
                 self._give_up(
-                    events.not_restarting(self.name, "never", outcome.detail), outcome.detail
+                    log_lines.not_restarting(self.name, "never", outcome.detail), outcome.detail
                 )
                 return
             if record.restart_count >= ctx.config.restart.max_attempts:
-                self._give_up(events.gave_up(self.name, record.restart_count), outcome.detail)
+                self._give_up(log_lines.gave_up(self.name, record.restart_count), outcome.detail)
                 return
             await self._back_off(outcome)
             attempt = record.restart_count
@@ -208,68 +236,47 @@ class Runner:
     async def _run_on_schedule(self) -> None:
         """A scheduled task: idle until each time its schedule names (or a manual restart),
         then one run, retried under its restart policy within that run only."""
-        ctx, record = self.ctx, self.record
+        record = self.record
         schedule = parse_schedule(self.service.schedule)
-        if record.state is State.WAITING:
-            # Nothing runs at start: idle (stopped) until the first time comes.
-            record.change_state(State.STOPPED, error=None)
         while True:
             # The restart event is not renewed here: one asked for as the last run ended
             # counts (the runs renew it at each start).
             due = next_due(schedule)
-            record.next_run = due
-            ctx.changed()
+            record.due_at(due)
 
-            async def on_time(due: float = due) -> bool:
+            async def on_time(due: float = due) -> float | None:
                 await sleep_until_due(schedule, due)
-                return False
+                return due
 
-            async def asked() -> bool:
+            async def asked() -> float | None:
                 await self._restart.wait()
-                return True
+                return None
 
-            if await first_of(on_time, asked):
-                events.emit(ctx.log, events.manual_restart(self.name))
-            else:
-                events.emit(ctx.log, events.scheduled_run(self.name, due))
-            # Each run has the whole restart policy to itself.
-            record.restart_count = 0
-            record.last_run = time.time()
+            record.run_begins(await first_of(on_time, asked))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._skip_while_running, schedule)
                 await self._until_done()
                 nursery.cancel_scope.cancel()
-            record.last_outcome = (
-                "completed"
-                if record.state is State.COMPLETED
-                else f"failed: {record.error_message or 'gave up'}"
-            )
-            ctx.changed()
+            record.run_ended()
 
     async def _skip_while_running(self, schedule: Schedule) -> None:
         """Log each scheduled time that comes while a run is still going; it is skipped."""
         while True:
             due = next_due(schedule)
-            self.record.next_run = due
-            self.ctx.changed()
+            self.record.due_at(due)
             await sleep_until_due(schedule, due)
-            events.emit(self.ctx.log, events.schedule_skipped(self.name, due))
+            log_lines.emit(self.ctx.log, log_lines.schedule_skipped(self.name, due))
 
     async def _back_off(self, outcome: Outcome) -> None:
-        record = self.record
-        record.restart_count += 1
-        delay = backoff_delay(record.restart_count, self.ctx.config.restart)
-        record.restart_backoff = delay
-        record.change_state(State.BACKOFF, error=outcome.detail)
-        events.emit(self.ctx.log, events.restarting(self.name, delay))
+        delay = backoff_delay(self.record.restart_count + 1, self.ctx.config.restart)
+        self.record.backing_off(delay, outcome.detail)
         await trio.sleep(delay)
 
-    def _give_up(self, event: events.Event, error: str) -> None:
-        events.emit(self.ctx.log, event)
+    def _give_up(self, line: log_lines.Event, error: str) -> None:
         # The error may be the service's own last output line: it is shown by `status` and
         # logged, so the secrets the supervisor handed out are masked in it.
         error = self.ctx.secrets.redact(error)
-        self.record.change_state(State.FAILED, error=error)
+        self.record.gave_up(line, error)
         if self.service.on_failure:
             self._hooks.start_soon(self._on_failure, error)
         elif self.service.critical:
@@ -285,7 +292,7 @@ class Runner:
     async def _wait_for_manual_restart(self) -> None:
         self._restart = trio.Event()
         await self._restart.wait()
-        events.emit(self.ctx.log, events.manual_restart(self.name))
+        log_lines.emit(self.ctx.log, log_lines.manual_restart(self.name))
 
     async def _wait_for_dependencies(self) -> None:
         ctx, record = self.ctx, self.record
@@ -299,11 +306,11 @@ class Runner:
                 if not condition_holds(ctx.records.get(dep), condition)
             ]
             if waiting:
-                record.note(_waiting_for(waiting, ctx.records))
+                record.waiting_for(_waiting_for(waiting, ctx.records))
             return not waiting
 
         await ctx.wait_until(ready)
-        record.note(None)
+        record.waiting_for(None)
 
 
 _AWAITED = {"started": "start", "healthy": "be healthy", "completed": "complete"}
@@ -316,9 +323,11 @@ def condition_holds(dependency: ServiceState | None, condition: str) -> bool:
         return False
     if condition == "started":
         return dependency.started_at is not None
+    # A scheduled task that has completed a run once stays done for its dependents.
+    done_once = dependency.next_run is not None and dependency.ever_healthy
     if condition == "completed":
-        return dependency.state is State.COMPLETED
-    return dependency.state in (State.HEALTHY, State.COMPLETED)
+        return done_once or dependency.state is State.COMPLETED
+    return done_once or dependency.state in (State.HEALTHY, State.COMPLETED)
 
 
 def _waiting_for(waiting: list[tuple[str, str]], records: dict[str, ServiceState]) -> str:
