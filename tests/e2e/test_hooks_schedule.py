@@ -177,3 +177,29 @@ def test_restart_runs_a_scheduled_task_now_and_status_shows_next_run(tmp_path: P
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
     assert not any(pid_alive(pid) for pid in stack.pids())
+
+
+def test_a_critical_service_runs_on_failure_before_the_shutdown_it_causes(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    marker = tmp_path / "notified"
+    stack.add(
+        "db",
+        critical=True,
+        restart="never",
+        env={"TESTSVC_EXIT_AFTER": "0"},
+        # Slow on purpose: the shutdown must wait for it, not kill it.
+        on_failure=python(
+            f"import os, time; time.sleep(0.5); open({str(marker)!r}, 'w').write("
+            "os.environ['HEARTHLINK_FAILURE'])"
+        ),
+        # A crash gets no pre_stop: there is no process to stop.
+        pre_stop=python(f"open({str(tmp_path / 'pre-stop-ran')!r}, 'w')"),
+    )
+    config = stack.write()
+    with running(config) as sup:
+        assert sup.wait() == 1
+    assert marker.read_text() == "exited (exit status 1)"
+    assert not (tmp_path / "pre-stop-ran").exists()
+    assert "critical service db gave up: exited (exit status 1)" in sup.stderr()
