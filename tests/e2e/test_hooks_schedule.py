@@ -203,3 +203,36 @@ def test_a_critical_service_runs_on_failure_before_the_shutdown_it_causes(
     assert marker.read_text() == "exited (exit status 1)"
     assert not (tmp_path / "pre-stop-ran").exists()
     assert "critical service db gave up: exited (exit status 1)" in sup.stderr()
+
+
+def test_each_replica_runs_its_own_post_start_which_ends_with_its_process(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path, supervisor={"hook_timeout": 60})
+    pid_file = tmp_path / "hook-pids"
+    stack.add(
+        "web",
+        replicas=2,
+        post_start=["sh", "-c", f"echo started {{name}}; {hang(pid_file)[2]}"],
+    )
+    config = stack.write()
+
+    def hook_pids() -> list[int]:
+        return [int(p) for p in pid_file.read_text().split()] if pid_file.exists() else []
+
+    with running(config) as sup:
+        wait_for(lambda: len(hook_pids()) == 4, what="both replicas' hooks")
+        for name in ("web-1", "web-2"):
+            wait_for(lambda n=name: f"{n} hook | started {n}" in log_of(stack, n), what=name)
+        first = hook_pids()
+        assert all(pid_alive(pid) for pid in first)
+        result = run_command("restart", "web", "--config", str(config), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        # The old processes' hooks went with them; the new processes run theirs.
+        all_gone(first)
+        wait_for(lambda: len(hook_pids()) == 8, what="the new processes' hooks")
+        second = hook_pids()[4:]
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone(second)
+    assert "hook of web" not in sup.stderr()  # ended with their process: not a failure
