@@ -138,3 +138,27 @@ def test_the_cron_parser_is_loaded_only_for_a_cron_schedule(tmp_path: Path) -> N
             timeout=60,
         )
         assert out.stdout.strip() == expected
+
+
+def test_a_cached_config_with_a_cron_schedule_loads_no_parser(tmp_path: Path) -> None:
+    # What `status` and the other clients do once `run` has loaded the file: a cache hit.
+    cron = write_config(tmp_path / "cron.toml", {"services.t": task(schedule="0 * * * *")})
+    check = (
+        "import sys; from pathlib import Path;"
+        "from hearthlink_trio.config.cache import load_config_cached;"
+        "config = load_config_cached(Path(sys.argv[1]));"
+        "print(config.services[0].schedule, 'cronsim' in sys.modules)"
+    )
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", check, str(cron)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env=env,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert outputs == ["0 * * * * True", "0 * * * * False"]
