@@ -242,8 +242,10 @@ class ServiceState:
     def run_begins(self, due: float | None) -> None:
         """A scheduled run begins (``due``: the time it was due; None: asked by hand). The
         run has the whole restart policy to itself."""
-        line = log_lines.manual_restart(self.name) if due is None else None
-        log_lines.emit(self.log, line or log_lines.scheduled_run(self.name, due or 0.0))
+        if due is None:
+            log_lines.emit(self.log, log_lines.manual_restart(self.name))
+        else:
+            log_lines.emit(self.log, log_lines.scheduled_run(self.name, due))
         self.last_run = time.time()
         self.restart_count = 0
         self._changed()
