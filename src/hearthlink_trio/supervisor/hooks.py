@@ -3,7 +3,7 @@
 
 A hook runs without a shell as a child of the supervisor, like an exec probe: its own
 process group, a parent-death signal, awaited through its pidfd, with the service's
-environment and folder. Its group is recorded with the run's (so a crashed supervisor's
+environment, folder and user. Its group is recorded with the run's (so a crashed supervisor's
 leftovers are reaped) and always swept when it ends: past its timeout, when it is
 cancelled, and after a normal exit (what it left in its group goes too). Its output goes to
 the service's log and the console, prefixed ``NAME hook | ``. A hook that fails, hangs or
@@ -53,7 +53,8 @@ async def run_hook(
     assert argv, f"{service.name} has no {hook} hook"
     limit = service.hook_timeout if timeout is None else timeout
     try:
-        child = spawn(argv, env=env, cwd=service.cwd)
+        # As the service's user, if it has one: a hook acts for the service, with its rights.
+        child = spawn(argv, env=env, cwd=service.cwd, user=service.user)
     except OSError as exc:
         why = f"could not start {argv[0]}: {exc.strerror or exc}"
         log_lines.emit(ctx.log, log_lines.hook_failed(service.name, hook, why))
