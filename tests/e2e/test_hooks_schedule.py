@@ -236,3 +236,17 @@ def test_each_replica_runs_its_own_post_start_which_ends_with_its_process(
         assert sup.wait() == 0
     all_gone(second)
     assert "hook of web" not in sup.stderr()  # ended with their process: not a failure
+
+
+def test_a_hook_does_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, supervisor={"hook_timeout": 60})
+    pid_file = tmp_path / "hook-pids"
+    stack.add("web", post_start=hang(pid_file))
+    config = stack.write()
+    with running(config) as sup:
+        wait_for(lambda: pid_file.exists() and len(pid_file.read_text().split()) == 2)
+        pids = [int(p) for p in pid_file.read_text().split()]
+        service_pids = stack.pids("web")
+        sup.kill()  # SIGKILL: no stop, no sweep by the supervisor itself
+        # The hook's whole group goes with it (its child too, not only the direct child).
+        all_gone(pids + service_pids, timeout=3)
