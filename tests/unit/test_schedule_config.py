@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hearthlink_trio.config import load_config
+from hearthlink_trio.config.schedule import parse_schedule
 from hearthlink_trio.errors import ConfigError
-from hearthlink_trio.supervisor.schedule import parse_schedule
 from tests.sup import write_config
 
 

@@ -16,7 +16,7 @@ from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
 from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSection
 from hearthlink_trio.config.resolved import TOKEN_FILE, Probe, ProbeKind, Service, service_url
-from hearthlink_trio.supervisor.schedule import parse_schedule
+from hearthlink_trio.config.schedule import parse_schedule
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:

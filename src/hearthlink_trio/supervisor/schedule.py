@@ -1,83 +1,35 @@
-"""When a scheduled task runs: a 5-field cron expression (local time) or ``every N`` seconds.
+"""Waiting for a scheduled task's times.
 
-The times are computed from the wall clock (:data:`wall_clock`, a seam the tests replace)
-but waited for on trio's clock, in naps of at most :data:`RECHECK_SECONDS`: after each nap
-the wall clock is read again, so a clock set forward runs the task once (not once per
-missed time) and a clock set back waits for the time it now names. The cron parser
-(cronsim) is imported only when a cron expression is parsed, so a config without one never
-loads it, and trio only by the waiting loop, so validating a config does not load it.
+The times (:mod:`hearthlink_trio.config.schedule`) are computed from the wall clock
+(:data:`wall_clock`, a seam the tests replace) but waited for on trio's clock, in naps of
+at most :data:`RECHECK_SECONDS`: after each nap the wall clock is read again, so a clock set
+forward runs the task once (not once per missed time) and a clock set back waits for the
+time it now names.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+
+import trio
+
+from hearthlink_trio.config.schedule import Schedule, parse_schedule
+
+__all__ = [
+    "RECHECK_SECONDS",
+    "Schedule",
+    "next_due",
+    "parse_schedule",
+    "sleep_until_due",
+    "wall_clock",
+]
 
 #: The longest nap between two readings of the wall clock while a run is waited for.
 RECHECK_SECONDS = 60.0
-#: How many fields a cron expression has: minute, hour, day of month, month, day of week.
-CRON_FIELDS = 5
 
 #: Unix seconds now; replaced by the tests to move or jump the wall clock.
 wall_clock: Callable[[], float] = time.time
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A parsed ``schedule``: ``every`` seconds, or a cron expression."""
-
-    text: str
-    every: float = 0.0
-    cron: str = ""
-
-    def next_after(self, now: float) -> float:
-        """The first time this schedule names strictly after ``now`` (both Unix seconds).
-
-        ``every N`` counts from the Unix epoch (whole multiples of N), so the times do not
-        drift with how long a run took or when the supervisor started.
-        """
-        if self.every:
-            return (math.floor(now / self.every) + 1) * self.every
-        from cronsim import CronSim
-
-        # Naive local time in and out: the expression speaks of the local clock.
-        return next(CronSim(self.cron, datetime.fromtimestamp(now))).timestamp()
-
-
-def parse_schedule(text: str) -> Schedule:
-    """``text`` as a :class:`Schedule`.
-
-    Raises:
-        ValueError: the text is neither ``every N`` (N > 0 seconds) nor a valid 5-field
-            cron expression; the message says what is wrong.
-    """
-    words = text.split()
-    if words and words[0] == "every":
-        if len(words) != 2:
-            raise ValueError(f"write 'every N' with N in seconds (got {text!r})")
-        try:
-            every = float(words[1])
-        except ValueError:
-            raise ValueError(f"'every' needs a number of seconds (got {words[1]!r})") from None
-        if not math.isfinite(every) or every <= 0:
-            raise ValueError(f"'every' needs a number of seconds above 0 (got {words[1]!r})")
-        return Schedule(text, every=every)
-    if len(words) != CRON_FIELDS:
-        raise ValueError(
-            f"{text!r} is not a 5-field cron expression (minute hour day month weekday, "
-            "e.g. '*/5 * * * *') nor 'every N'"
-        )
-    from cronsim import CronSim, CronSimError
-
-    cron = " ".join(words)
-    try:
-        CronSim(cron, datetime.now())
-    except CronSimError as exc:
-        raise ValueError(f"invalid cron expression {text!r}: {exc}") from None
-    return Schedule(text, cron=cron)
 
 
 def next_due(schedule: Schedule) -> float:
@@ -91,8 +43,6 @@ async def sleep_until_due(schedule: Schedule, due: float) -> float:
     A clock set back in the meantime makes the time it now names the one waited for (if
     sooner); a clock set forward past ``due`` ends the wait at the next reading.
     """
-    import trio
-
     while True:
         now = wall_clock()
         if now >= due:
