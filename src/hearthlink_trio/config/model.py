@@ -53,6 +53,8 @@ class SupervisorSection(_Section):
     log_backups: Annotated[int, Field(ge=0)] = 3
     #: A dotenv file read for every service ("" = none).
     env_file: str = ""
+    #: How long a hook (post_start, pre_stop, on_failure) may run before it is killed.
+    hook_timeout: Positive = 10.0
 
 
 class HealthSection(_Section):
@@ -166,6 +168,14 @@ class ServiceSection(_Section):
     #: false removes the service (an override file switching one off); dropped before
     #: validation, so a table that only says ``enabled = false`` needs nothing else.
     enabled: StrictBool = True
+    #: A task only: a 5-field cron expression (local time) or "every N" seconds.
+    schedule: str = ""
+    #: Hooks: argv run once each process is healthy, before its stop signal, on giving up.
+    post_start: list[str] = Field(default_factory=list)
+    pre_stop: list[str] = Field(default_factory=list)
+    on_failure: list[str] = Field(default_factory=list)
+    #: Overrides [supervisor] hook_timeout for this service.
+    hook_timeout: Positive | None = None
 
     @field_validator("secrets")
     @classmethod

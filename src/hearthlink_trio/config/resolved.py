@@ -92,6 +92,13 @@ class Service:
     image: str = ""
     #: Started only when one of these profiles is selected, or it is named (or needed).
     profiles: tuple[str, ...] = ()
+    #: A task's schedule ("" = none): a cron expression or "every N".
+    schedule: str = ""
+    #: Hooks (argv, placeholders filled; empty = none) and how long each may run.
+    post_start: tuple[str, ...] = ()
+    pre_stop: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+    hook_timeout: float = 10.0
 
     @property
     def depends_on(self) -> tuple[str, ...]:

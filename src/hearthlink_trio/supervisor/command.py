@@ -22,7 +22,7 @@ import trio
 
 from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.spawn import describe_exit, spawn_attached
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.environment import command_environment
 from hearthlink_trio.supervisor.state import State
 from hearthlink_trio.supervisor.status import stuck
@@ -90,11 +90,11 @@ class ForegroundCommand:
                 if ctx.records[name].state not in _READY
             )
             why = (
-                f"not healthy after {events.seconds(self.wait_timeout)}: {laggards}"
+                f"not healthy after {log_lines.seconds(self.wait_timeout)}: {laggards}"
                 if not hopeless()
                 else f"a service will not get healthy: {laggards}"
             )
-            events.emit(ctx.log, events.command_not_started(shown, ctx.secrets.redact(why)))
+            log_lines.emit(ctx.log, log_lines.command_not_started(shown, ctx.secrets.redact(why)))
             supervisor.shutdown("The services are not ready")
             return
         env = command_environment(ctx.config, ctx.secrets)
@@ -102,14 +102,16 @@ class ForegroundCommand:
             process = spawn_attached(self.argv, env=env)
         except OSError as exc:
             self.result = NOT_STARTED
-            events.emit(ctx.log, events.command_not_started(shown, exc.strerror or str(exc)))
+            log_lines.emit(ctx.log, log_lines.command_not_started(shown, exc.strerror or str(exc)))
             supervisor.shutdown("The command could not be started")
             return
         self._process = process
-        events.emit(ctx.log, events.command_started(shown, process.pid))
+        log_lines.emit(ctx.log, log_lines.command_started(shown, process.pid))
         returncode = await _wait(process)
         self.result = exit_code(returncode)
-        events.emit(ctx.log, events.command_exited(shown, self.result, describe_exit(returncode)))
+        log_lines.emit(
+            ctx.log, log_lines.command_exited(shown, self.result, describe_exit(returncode))
+        )
         supervisor.shutdown("Command ended")
 
 

@@ -40,12 +40,17 @@ class ServiceLauncher:
         selected: frozenset[str] | None = None,
     ) -> None:
         """Start every service that depends on nothing (of the ``selected`` ones, default
-        all), until ``stop_asked()`` (a signal came meanwhile: nothing more is started). One
-        that cannot start is left to the supervisor, which tries again and reports why."""
+        all; a scheduled task waits for its time), until ``stop_asked()`` (a signal came
+        meanwhile: nothing more is started). One that cannot start is left to the
+        supervisor, which tries again and reports why."""
         for service in config.services:
             if stop_asked():
                 return
-            if service.conditions or (selected is not None and service.name not in selected):
+            if (
+                service.conditions
+                or service.schedule
+                or (selected is not None and service.name not in selected)
+            ):
                 continue
             env = child_environment(config, service, secrets)
             with contextlib.suppress(OSError, ValueError):
