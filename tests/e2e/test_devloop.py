@@ -415,3 +415,50 @@ def test_a_reload_applies_the_selection_to_what_it_adds(tmp_path: Path) -> None:
         sup.signal(signal.SIGINT)
         assert sup.wait() == 0
     all_gone(pids)
+
+
+def test_a_scheduled_task_is_not_waited_for(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("db")
+    stack.services["nightly"] = {
+        "command": [sys.executable, "-c", "pass"],
+        "kind": "task",
+        "schedule": "0 3 * * *",
+    }
+    config = stack.write()
+    result = run_command(
+        "run",
+        "--config",
+        str(config),
+        "--wait-timeout",
+        "10",
+        "--",
+        sys.executable,
+        "-c",
+        "pass",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Services ready; running" in result.stderr
+    all_gone(stack.pids(), timeout=0.5)
+
+
+def test_a_reload_reads_the_override_file_again(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("db")
+    config = stack.write()
+    override = tmp_path / "hearthlink.override.toml"
+    override.write_text('[services.db.env]\nCOLOUR = "red"\n')
+    with running(config) as sup:
+        sup.wait_line("^db service is healthy$")
+        # Read again with the files: nothing changed (without the override, db would have).
+        sup.signal(signal.SIGHUP)
+        sup.wait_line(r"^Config reloaded: no service changed$")
+        override.write_text('[services.db.env]\nCOLOUR = "blue"\n')
+        sup.signal(signal.SIGHUP)
+        sup.wait_line(r"^Config reloaded: changed db$")
+        sup.wait_line("^db service is healthy$", count=2)
+        pids = stack.pids()
+        sup.signal(signal.SIGINT)
+        assert sup.wait() == 0
+    all_gone(pids)

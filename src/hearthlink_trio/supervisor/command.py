@@ -72,7 +72,12 @@ class ForegroundCommand:
         ctx = supervisor.ctx
         # Its words may hold a token the shell expanded: the log gets them masked.
         shown = [ctx.secrets.redact(word) for word in self.argv]
-        wanted = [name for name, runner in supervisor.runners.items() if runner.selected]
+        # A scheduled task runs at its times, not for the command: it is not waited for.
+        wanted = [
+            name
+            for name, runner in supervisor.runners.items()
+            if runner.selected and not runner.service.schedule
+        ]
         depends = {svc.name: svc.depends_on for svc in ctx.config.services}
 
         def ready() -> bool:
