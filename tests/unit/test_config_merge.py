@@ -10,6 +10,7 @@ import pytest
 
 from hearthlink_trio.config.cache import _entry_path, load_cached, load_config_cached
 from hearthlink_trio.config.load import load_config
+from hearthlink_trio.config.locate import Location, locate
 from hearthlink_trio.config.merge import OVERRIDE_NAME, effective_files, merge_files
 from hearthlink_trio.errors import ConfigError
 from tests.sup import run_command, write_config
@@ -200,3 +201,19 @@ def test_the_printed_config_loads_back_to_the_same_services(tmp_path: Path) -> N
     again = tmp_path / "printed.toml"
     again.write_text(printed.stdout)
     assert load_config(again, environ={}).services == load_config([base, top], environ={}).services
+
+
+def test_clients_find_the_supervisor_of_the_merged_config(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    write_config(tmp_path / OVERRIDE_NAME, {"supervisor": {"data_dir": "elsewhere"}})
+    top = write_config(tmp_path / "top.toml", {"supervisor": {"log_dir": "logs-here"}})
+    where = locate([base, top], environ={})
+    assert where == Location(
+        data_dir=tmp_path / "elsewhere",
+        control_socket=tmp_path / "elsewhere" / "run" / "hearthlink.sock",
+        log_dir=tmp_path / "logs-here",
+    )
+    assert where.data_dir == load_config([base, top], environ={}).data_dir
+    # A file with errors (being edited) still gives what the others say.
+    top.write_text("[supervisor\n")
+    assert locate([base, top], environ={}).data_dir == tmp_path / "elsewhere"

@@ -34,6 +34,7 @@ ConfigOption = Annotated[
     list[Path] | None,
     Parameter(
         name="--config",
+        negative_iterable=(),
         help=(
             "Config file (default: $HEARTHLINK_CONFIG, else the bundled four-service config); "
             "repeat it to merge later files onto earlier ones. A hearthlink.override.toml "
@@ -74,7 +75,11 @@ def run(
     ] = "human",
     profile: Annotated[
         list[str] | None,
-        Parameter(name="--profile", help="Start the services of this profile too (repeatable)."),
+        Parameter(
+            name="--profile",
+            negative_iterable=(),
+            help="Start the services of this profile too (repeatable).",
+        ),
     ] = None,
     watch: Annotated[
         bool, Parameter(help="Restart a service when its watched files change.")
