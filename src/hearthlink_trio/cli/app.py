@@ -288,9 +288,8 @@ def ui(*, config: ConfigOption = None) -> int:
     """A live full-screen view of the running supervisor (q quits; the supervisor goes on)."""
     from hearthlink_trio.cli.ui import run_ui
 
-    _, client = _target(config)
     _, where = _locate(config)
-    return run_ui(client.socket_path, where.log_dir)
+    return run_ui(where.control_socket, where.log_dir)
 
 
 @app.command
