@@ -462,3 +462,26 @@ def test_a_reload_reads_the_override_file_again(tmp_path: Path) -> None:
         sup.signal(signal.SIGINT)
         assert sup.wait() == 0
     all_gone(pids)
+
+
+def test_a_critical_service_giving_up_stops_the_command_and_exits_1(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.restart["max_attempts"] = 0
+    stack.add("db", critical=True, env={"TESTSVC_EXIT_AFTER": "1.5"})
+    config = stack.write()
+    got_term = tmp_path / "got-term"
+    script = (
+        "import signal, sys, time\n"
+        "def on_term(signum, frame):\n"
+        f"    open({str(got_term)!r}, 'w')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "time.sleep(60)\n"
+    )
+    result = run_command(
+        "run", "--config", str(config), "--", sys.executable, "-c", script, cwd=tmp_path
+    )
+    assert result.returncode == 1, result.stderr
+    assert got_term.exists()
+    assert "critical service db gave up" in result.stderr
+    all_gone(stack.pids(), timeout=0.5)
