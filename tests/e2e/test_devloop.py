@@ -485,3 +485,34 @@ def test_a_critical_service_giving_up_stops_the_command_and_exits_1(tmp_path: Pa
     assert got_term.exists()
     assert "critical service db gave up" in result.stderr
     all_gone(stack.pids(), timeout=0.5)
+
+
+def test_the_command_gets_stdin_and_stdout(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("db")
+    config = stack.write()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTHLINK_")}
+    upper = "import sys; sys.stdout.write(sys.stdin.read().upper())"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hearthlink_trio",
+            "run",
+            "--config",
+            str(config),
+            "--",
+            sys.executable,
+            "-c",
+            upper,
+        ],
+        input="piped through\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PIPED THROUGH" in result.stdout.splitlines()
+    all_gone(stack.pids(), timeout=0.5)
