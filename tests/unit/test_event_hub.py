@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import trio
@@ -116,3 +117,28 @@ def test_usage_of_this_process() -> None:
     assert rss is not None and rss > 1 << 20
     assert sampler.usage(None) == (None, None)
     assert sampler.usage(2**22 + 12345) == (None, None)
+
+
+def test_the_hub_keeps_recent_state_and_supervisor_events_without_subscribers() -> None:
+    from hearthlink_trio.control.events import RECENT_EVENTS
+
+    hub = EventHub()
+    now = time.time()
+    hub.publish({**state("a", "starting"), "ts": now - 120})
+    hub.publish({**state("a", "healthy"), "ts": now - 1})
+    hub.publish({"type": "probe", "service": "a", "ts": now, "ok": True})
+    hub.publish_lines("a", "stdout", ["not kept"])
+    logger = logging.getLogger("test.recent")
+    logger.addHandler(EventLogHandler(hub))
+    logger.propagate = False
+    logger.warning("a restarted", extra={"event": "restarted", "fields": {"service": "a"}})
+    recent = hub.recent(60)
+    assert [(e["type"], e.get("state") or e.get("event")) for e in recent] == [
+        ("state", "healthy"),
+        ("supervisor", "restarted"),
+    ]
+    assert recent[1]["service"] == "a"
+    assert len(hub.recent(600)) == 3
+    for _ in range(RECENT_EVENTS + 10):
+        hub.publish({**state("b"), "ts": time.time()})
+    assert len(hub.recent(600)) == RECENT_EVENTS

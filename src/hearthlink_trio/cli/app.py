@@ -234,6 +234,21 @@ def wait(
     return 1
 
 
+@app.command
+def mcp(*, config: ConfigOption = None) -> int:
+    """A Model Context Protocol server on stdio for the running supervisor (for coding
+    agents): tools status, logs, events, restart, stop, start, wait."""
+    # The SDK is imported by this command only: `run` and the other commands never load it.
+    from hearthlink_trio.cli.mcpserver import build_server
+
+    cfg, where = _locate(config)
+    from hearthlink_trio.control.client import ControlClient
+
+    client = ControlClient(where.control_socket, data_dir=where.data_dir)
+    build_server(client, cfg, where.log_dir).run("stdio")
+    return 0
+
+
 #: How long `hearthlink stop` waits for a supervisor whose config does not load (its stop
 #: timeouts are unknown then).
 DEFAULT_STOP_WAIT = 60.0

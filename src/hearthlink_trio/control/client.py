@@ -84,6 +84,13 @@ class ControlClient:
         """``POST /v1/reload``: re-read the config file (as SIGHUP)."""
         return self._request("POST", "/v1/reload")
 
+    def recent_events(self, seconds: float) -> list[dict[str, Any]]:
+        """``GET /v1/events/recent``: the state changes and supervisor events of the last
+        ``seconds`` that the supervisor still keeps, oldest first."""
+        answer = self._request("GET", f"/v1/events/recent?{urlencode({'seconds': seconds})}")
+        events: list[dict[str, Any]] = answer.get("events", [])
+        return events
+
     def events(
         self, *, service: str | None = None, types: Iterable[str] | None = None
     ) -> Iterator[dict[str, Any]]:

@@ -5,6 +5,10 @@ must never wait for a reader: :meth:`EventHub.publish` is synchronous, puts the 
 each interested subscriber's bounded buffer and returns. A subscriber whose buffer is full
 (its reader is that far behind) is dropped on the spot: it gets no more events, its stream
 ends with ``{"type": "dropped", "reason": ...}``, and the supervisor says so in its log.
+
+The hub also keeps the last :data:`RECENT_EVENTS` state changes and supervisor events
+(never probe results or output lines: those are many, and the log files keep the output),
+so a client that was not listening can ask what changed lately (``GET /v1/events/recent``).
 """
 
 from __future__ import annotations
@@ -12,18 +16,30 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-__all__ = ["EVENT_TYPES", "SUBSCRIBER_BUFFER", "EventHub", "EventLogHandler", "Subscription"]
+__all__ = [
+    "EVENT_TYPES",
+    "RECENT_EVENTS",
+    "SUBSCRIBER_BUFFER",
+    "EventHub",
+    "EventLogHandler",
+    "Subscription",
+]
 
 #: Events a subscriber may have waiting before it counts as too slow and is dropped.
 SUBSCRIBER_BUFFER = 1000
 #: The kinds of event the stream carries (the snapshot and the drop notice always come).
 EVENT_TYPES = frozenset({"state", "probe", "output", "supervisor"})
+#: How many recent state and supervisor events the hub keeps for ``GET /v1/events/recent``.
+RECENT_EVENTS = 500
+#: The kinds of event kept among the recent ones.
+RECENT_TYPES = frozenset({"state", "supervisor"})
 
 
 @dataclass(eq=False)
@@ -61,6 +77,7 @@ class EventHub:
         self._buffer = buffer
         self._subscribers: list[Subscription] = []
         self._on_drop = on_drop
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
 
     @property
     def subscribers(self) -> int:
@@ -86,8 +103,15 @@ class EventHub:
         sub.send.close()
         sub.receive.close()
 
+    def recent(self, seconds: float) -> list[dict[str, Any]]:
+        """The kept state and supervisor events of the last ``seconds``, oldest first."""
+        since = time.time() - seconds
+        return [event for event in self._recent if event.get("ts", 0.0) >= since]
+
     def publish(self, event: dict[str, Any]) -> None:
         """Give ``event`` to every subscriber that wants it; never blocks."""
+        if event["type"] in RECENT_TYPES:
+            self._recent.append(event)
         if not self._subscribers:
             return
         for sub in list(self._subscribers):
@@ -129,8 +153,7 @@ class EventLogHandler(logging.Handler):
         self._hub = hub
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self._hub.subscribers:
-            return
+        # Published even with no subscriber: the hub keeps it among the recent events.
         fields = getattr(record, "fields", None) or {}
         event: dict[str, Any] = {
             "type": "supervisor",
