@@ -240,10 +240,9 @@ def mcp(*, config: ConfigOption = None) -> int:
     agents): tools status, logs, events, restart, stop, start, wait."""
     # The SDK is imported by this command only: `run` and the other commands never load it.
     from hearthlink_trio.cli.mcpserver import build_server
-
-    cfg, where = _locate(config)
     from hearthlink_trio.control.client import ControlClient
 
+    cfg, where = _locate(config)
     client = ControlClient(where.control_socket, data_dir=where.data_dir)
     build_server(client, cfg, where.log_dir).run("stdio")
     return 0

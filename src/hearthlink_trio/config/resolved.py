@@ -81,6 +81,8 @@ class Service:
     group: str = ""
     replica: int | None = None
     image: str = ""
+    #: Restarted when its memory stays above this many bytes (None: no limit).
+    max_memory: int | None = None
 
     @property
     def depends_on(self) -> tuple[str, ...]:

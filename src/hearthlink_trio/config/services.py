@@ -13,7 +13,12 @@ from pathlib import Path
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
-from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSection
+from hearthlink_trio.config.model import (
+    SERVICE_NAME_RE,
+    ProbeTable,
+    ServiceSection,
+    parse_memory,
+)
 from hearthlink_trio.config.resolved import TOKEN_FILE, Probe, Service, service_url
 
 
@@ -275,6 +280,7 @@ def _service(
         group=name,
         replica=index + 1 if svc.replicas > 1 else None,
         image=svc.image,
+        max_memory=parse_memory(svc.max_memory),
     )
 
 
