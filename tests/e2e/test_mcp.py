@@ -142,6 +142,9 @@ async def test_errors_are_tool_errors_and_the_server_goes_on(tmp_path: Path) -> 
             result = await client.call_tool(name, args)
             assert result.is_error, (name, _text(result))
             assert "no hearthlink supervisor is running" in _text(result), _text(result)
+        outside = await client.call_tool("logs", {"service": "../../etc/passwd"})
+        assert outside.is_error
+        assert "'../../etc/passwd' is not a service name" in _text(outside)
         nolog = await client.call_tool("logs", {"service": "web"})
         assert nolog.is_error
         assert "no log yet for web" in _text(nolog)

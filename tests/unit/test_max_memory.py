@@ -74,3 +74,15 @@ def test_the_reason_in_mib() -> None:
     assert over_limit_reason(530 * MIB, 512 * MIB) == "memory 530 MiB over max_memory 512 MiB"
     assert over_limit_reason(int(2.5 * MIB), 2 * MIB) == "memory 2.5 MiB over max_memory 2.0 MiB"
     assert over_limit_reason(3000, 1000) == "memory 2.9 KiB over max_memory 1000 B"
+
+
+def test_the_limit_survives_the_config_cache(tmp_path: Path) -> None:
+    from hearthlink_trio.config.cache import load_cached, load_config_cached
+
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    path = _config(tmp_path, "1.5G")
+    first = load_config_cached(path, environ)
+    cached = load_cached(path, environ)
+    assert cached == first
+    assert cached is not None
+    assert cached.service("web").max_memory == 1536 * MIB

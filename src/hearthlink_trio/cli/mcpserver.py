@@ -39,6 +39,9 @@ MAX_EVENT_SECONDS = 86_400.0
 #: Longest ``wait`` one call may ask for.
 MAX_WAIT_SECONDS = 600.0
 
+#: What a service's name (a replica's too) looks like; nothing else names a log file.
+_LOG_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
 #: The ``service`` argument of the tools (module level: the SDK resolves the annotations).
 ServiceName = Annotated[str, Field(description="The service's name, as `status` lists it.")]
 
@@ -124,6 +127,9 @@ def build_server(client: ControlClient, config: Config | None, log_dir: Path) ->
     ) -> str:
         """The last lines a service wrote (stdout and stderr, from its log file, oldest
         first), optionally only those matching a regex. Secret values are masked as ***."""
+        if not _LOG_NAME.fullmatch(service):
+            # Checked before any path is built from it, config or not.
+            raise ToolError(f"{service!r} is not a service name")
         if config is not None and service not in config.names:
             replicas = [svc.name for svc in config.group(service)]
             if replicas:
