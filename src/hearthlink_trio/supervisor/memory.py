@@ -9,7 +9,7 @@ from __future__ import annotations
 import trio
 
 from hearthlink_trio.config import Service
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.state import ServiceState
 
@@ -55,5 +55,5 @@ async def watch_memory(ctx: Context, service: Service, record: ServiceState) -> 
         over += 1
         if over >= READINGS_OVER:
             reason = over_limit_reason(used, limit)
-            events.emit(ctx.log, events.over_memory(service.name, reason, used, limit))
+            log_lines.emit(ctx.log, log_lines.over_memory(service.name, reason, used, limit))
             return reason

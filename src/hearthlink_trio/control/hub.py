@@ -4,42 +4,33 @@ The supervisor publishes from its own tasks (state changes, probe results, outpu
 must never wait for a reader: :meth:`EventHub.publish` is synchronous, puts the event in
 each interested subscriber's bounded buffer and returns. A subscriber whose buffer is full
 (its reader is that far behind) is dropped on the spot: it gets no more events, its stream
-ends with ``{"type": "dropped", "reason": ...}``, and the supervisor says so in its log.
+ends with a :class:`~hearthlink_trio.control.stream.Dropped` line, and the supervisor says so
+in its log. The events are the typed ones of :mod:`hearthlink_trio.control.stream`.
 
-The hub also keeps the last :data:`RECENT_EVENTS` state changes and supervisor events
-(never probe results or output lines: those are many, and the log files keep the output),
-so a client that was not listening can ask what changed lately (``GET /v1/events/recent``).
+The hub also keeps the last :data:`RECENT_EVENTS` state changes and supervisor lines (never
+probe results or output lines: those are many, and the log files keep the output), so a
+client that was not listening can ask what changed lately (``GET /v1/events/recent``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
-__all__ = [
-    "EVENT_TYPES",
-    "RECENT_EVENTS",
-    "SUBSCRIBER_BUFFER",
-    "EventHub",
-    "EventLogHandler",
-    "Subscription",
-]
+from hearthlink_trio.control.stream import Output, StateChange, StreamEvent, SupervisorLine
+
+__all__ = ["RECENT_EVENTS", "SUBSCRIBER_BUFFER", "EventHub", "EventLogHandler", "Subscription"]
 
 #: Events a subscriber may have waiting before it counts as too slow and is dropped.
 SUBSCRIBER_BUFFER = 1000
-#: The kinds of event the stream carries (the snapshot and the drop notice always come).
-EVENT_TYPES = frozenset({"state", "probe", "output", "supervisor"})
-#: How many recent state and supervisor events the hub keeps for ``GET /v1/events/recent``.
+#: How many recent state changes and supervisor lines the hub keeps.
 RECENT_EVENTS = 500
-#: The kinds of event kept among the recent ones.
-RECENT_TYPES = frozenset({"state", "supervisor"})
 
 
 @dataclass(eq=False)
@@ -48,16 +39,16 @@ class Subscription:
 
     service: str | None
     types: frozenset[str] | None
-    send: trio.MemorySendChannel[dict[str, Any]]
-    receive: trio.MemoryReceiveChannel[dict[str, Any]]
+    send: trio.MemorySendChannel[StreamEvent]
+    receive: trio.MemoryReceiveChannel[StreamEvent]
     #: Cancelled when the subscriber is dropped, so a reader waiting on its peer stops.
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     dropped: str | None = None
 
-    def wants(self, event: dict[str, Any]) -> bool:
-        if self.types is not None and event["type"] not in self.types:
+    def wants(self, event: StreamEvent) -> bool:
+        if self.types is not None and event.type not in self.types:
             return False
-        return self.service is None or event.get("service") == self.service
+        return self.service is None or event.service == self.service
 
 
 class EventHub:
@@ -77,7 +68,9 @@ class EventHub:
         self._buffer = buffer
         self._subscribers: list[Subscription] = []
         self._on_drop = on_drop
-        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        #: Why the hub was closed (the supervisor exits), once it is.
+        self._closed: str | None = None
+        self._recent: deque[StateChange | SupervisorLine] = deque(maxlen=RECENT_EVENTS)
 
     @property
     def subscribers(self) -> int:
@@ -87,14 +80,17 @@ class EventHub:
         self, *, service: str | None = None, types: Iterable[str] | None = None
     ) -> Subscription:
         """A new subscription; end it with :meth:`unsubscribe`."""
-        send, receive = trio.open_memory_channel[dict[str, Any]](self._buffer)
+        send, receive = trio.open_memory_channel[StreamEvent](self._buffer)
         sub = Subscription(
             service=service,
             types=None if types is None else frozenset(types),
             send=send,
             receive=receive,
         )
-        self._subscribers.append(sub)
+        if self._closed is None:
+            self._subscribers.append(sub)
+        else:
+            send.close()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -103,14 +99,27 @@ class EventHub:
         sub.send.close()
         sub.receive.close()
 
-    def recent(self, seconds: float) -> list[dict[str, Any]]:
-        """The kept state and supervisor events of the last ``seconds``, oldest first."""
-        since = time.time() - seconds
-        return [event for event in self._recent if event.get("ts", 0.0) >= since]
+    def close(self, message: str) -> None:
+        """End every subscription now (the supervisor is exiting): each gets a last
+        ``supervisor`` event saying ``message`` if its buffer has room for it, and its
+        stream ends. Later subscriptions end at once."""
+        self._closed = message
+        last = SupervisorLine(event="exiting", message=message, level="info")
+        for sub in self._subscribers:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                sub.send.send_nowait(last)
+            sub.send.close()
+        self._subscribers.clear()
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def recent(self, seconds: float) -> list[StateChange | SupervisorLine]:
+        """The kept state changes and supervisor lines of the last ``seconds``, oldest
+        first."""
+        since = time.time() - seconds
+        return [event for event in self._recent if event.ts >= since]
+
+    def publish(self, event: StreamEvent) -> None:
         """Give ``event`` to every subscriber that wants it; never blocks."""
-        if event["type"] in RECENT_TYPES:
+        if isinstance(event, StateChange | SupervisorLine):
             self._recent.append(event)
         if not self._subscribers:
             return
@@ -124,11 +133,9 @@ class EventHub:
             return
         ts = time.time()
         for line in lines:
-            self.publish(
-                {"type": "output", "service": service, "ts": ts, "stream": stream, "line": line}
-            )
+            self.publish(Output(service=service, stream=stream, line=line, ts=ts))
 
-    def _offer(self, sub: Subscription, event: dict[str, Any]) -> None:
+    def _offer(self, sub: Subscription, event: StreamEvent) -> None:
         try:
             sub.send.send_nowait(event)
         except trio.WouldBlock:
@@ -154,27 +161,12 @@ class EventLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         # Published even with no subscriber: the hub keeps it among the recent events.
-        fields = getattr(record, "fields", None) or {}
-        event: dict[str, Any] = {
-            "type": "supervisor",
-            "ts": record.created,
-            "event": getattr(record, "event", "message"),
-            "message": record.getMessage(),
-            "level": record.levelname.lower(),
-        }
-        for key, value in fields.items():
-            event.setdefault(key, _plain(value))
-        self._hub.publish(event)
-
-
-def _plain(value: Any) -> Any:
-    """A field value as JSON can carry it (paths and the like become strings)."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
+        self._hub.publish(
+            SupervisorLine(
+                event=getattr(record, "event", "message"),
+                message=record.getMessage(),
+                level=record.levelname.lower(),
+                fields=getattr(record, "fields", None) or {},
+                ts=record.created,
+            )
+        )
