@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from hearthlink_trio.control.errors import ControlError, NotRunning, UnknownService
+from hearthlink_trio.control.stream import StateChange, parse
 
 #: States in which a waited-for service counts as ready (a task that completed, too).
 READY_STATES = frozenset({"healthy", "completed"})
@@ -166,9 +167,10 @@ class ControlClient:
                     return WaitResult(False, targets, laggards)
                 if event is None:
                     raise NotRunning("the supervisor stopped while waiting for its services")
-                if event.get("type") == "state" and event.get("service") in services:
-                    services[event["service"]].update(
-                        state=event.get("state"), error_message=event.get("error_message")
+                change = parse(event)
+                if isinstance(change, StateChange) and change.service in services:
+                    services[change.service].update(
+                        state=change.state, error_message=change.error_message
                     )
         finally:
             connection.close()
