@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -114,6 +115,24 @@ async def test_the_tools_over_stdio_against_a_running_supervisor(tmp_path: Path)
             assert web_states[:2] == ["starting", "healthy"]
             assert web_states[-3:] == ["stopping", "starting", "healthy"], web_states
             assert any(e.get("type") == "supervisor" for e in recent)
+            # The route behind the tool, with curl, and its answer to a bad window.
+            sock = str(stack.data_dir / "run" / "hearthlink.sock")
+            curl = ["curl", "-s", "--unix-socket", sock, "-w", "\n%{http_code}"]
+            ok = subprocess.run(
+                [*curl, "http://x/v1/events/recent?seconds=5"], capture_output=True, text=True
+            )
+            body, code = ok.stdout.rsplit("\n", 1)
+            assert code == "200"
+            assert json.loads(body)["seconds"] == 5
+            bad = subprocess.run(
+                [*curl, "http://x/v1/events/recent?seconds=nan"], capture_output=True, text=True
+            )
+            body, code = bad.stdout.rsplit("\n", 1)
+            assert code == "400"
+            assert json.loads(body) == {
+                "error": "bad_request",
+                "detail": "seconds must be a number 0 or more, not 'nan'",
+            }
 
             stopped = await client.call_tool("stop", {"service": "leaky"})
             assert "Stop of leaky requested" in _text(stopped)

@@ -91,6 +91,9 @@ def test_wait_for_an_unknown_service_or_without_a_supervisor_exits_1(tmp_path: P
     nobody = run_command("wait", "--config", str(config), "--timeout", "1", cwd=tmp_path)
     assert nobody.returncode == 1
     assert "no hearthlink supervisor is running" in nobody.stderr
+    negative = run_command("wait", "--config", str(config), "--timeout", "-1", cwd=tmp_path)
+    assert negative.returncode == 2
+    assert negative.stderr.strip() == "--timeout must be 0 or more"
     with running(config) as sup:
         sup.wait_line("web-2 service is healthy")
         unknown = run_command("wait", "nope", "--config", str(config), cwd=tmp_path)
