@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,3 +104,22 @@ def test_wait_for_an_unknown_service_or_without_a_supervisor_exits_1(tmp_path: P
         group = run_command("wait", "web", "--config", str(config), cwd=tmp_path)
         assert group.returncode == 0, group.stderr
         assert group.stdout.strip() == "Ready: web-1, web-2"
+
+
+def test_wait_keeps_trying_while_a_supervisor_is_starting(tmp_path: Path) -> None:
+    from hearthlink_trio.supervisor.preflight import acquire_lock
+
+    stack = Stack(tmp_path)
+    stack.add("web")
+    config = stack.write()
+    # The data dir's lock held, no socket yet: what a supervisor looks like while it starts.
+    lock = acquire_lock(stack.data_dir / "run")
+    try:
+        began = time.monotonic()
+        done = run_command("wait", "--config", str(config), "--timeout", "3", cwd=tmp_path)
+        waited = time.monotonic() - began
+    finally:
+        lock.release()
+    assert done.returncode == 1
+    assert f"the supervisor (pid {os.getpid()}) running" in done.stderr, done.stderr
+    assert waited >= 3.0  # tried until its timeout, not failed at once

@@ -17,6 +17,8 @@ from urllib.parse import urlencode
 from hearthlink_trio.control.errors import ControlError, NotRunning, UnknownService
 from hearthlink_trio.control.stream import StateChange, parse
 
+#: How often ``wait`` tries again to reach a supervisor that is still starting.
+STARTING_RETRY_SECONDS = 0.05
 #: States in which a waited-for service counts as ready (a task that completed, too).
 READY_STATES = frozenset({"healthy", "completed"})
 
@@ -128,7 +130,8 @@ class ControlClient:
         selected for this run and services stopped by hand are not waited for. A name that
         is not a service but has replicas (``web`` for ``web-1`` and ``web-2``) means them
         all. Returns early, not ready, as soon as a waited-for service has given up
-        (``failed``): it does not start again by itself.
+        (``failed``): it does not start again by itself. A supervisor that is starting (it
+        holds the data dir's lock, its socket is not there yet) is waited for too.
 
         Raises:
             NotRunning: no supervisor answers, or it went away while waiting.
@@ -136,7 +139,7 @@ class ControlClient:
             ControlError: anything else.
         """
         deadline = time.monotonic() + timeout
-        connection = self._connection(read_timeout=max(timeout, 0.001))
+        connection = self._connect_while_starting(deadline)
         try:
             response = self._send(connection, "GET", "/v1/events?types=state")
             if response.status != 200:
@@ -174,6 +177,18 @@ class ControlClient:
                     )
         finally:
             connection.close()
+
+    def _connect_while_starting(self, deadline: float) -> _UnixConnection:
+        """A connection for a stream read until ``deadline``; while a supervisor holds the
+        data dir's lock but has no control socket yet (it is starting), tried again."""
+        while True:
+            try:
+                return self._connection(read_timeout=max(deadline - time.monotonic(), 0.001))
+            except ControlError:
+                starting = self.data_dir is not None and _lock_holder(self.data_dir) is not None
+                if not starting or time.monotonic() >= deadline:
+                    raise
+            time.sleep(STARTING_RETRY_SECONDS)
 
     @staticmethod
     def _next_event(response: http.client.HTTPResponse) -> dict[str, Any] | None:
