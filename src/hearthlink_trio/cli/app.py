@@ -244,7 +244,10 @@ def mcp(*, config: ConfigOption = None) -> int:
 
     cfg, where = _locate(config)
     client = ControlClient(where.control_socket, data_dir=where.data_dir)
-    build_server(client, cfg, where.log_dir).run("stdio")
+    try:
+        build_server(client, cfg, where.log_dir).run("stdio")
+    except KeyboardInterrupt:
+        pass  # Ctrl-C where it was started by hand: a normal end, like stdin closing
     return 0
 
 
