@@ -183,3 +183,21 @@ async def test_errors_are_tool_errors_and_the_server_goes_on(tmp_path: Path) -> 
             # Still serving after all of that.
             status = _data(await client.call_tool("status", {}))
             assert {s["name"] for s in status["services"]} == {"web", "leaky"}
+
+
+async def test_secrets_the_supervisor_took_from_its_environment_are_masked_too(
+    tmp_path: Path,
+) -> None:
+    stack = _stack(tmp_path)
+    config = stack.write()
+    # Neither value is in a file, nor in the MCP server's own environment.
+    key, token = "k3y-from-the-environment-0123", "t0ken-from-the-environment-0123"
+    env = {"LEAKY_KEY": key, "HEARTHLINK_API_TOKEN": token}
+    with running(config, env=env) as sup:
+        sup.wait_line("leaky service is healthy")
+        assert not (stack.data_dir / SECRET_FILE).exists()
+        async with mcp_client(config) as client:
+            logs = _text(await client.call_tool("logs", {"service": "leaky"}))
+            assert "key=*** token=***" in logs
+            assert key not in logs
+            assert token not in logs

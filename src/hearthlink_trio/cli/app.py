@@ -239,15 +239,16 @@ def mcp(*, config: ConfigOption = None) -> int:
     """A Model Context Protocol server on stdio for the running supervisor (for coding
     agents): tools status, logs, events, restart, stop, start, wait."""
     # The SDK is imported by this command only: `run` and the other commands never load it.
+    import contextlib
+
     from hearthlink_trio.cli.mcpserver import build_server
     from hearthlink_trio.control.client import ControlClient
 
     cfg, where = _locate(config)
     client = ControlClient(where.control_socket, data_dir=where.data_dir)
-    try:
+    # Ctrl-C where it was started by hand is a normal end, like stdin closing.
+    with contextlib.suppress(KeyboardInterrupt):
         build_server(client, cfg, where.log_dir).run("stdio")
-    except KeyboardInterrupt:
-        pass  # Ctrl-C where it was started by hand: a normal end, like stdin closing
     return 0
 
 

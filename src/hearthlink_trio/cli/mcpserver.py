@@ -6,14 +6,16 @@ this command only). Its tools are ``status``, ``logs``, ``events``, ``restart``,
 bad regex) comes back as a tool error for the model to read, never as a crash of the
 server. It serves only the supervisor of its own config's data dir and opens no network
 port. Nothing it returns carries a secret: the API token's and the declared secrets'
-values, read from the data dir's files the way the supervisor reads them (never creating
-one) or from this process's environment, are replaced by ``***`` in every answer.
+values, taken where the supervisor took them (its environment, else the data dir's files,
+never creating one), are replaced by ``***`` in every answer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +29,8 @@ from hearthlink_trio.cli.logview import tail_lines
 from hearthlink_trio.config import Config
 from hearthlink_trio.control.client import ControlClient
 from hearthlink_trio.control.errors import ControlError
+from hearthlink_trio.process.procfs import proc_environ
+from hearthlink_trio.supervisor.secrets import TOKEN_VARIABLE, load_secrets
 
 __all__ = ["build_server"]
 
@@ -54,14 +58,27 @@ INSTRUCTIONS = (
 
 
 class _Masker:
-    """Replaces every secret value known from the data dir and the environment by ``***``."""
+    """Replaces every secret value of the running supervisor by ``***``: those it took from
+    its environment (read from ``/proc/<its pid>/environ``), else those of the data dir's
+    files."""
 
-    def __init__(self, config: Config | None) -> None:
+    def __init__(self, config: Config | None, client: ControlClient) -> None:
         self._config = config
+        self._client = client
+
+    def _environ(self, config: Config) -> Mapping[str, str]:
+        """The secrets' variables as the supervisor was started with them (a variable set
+        there wins over its file, for the supervisor and so here); without a supervisor,
+        this process's environment."""
+        try:
+            pid = self._client.health().get("pid")
+        except ControlError:
+            pid = None
+        if not isinstance(pid, int):
+            return os.environ
+        return proc_environ(pid, TOKEN_VARIABLE, *config.secret_variables())
 
     def text(self, text: str) -> str:
-        from hearthlink_trio.supervisor.secrets import load_secrets
-
         if self._config is None:
             raise ToolError(
                 "the config file has errors (hearthlink check shows them), so the secrets to "
@@ -70,7 +87,7 @@ class _Masker:
         try:
             # Read again at every call: the supervisor may have made a file since, or a
             # service replaced one (a rotated key). create=False: never make a secret here.
-            secrets = load_secrets(self._config, create=False)
+            secrets = load_secrets(self._config, self._environ(self._config), create=False)
         except (OSError, ValueError) as exc:
             raise ToolError(f"cannot read the secrets to mask in log lines: {exc}") from exc
         return secrets.redact(text)
@@ -96,7 +113,7 @@ def build_server(client: ControlClient, config: Config | None, log_dir: Path) ->
     server: MCPServer = MCPServer(
         "hearthlink", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
     )
-    masker = _Masker(config)
+    masker = _Masker(config, client)
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(annotations=read_only)
