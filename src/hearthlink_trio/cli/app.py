@@ -251,7 +251,8 @@ def restart(name: str, /, *, config: ConfigOption = None) -> int:
 
 @app.command
 def start(name: str, /, *, config: ConfigOption = None) -> int:
-    """Start service NAME again after `hearthlink stop NAME`."""
+    """Start service NAME again after `hearthlink stop NAME`, or one the run left out (with
+    what it needs that was left out too)."""
     return _service_request(config, name, "start")
 
 
