@@ -306,9 +306,11 @@ class HearthlinkUI(App[int]):
         self.lines.clear()
         self.all_lines.clear()
         self.history_read_at.clear()
+        if self.log_dir is None:
+            self._render_output()
+            return
         blocks: list[tuple[float, str, list[str]]] = []
-        for name in self.services if self.log_dir is not None else ():
-            assert self.log_dir is not None
+        for name in self.services:
             path = self.log_dir / f"{name}.log"
             self.history_read_at[name] = time.time()
             try:
