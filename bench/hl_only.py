@@ -72,7 +72,8 @@ def cli_times(run: Session, times: int) -> dict[str, list[float]]:
 #: PYTHONDONTWRITEBYTECODE=1 (this machine's shells have it): the package imported from a
 #: copy with no __pycache__ (so every start compiles it again; the installed libraries keep
 #: the bytecode pip wrote) and an empty XDG_CACHE_HOME. The two between split the cause.
-#: Bare runs only where it differs (its services read no config).
+#: Bare runs only where it differs (its services read no config). Every run keeps its
+#: condition's data dir from the repeat before, as a user's start does.
 CONDITIONS: dict[str, tuple[bool, bool]] = {
     "warm": (True, True),
     "no bytecode": (False, True),
@@ -90,6 +91,9 @@ def _cond_env(cond: str, src: Path, tmp: Path) -> dict[str, str]:
     if not cached:
         env["XDG_CACHE_HOME"] = str(tmp / "cache")
     return env
+
+
+_SECRETS: dict[tuple[Path, str], bytes] = {}
 
 
 def _stack(
@@ -115,26 +119,35 @@ def _stack(
         ]
         env = {**common, "HEARTHLINK_SERVICE": name}
         for var in svc.get("secrets", {}):
-            env[var] = base64.b64encode(secrets.token_bytes(32)).decode()
+            # One per data dir, kept: the Vault refuses a key its data was not written with.
+            key = _SECRETS.setdefault((data, var), secrets.token_bytes(32))
+            env[var] = base64.b64encode(key).decode()
         out.append((argv, env))
     return out
 
 
 def _one_stack_run(
-    mode: str, cond: str, ports: dict[str, int], command: list[str], reaper: Reaper, src: Path
+    mode: str,
+    cond: str,
+    ports: dict[str, int],
+    command: list[str],
+    reaper: Reaper,
+    src: Path,
+    data: Path,
 ) -> dict[str, Any]:
-    """One start of the default stack (bare: the four at once; hearthlink: ``run``),
-    launch → all four /health healthy, the CPU each side spent by then, then stopped."""
+    """One start of the default stack (bare: the four at once; hearthlink: ``run``) on the
+    data dir ``data``, launch → all four /health healthy, the CPU each side spent by then,
+    then stopped."""
     with tempfile.TemporaryDirectory(prefix=f"hlbench-default-{mode}-") as tmp:
         env = _cond_env(cond, src, Path(tmp))
-        env["HEARTHLINK_DATA_DIR"] = str(Path(tmp) / "data")
+        env["HEARTHLINK_DATA_DIR"] = str(data)
         procs: list[subprocess.Popen[bytes]] = []
         log = open(Path(tmp) / "run.log", "wb")  # noqa: SIM115
         t0 = time.monotonic()
         try:
             if mode == "bare":
                 pythonpath = env.get("PYTHONPATH") or str(REPO / "src")
-                for argv, extra in _stack(ports, Path(tmp) / "data", pythonpath):
+                for argv, extra in _stack(ports, data, pythonpath):
                     procs.append(
                         subprocess.Popen(
                             argv,
@@ -235,16 +248,25 @@ def default_stack(reaper: Reaper, repeats: int, command: list[str]) -> dict[str,
         shutil.copytree(
             REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
         )
+        # One data dir per condition and mode, kept from one repeat to the next as a user's
+        # is (the first repeat makes it). Its path is one of the config's inputs (through
+        # $HEARTHLINK_DATA_DIR), so a fresh path at every start would miss the config cache.
+        data = {
+            (cond, mode): Path(tmp) / f"data-{cond.replace(' ', '-')}-{mode}"
+            for cond in CONDITIONS
+            for mode in ("bare", "hearthlink")
+        }
         for cond, (_bytecode, cached) in CONDITIONS.items():
             if cached:  # validated once before, as after a first run or `hearthlink check`
                 env = _cond_env(cond, src, Path(tmp))
+                env["HEARTHLINK_DATA_DIR"] = str(data[cond, "hearthlink"])
                 subprocess.run([*command, "check"], env=env, capture_output=True)
         for r in range(repeats):
             for cond, (_bytecode, cached) in CONDITIONS.items():
                 for mode in ("bare", "hearthlink"):
                     if mode == "bare" and not cached:
                         continue  # the same as with the config cached
-                    one = _one_stack_run(mode, cond, ports, command, reaper, src)
+                    one = _one_stack_run(mode, cond, ports, command, reaper, src, data[cond, mode])
                     res["conditions"].setdefault(cond, {}).setdefault(mode, []).append(one)
                     progress(
                         f"  default stack {cond:15s} {mode:10s} run {r + 1}: all four healthy "
