@@ -7,6 +7,8 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -309,3 +311,59 @@ def test_client_with_stale_socket(sock_path: Path) -> None:
         stale.bind(os.fspath(sock_path))
     with pytest.raises(NotRunning, match="refuses connections"):
         ControlClient(sock_path).restart("vault")
+
+
+LAZY_HTTP = """
+import sys, tempfile, trio
+from pathlib import Path
+from hearthlink_trio.control.client import ControlClient
+from hearthlink_trio.control.server import serve_control
+
+class Controller:
+    def health(self):
+        return {"status": "healthy", "services": []}
+
+async def main(path):
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, path, Controller())
+        print("hypercorn at start:", "hypercorn.trio.tcp_server" in sys.modules)
+        health = await trio.to_thread.run_sync(ControlClient(path).health)
+        print("answered:", health["status"])
+        print("hypercorn after a request:", "hypercorn.trio.tcp_server" in sys.modules)
+        nursery.cancel_scope.cancel()
+
+with tempfile.TemporaryDirectory(prefix="hl-") as tmp:
+    trio.run(main, Path(tmp) / "run" / "hearthlink.sock")
+"""
+
+
+def test_hypercorn_is_loaded_by_the_first_connection_not_at_start() -> None:
+    # Its import is 60-100 ms of CPU that would compete with the services starting.
+    out = subprocess.run(
+        [sys.executable, "-c", LAZY_HTTP], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.splitlines() == [
+        "hypercorn at start: False",
+        "answered: healthy",
+        "hypercorn after a request: True",
+    ]
+
+
+async def test_hypercorn_is_loaded_a_while_after_start_without_a_connection(
+    sock_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from hearthlink_trio.control import server
+
+    loads: list[float] = []
+    real_load = server._LazyHandler.load
+
+    def load(self: server._LazyHandler) -> object:
+        loads.append(trio.current_time())
+        return real_load(self)
+
+    began = trio.current_time()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(server._LazyHandler, "load", load)
+        async with serving(sock_path, FakeController()):
+            await trio.sleep(server.HTTP_LOAD_DELAY + 1)
+    assert [t - began for t in loads] == [pytest.approx(server.HTTP_LOAD_DELAY)]

@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import weakref
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +29,6 @@ from hearthlink_trio.control.errors import ControlSocketError
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
-    from hypercorn.typing import AppWrapper
 
 #: Mode of the socket's folder and of the socket itself .
 FOLDER_MODE = 0o700
@@ -73,15 +73,10 @@ async def serve_control(
         ControlSocketError: another process answers on ``socket_path``, the path exists and
             is not a socket, or it is too long for a Unix socket.
     """
-    # Imported here, not at the top: the thin clients (status, restart, stop) import this
-    # module too, and hypercorn costs them about 5 MiB and 50 ms they do not need.
-    from hypercorn.utils import wrap_app
-
     _prepare_folder(socket_path.parent)
     await _clear_stale_socket(socket_path)
     sock, identity = _bind(socket_path)
-    config = _hypercorn_config()
-    app = wrap_app(ControlApp(controller), config.wsgi_max_body_size, "asgi")
+    handler = _LazyHandler(controller)
     while True:
         try:
             listener = PeerCheckedListener(
@@ -90,7 +85,8 @@ async def serve_control(
             )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_close_all_when_cancelled, listener)
-                await nursery.start(partial(_serve, app, config, listener))
+                nursery.start_soon(handler.load_later)
+                await nursery.start(partial(_serve, handler, listener))
                 task_status.started()
                 task_status = trio.TASK_STATUS_IGNORED
                 # A socket deleted under a running supervisor is made again.
@@ -160,9 +156,48 @@ async def _bind_again(path: Path) -> tuple[socket.socket, tuple[int, int]]:
         return bound
 
 
+#: hypercorn (h11, h2, wsproto…: 60-100 ms of CPU to import) is loaded when the first
+#: connection comes, or this long after the server started, whichever is first: not in the
+#: first moments of a run, when the services are starting on the same cores.
+HTTP_LOAD_DELAY = 2.0
+
+
+class _LazyHandler:
+    """Serves each accepted connection with hypercorn, which it loads on first use."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+        self._serve: Callable[[GuardedStream], Awaitable[None]] | None = None
+
+    def load(self) -> Callable[[GuardedStream], Awaitable[None]]:
+        if self._serve is None:
+            # Imported here, not at the top: the thin clients (status, restart, stop) import
+            # this module too, and hypercorn costs them about 5 MiB and 50 ms.
+            from hypercorn.trio.tcp_server import TCPServer
+            from hypercorn.trio.worker_context import WorkerContext
+            from hypercorn.utils import wrap_app
+
+            config = _hypercorn_config()
+            app = wrap_app(ControlApp(self._controller), config.wsgi_max_body_size, "asgi")
+            context = WorkerContext(None)
+
+            async def serve(stream: GuardedStream) -> None:
+                # Any trio stream serves; hypercorn's annotation names its TLS one.
+                await TCPServer(app, config, context, {}, stream)  # type: ignore[arg-type]
+
+            self._serve = serve
+        return self._serve
+
+    async def load_later(self) -> None:
+        await trio.sleep(HTTP_LOAD_DELAY)
+        self.load()
+
+    async def __call__(self, stream: GuardedStream) -> None:
+        await self.load()(stream)
+
+
 async def _serve(
-    app: AppWrapper,
-    config: Config,
+    handler: _LazyHandler,
     listener: PeerCheckedListener,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -171,11 +206,6 @@ async def _serve(
     # socket, minus the lifespan protocol (the app has nothing to set up) and with our own
     # listener: worker_serve wraps the sockets it is given in listeners of its own, so it
     # has no place to check a peer before a connection is served.
-    from hypercorn.trio.tcp_server import TCPServer
-    from hypercorn.trio.worker_context import WorkerContext
-
-    context = WorkerContext(None)
-    handler = partial(TCPServer, app, config, context, {})
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, [listener])
         task_status.started()
