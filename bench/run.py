@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The side-by-side benchmark: the performance budgets for hearthlink, next to bare and the peers.
 
-The same N small services (``bench/svc.py``) under ``bare`` (spawned and waited for, no
-supervision), ``hearthlink run``, supervisord, circus and honcho (from PyPI, into
-``bench/.peers-venv``), interleaved round-robin within each repeat, measured from outside::
+The same N services (``bench/svc.py``, in two profiles: ``minimal`` and ``real``, ~0.1 s of
+CPU before it listens) under ``bare`` (spawned and waited for, no supervision), ``hearthlink
+run``, supervisord, circus and honcho (from PyPI, into ``bench/.peers-venv``) and PM2 (from
+npm, into ``bench/.pm2``), interleaved round-robin within each repeat, measured from
+outside::
 
-    .venv/bin/python bench/run.py            # N = 4 and 32, 5 repeats (~3 min)
-    .venv/bin/python bench/run.py --quick    # N = 4, 2 repeats (~70 s)
+    .venv/bin/python bench/run.py --repeats 3   # the README's run (~15 min)
+    .venv/bin/python bench/run.py --quick       # N = 4, 2 repeats
 
 Prints a markdown table on stdout and writes every sample as JSON to ``--out``
 (``bench/results/latest.json``). Progress goes to stderr. Every process it starts is gone
