@@ -40,7 +40,7 @@ class Restart:
 
 @dataclass(frozen=True)
 class Probe:
-    """How a service shows it is ready and well: one of http, tcp, exec, log, none."""
+    """How a service shows it is ready and well: one of http, tcp, exec, log, notify, none."""
 
     kind: str
     path: str = ""  # http: the path to GET
@@ -81,6 +81,12 @@ class Service:
     group: str = ""
     replica: int | None = None
     image: str = ""
+    #: The supervisor holds the listening socket and passes it as fd 3 (LISTEN_FDS).
+    socket: bool = False
+    #: How a restart that is not a crash replaces a process: "rolling" or "recreate".
+    strategy: str = "rolling"
+    #: With the notify probe: WATCHDOG=1 expected at least this often (0: not watched).
+    watchdog: float = 0.0
 
     @property
     def depends_on(self) -> tuple[str, ...]:

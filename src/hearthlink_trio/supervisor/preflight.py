@@ -22,6 +22,7 @@ from hearthlink_trio.config import Config, Service
 from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.process.groups import GROUPS_NAME, MalformedRecord, reap_leftovers
 from hearthlink_trio.process.procfs import port_holder
+from hearthlink_trio.process.sockets import HeldSockets, address_of
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
 
@@ -116,9 +117,17 @@ def _reap(run_dir: Path, log: logging.Logger) -> None:
         events.emit(log, events.reaped(killed))
 
 
-def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready | None:
+def preflight(
+    config: Config,
+    log: logging.Logger,
+    *,
+    keep_lock: bool,
+    sockets: HeldSockets | None = None,
+) -> Ready | None:
     """Run every check; with ``keep_lock`` (``run``) returns the held lock and the secrets,
     made where missing; without (``check``) releases the lock, creates nothing, returns None.
+    With ``sockets``, the ports of the services with ``socket = true`` are bound there
+    (and kept) instead of being only tried.
 
     Raises:
         PreflightError: every problem found, one line each.
@@ -151,9 +160,16 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
         except OSError as exc:
             problems.append(f"Run dir {config.run_dir}: {exc.strerror or exc}")
         available = []
+        held_problems = sockets.bind(config) if sockets is not None else []
+        problems += held_problems
+        held = sockets.groups() if sockets is not None else {}
         for service in config.services:
             if service.port is None:
                 continue  # no port, no port check
+            if address_of(service) is not None and sockets is not None:
+                if held.get(service.group or service.name) == address_of(service):
+                    available.append(service)
+                continue  # bound above (a busy port is among the problems already)
             reason = check_port(service)
             if reason is None:
                 available.append(service)

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.spawn import Child, spawn
 from hearthlink_trio.supervisor.environment import child_environment
 from hearthlink_trio.supervisor.secrets import Secrets
@@ -27,13 +28,23 @@ class EarlyStart:
     called), and starts every other process in the run's containment (its mark, the
     service's cgroup)."""
 
-    def __init__(self, containment: Containment | None) -> None:
+    def __init__(self, containment: Containment | None, sockets: HeldSockets | None = None) -> None:
         self._containment = containment
         self._early: dict[str, tuple[Child, dict[str, str]]] = {}
+        #: The listening sockets held for the services with ``socket = true``.
+        self.sockets = sockets if sockets is not None else HeldSockets()
 
     def _spawn(self, service: Service, env: Mapping[str, str]) -> Child:
         lineage = self._containment.lineage(service.name) if self._containment else None
-        return spawn(service.argv, env=env, cwd=service.cwd, user=service.user, lineage=lineage)
+        fd = self.sockets.fd_for(service)
+        return spawn(
+            service.argv,
+            env=env,
+            cwd=service.cwd,
+            user=service.user,
+            lineage=lineage,
+            listen=None if fd is None else (fd, service.group or service.name),
+        )
 
     def start(self, config: Config, secrets: Secrets) -> None:
         """Start every service that depends on nothing. One that cannot start is left to
@@ -59,6 +70,7 @@ class EarlyStart:
         for child, _ in self._early.values():
             _discard(child)
         self._early.clear()
+        self.sockets.close()
 
 
 def _discard(child: Child) -> None:

@@ -13,6 +13,7 @@ import sys
 from hearthlink_trio.config import Config
 from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.output import Console, setup_event_log
 from hearthlink_trio.supervisor.preflight import preflight
@@ -23,14 +24,19 @@ from hearthlink_trio.systemd.notify import Notifier
 def run_supervisor(config: Config, *, log_format: str) -> int:
     """Run the supervisor in the foreground; returns the exit code."""
     log = setup_event_log(log_format)
-    ready = preflight(config, log, keep_lock=True)
+    sockets = HeldSockets()
+    try:
+        ready = preflight(config, log, keep_lock=True, sockets=sockets)
+    except BaseException:
+        sockets.close()
+        raise
     assert ready is not None
     # Before the services: the subreaper, the run's cgroup and the sentinel come first.
     containment = Containment.start()
     sentinel = containment.sentinel
     events.emit(log, events.containment(containment.guarantee, sentinel.pid if sentinel else None))
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
-    launcher = EarlyStart(containment)
+    launcher = EarlyStart(containment, sockets)
     try:
         launcher.start(config, ready.secrets)
         # Loaded only now, while the first services boot.

@@ -37,6 +37,7 @@ from hearthlink_trio.control.server import serve_control
 from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
+from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
@@ -307,6 +308,11 @@ class Supervisor:
             del self.ctx.records[name]
         for name in plan.start:
             self._add_runner(name)
+        # The held sockets follow the new config: an unchanged address keeps its socket.
+        sockets = getattr(self.ctx.launcher, "sockets", None)
+        if isinstance(sockets, HeldSockets):
+            for line in sockets.bind(self.config):
+                events.emit(self.ctx.log, events.port_unavailable(line))
         order = self.config.names
         self.runners = {name: self.runners[name] for name in order}
         self.ctx.records = {name: self.ctx.records[name] for name in order}
