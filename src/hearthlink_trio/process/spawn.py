@@ -132,6 +132,13 @@ class Child:
         self._seen.update(found)
         return found
 
+    def share_service(self) -> None:
+        """From now on count only this process's group and descendants as its own, not the
+        service's cgroup or marked processes: a successor of the service (a rolling
+        restart) runs beside it there, and stopping this process must not touch it."""
+        self.lineage = None
+        self._seen.clear()
+
     async def wait_exited(self) -> None:
         """Return once the process has exited (it stays a zombie until :meth:`reap`)."""
         import trio

@@ -28,6 +28,7 @@ from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
 from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.rolling import rolls, start_successor, successor_key
 from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
 
@@ -52,6 +53,8 @@ class End(enum.Enum):
 class Outcome:
     end: End
     detail: str = ""
+    #: A rolling restart's new process, ready, for the next incarnation to take over.
+    successor: Process | None = None
 
 
 async def first_of(*tasks: Callable[[], Awaitable[T]]) -> T:
@@ -80,33 +83,57 @@ async def run_incarnation(
     attempt: int,
     restart_requested: trio.Event,
     stop_asked: Callable[[], bool],
+    adopt: Process | None = None,
+    next_restart: Callable[[], trio.Event] | None = None,
 ) -> Outcome:
     """Start ``service`` once and watch it until it exits, fails its health or is restarted.
 
     ``attempt`` is the restart number (0 for a first start or a manual restart).
     ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
-    shutdown or a reload), which is logged as such.
+    shutdown or a reload), which is logged as such. ``adopt`` is a process already started
+    and found ready (a rolling restart's successor): it is watched instead of starting one.
+    With ``next_restart`` (which gives the event of the next restart request), a manual
+    restart of a service with a held socket is a rolling one (see ``rolling``).
     """
-    try:
-        async with ctx.spawn_lock:
-            process = ctx.launcher.launch(service, env)
-    except OSError as exc:
-        reason = f"could not start: {exc.strerror or exc}"
-        events.emit(ctx.log, events.spawn_failed(service.name, reason))
-        return Outcome(End.SPAWN_FAILED, reason)
+    if adopt is not None:
+        process = adopt
+        ctx.groups.remove(successor_key(service))
+    else:
+        try:
+            async with ctx.spawn_lock:
+                process = ctx.launcher.launch(service, env)
+        except OSError as exc:
+            reason = f"could not start: {exc.strerror or exc}"
+            events.emit(ctx.log, events.spawn_failed(service.name, reason))
+            return Outcome(End.SPAWN_FAILED, reason)
     _started(ctx, service, record, process, attempt)
-    watchers = [
-        lambda: _exit_of(ctx, service, process),
-        lambda: _manual(ctx, service, restart_requested),
-    ]
+
+    async def manual() -> Outcome:
+        if next_restart is not None and rolls(service):
+            return await _manual_rolling(
+                ctx, service, env, out, process, restart_requested, next_restart
+            )
+        return await _manual(ctx, service, restart_requested)
+
+    watchers = [lambda: _exit_of(ctx, service, process), manual]
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
-        watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch))
+        ready = adopt is not None
+        watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch, ready=ready))
     if log_watch is not None:
         out.watchers.append(log_watch.feed)
+    handed_over: list[Process] = []
     try:
-        async with running(ctx, service, record, process, out, stop_asked):
-            return await first_of(*watchers)
+        async with running(
+            ctx, service, record, process, out, stop_asked, handover=lambda: bool(handed_over)
+        ):
+            outcome = await first_of(*watchers)
+            if outcome.successor is not None:
+                # The successor serves from now on: the status shows it while the old stops.
+                handed_over.append(outcome.successor)
+                record.pid = outcome.successor.pid
+                ctx.changed()
+            return outcome
     finally:
         if log_watch is not None:
             out.watchers.remove(log_watch.feed)
@@ -138,8 +165,12 @@ async def running(
     process: Process,
     out: ServiceOutput,
     stop_asked: Callable[[], bool],
+    handover: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[None]:
-    """Pump the process's output while the body runs; stop it and drain when it ends."""
+    """Pump the process's output while the body runs; stop it and drain when it ends.
+
+    ``handover()`` true when it ends: a successor has taken over, so the service is not
+    stopping (its state and pid are the successor's)."""
     try:
         async with trio.open_nursery() as pumps:
             drained = trio.Event()
@@ -162,7 +193,7 @@ async def running(
                 yield
             finally:
                 with trio.CancelScope(shield=True):
-                    await _stop(ctx, service, record, process, stop_asked)
+                    await _stop(ctx, service, record, process, stop_asked, handover())
                     with trio.move_on_after(PUMP_DRAIN_SECONDS):
                         await drained.wait()
                     for scope in scopes:
@@ -178,11 +209,12 @@ async def _stop(
     record: ServiceState,
     process: Process,
     stop_asked: Callable[[], bool],
+    handover: bool = False,
 ) -> None:
     if ctx.shutting_down:
         # Dependents stop before what they depend on.
         await ctx.wait_until(lambda: not ctx.dependents_running(service.name))
-    if record.running:
+    if record.running and not handover:
         record.change_state(State.STOPPING)
     signal_name = describe_signal(service.stop_signal)
 
@@ -190,14 +222,19 @@ async def _stop(
         sent = "SIGKILL" if ctx.force.is_set() else signal_name
         events.emit(ctx.log, events.waiting_to_stop(service.name, process.pid, sent, waited, left))
 
+    if handover:
+        process.share_service()
     kill_mode: KillMode = "mixed" if service.kill_mode == "mixed" else "group"
     code = await process.stop(
         service.stop_signal, service.stop_timeout, ctx.force, kill_mode=kill_mode, waiting=waiting
     )
     ctx.groups.remove(service.name)
-    record.pid = None
+    if not handover:
+        record.pid = None
     ctx.changed()
-    if stop_asked():
+    if handover:
+        events.emit(ctx.log, events.stopped(service.name, code, detail=None))
+    elif stop_asked():
         as_asked = code in (0, -service.stop_signal)
         detail = None if as_asked else describe_exit(code)
         events.emit(ctx.log, events.stopped(service.name, code, detail=detail))
@@ -223,12 +260,33 @@ async def _manual(ctx: Context, service: Service, restart_requested: trio.Event)
     return Outcome(End.MANUAL, "manual restart")
 
 
+async def _manual_rolling(
+    ctx: Context,
+    service: Service,
+    env: Mapping[str, str],
+    out: ServiceOutput,
+    process: Process,
+    restart_requested: trio.Event,
+    next_restart: Callable[[], trio.Event],
+) -> Outcome:
+    # A successor that fails leaves this process running: wait for the next request.
+    while True:
+        await restart_requested.wait()
+        events.emit(ctx.log, events.manual_restart(service.name))
+        successor = await start_successor(ctx, service, env, out, process)
+        if successor is not None:
+            return Outcome(End.MANUAL, "rolling restart", successor=successor)
+        restart_requested = next_restart()
+
+
 async def _unhealthy(
     ctx: Context,
     service: Service,
     record: ServiceState,
     env: Mapping[str, str],
     log_watch: LogWatch | None,
+    *,
+    ready: bool = False,
 ) -> Outcome:
-    reason = await watch_health(ctx, service, record, env=env, log_watch=log_watch)
+    reason = await watch_health(ctx, service, record, env=env, log_watch=log_watch, ready=ready)
     return Outcome(End.UNHEALTHY, reason)

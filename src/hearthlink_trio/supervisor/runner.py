@@ -75,6 +75,11 @@ class Runner:
         self._restart.set()
         return "restarting"
 
+    def _next_restart(self) -> trio.Event:
+        """A fresh event for the next restart request (a rolling restart that failed)."""
+        self._restart = trio.Event()
+        return self._restart
+
     def hold(self) -> str:
         """Stop the service by hand and keep it stopped (not a failure, not counted)."""
         if self.ctx.shutting_down:
@@ -128,6 +133,7 @@ class Runner:
     async def _supervise(self) -> None:
         ctx, record = self.ctx, self.record
         attempt = 0
+        successor = None
         while True:
             self._restart = trio.Event()
             outcome = await run_incarnation(
@@ -139,8 +145,11 @@ class Runner:
                 attempt=attempt,
                 restart_requested=self._restart,
                 stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
+                adopt=successor,
+                next_restart=self._next_restart,
             )
             attempt = 0
+            successor = outcome.successor
             if outcome.end is End.MANUAL:
                 continue
             if outcome.end is End.COMPLETED:

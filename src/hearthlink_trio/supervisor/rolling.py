@@ -1,0 +1,181 @@
+"""Rolling restarts: a new process beside the old one, the old one stopped only once the
+new one is ready by its own signal.
+
+For a service whose socket the supervisor holds (``socket = true``, ``strategy =
+"rolling"``), a restart that is not a crash (a manual ``restart``) starts the successor
+while the running process keeps serving on the shared socket. The successor must pass its
+probe itself: an http/tcp probe whose connection it accepted (see ``probes.owner``), a line
+of its own output for a log probe, its own ``READY=1`` for the notify probe. Only then is
+the old process stopped and the successor handed to the next incarnation. A successor that
+exits or is not ready within ``startup_period`` is stopped and the old process keeps
+serving; the restart is reported failed.
+
+The replicas of a table are replaced one at a time: a successor starts only once the
+previous replica's successor is ready.
+
+``strategy = "recreate"`` needs nothing here: the old process is stopped first and the new
+one started at once, as any restart does, while connections wait in the held socket's
+backlog.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+
+import trio
+
+from hearthlink_trio.config import Service
+from hearthlink_trio.probes.log import LogWatch
+from hearthlink_trio.process.lines import LineSplitter
+from hearthlink_trio.process.spawn import describe_exit
+from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.output import READ_CHUNK_BYTES, ServiceOutput
+from hearthlink_trio.supervisor.seams import Process
+
+#: How often a successor is probed while it starts (an http/tcp probe walks /proc).
+SUCCESSOR_PROBE_INTERVAL = 0.05
+
+_group_locks: weakref.WeakKeyDictionary[Context, dict[str, trio.Lock]] = weakref.WeakKeyDictionary()
+
+
+def rolls(service: Service) -> bool:
+    """Is a restart of ``service`` that is not a crash a rolling one?"""
+    return service.socket and service.strategy == "rolling" and not service.is_task
+
+
+def successor_key(service: Service) -> str:
+    """The successor's entry in the record of process groups while it starts."""
+    return f"{service.name}+next"
+
+
+def _group_lock(ctx: Context, service: Service) -> trio.Lock:
+    locks = _group_locks.setdefault(ctx, {})
+    return locks.setdefault(service.group or service.name, trio.Lock())
+
+
+async def start_successor(
+    ctx: Context,
+    service: Service,
+    env: Mapping[str, str],
+    out: ServiceOutput,
+    old: Process,
+) -> Process | None:
+    """Start a new process of ``service`` beside ``old`` and return it once it is ready by
+    its own signal; None if it failed to start (it is stopped then, and the failure is
+    logged: ``Rolling restart of web failed: …, web keeps running (pid N)``).
+
+    The successor's output goes to the service's output meanwhile; its process group is
+    recorded under :func:`successor_key` until the caller takes it over.
+    """
+    async with _group_lock(ctx, service):
+        try:
+            async with ctx.spawn_lock:
+                new = ctx.launcher.launch(service, env)
+        except OSError as exc:
+            _failed(ctx, service, old, f"could not start: {exc.strerror or exc}")
+            return None
+        ctx.groups.add(successor_key(service), new.pid, new.start_ticks)
+        events.emit(ctx.log, events.rolling_started(service.name, old.pid, new.pid))
+        log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
+        reason: str | None = "cancelled"
+        try:
+            async with trio.open_nursery() as nursery:
+                for name, stream in (("stdout", new.stdout), ("stderr", new.stderr)):
+                    nursery.start_soon(_pump, stream, out, name, log_watch)
+                reason = await _ready_or_why_not(ctx, service, env, new, log_watch)
+                nursery.cancel_scope.cancel()
+        finally:
+            if reason is not None:
+                # Failed, or cancelled (the old process exited, a shutdown): the successor
+                # never outlives this call unless it is handed over.
+                with trio.CancelScope(shield=True):
+                    new.share_service()  # the old process is in the service's cgroup too
+                    await new.stop(service.stop_signal, service.stop_timeout, ctx.force)
+                    new.close_streams()
+                    ctx.groups.remove(successor_key(service))
+        if reason is None:
+            events.emit(ctx.log, events.rolling_ready(service.name, old.pid, new.pid))
+            return new
+        _failed(ctx, service, old, reason)
+        return None
+
+
+def _failed(ctx: Context, service: Service, old: Process, reason: str) -> None:
+    events.emit(ctx.log, events.rolling_failed(service.name, reason, old.pid))
+    record = ctx.records.get(service.name)
+    if record is not None:
+        record.note(f"rolling restart failed: {reason}")
+
+
+async def _ready_or_why_not(
+    ctx: Context,
+    service: Service,
+    env: Mapping[str, str],
+    new: Process,
+    log_watch: LogWatch | None,
+) -> str | None:
+    """None once ``new`` is ready by its own signal; why not if it exits first or is not
+    ready within ``startup_period``."""
+    grace = ctx.config.health.startup_period
+    outcome: list[str | None] = []
+    with trio.move_on_after(grace):
+        async with trio.open_nursery() as nursery:
+
+            async def exits() -> None:
+                await new.wait_exited()
+                outcome.append(f"the new process exited ({describe_exit(new.peek_returncode())})")
+                nursery.cancel_scope.cancel()
+
+            async def ready() -> None:
+                while True:
+                    if log_watch is not None:
+                        result = log_watch.result()
+                    elif service.probe.kind == "none":
+                        result = None
+                    else:
+                        timeout = ctx.config.health.timeout
+                        result = await ctx.prober.probe_process(service, timeout, env, new.pid)
+                    if result is None:
+                        outcome.append(None)
+                        nursery.cancel_scope.cancel()
+                        return
+                    await trio.sleep(SUCCESSOR_PROBE_INTERVAL)
+
+            nursery.start_soon(exits)
+            nursery.start_soon(ready)
+    if outcome:
+        return outcome[0]
+    return f"the new process was not ready within {grace:g}s"
+
+
+async def _pump(
+    stream: trio.abc.ReceiveStream, out: ServiceOutput, name: str, log_watch: LogWatch | None
+) -> None:
+    """Copy the successor's output to the service's output until cancelled (the next
+    incarnation's pumps take over the stream then); a partial last line is written as is."""
+    splitter = LineSplitter()
+    try:
+        while True:
+            try:
+                chunk = bytes(await stream.receive_some(READ_CHUNK_BYTES))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            if not chunk:
+                return
+            lines = splitter.feed(chunk)
+            if lines:
+                _write(out, lines, name, log_watch)
+    finally:
+        tail = splitter.flush()
+        if tail:
+            _write(out, tail, name, log_watch)
+
+
+def _write(out: ServiceOutput, raw: list[bytes], name: str, log_watch: LogWatch | None) -> None:
+    # The old process's log probe sees these lines too: harmless, it is a readiness probe
+    # that the old process has passed already.
+    out.lines(raw, name)
+    if log_watch is not None:
+        log_watch.feed(name, [line.decode("utf-8", "replace") for line in raw])

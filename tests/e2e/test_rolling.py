@@ -1,0 +1,142 @@
+"""Restarts of a service with a held socket: rolling (new beside old) and recreate, under a
+client that opens a fresh connection for every request."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.helpers import pid_alive, wait_for
+from tests.sup import Stack, all_gone, run_command, running
+
+
+class ClientLoop:
+    """Fresh connections to ``/health`` back to back, in a thread: who answered, what failed."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.answered: list[int] = []
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        url = f"http://127.0.0.1:{self.port}/health"
+        while not self._stop.is_set():
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    self.answered.append(json.loads(response.read())["pid"])
+            except Exception as exc:  # every failure counts, whatever its kind
+                self.failed.append(repr(exc))
+            self._stop.wait(0.005)
+
+    @contextmanager
+    def running(self) -> Iterator[ClientLoop]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(15)
+
+
+def restart(config: Path, name: str) -> str:
+    done = run_command("restart", name, "--config", str(config), cwd=config.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_rolling_restart_refuses_nothing(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    # Half a second to start: with the old process stopped first, requests would wait or fail.
+    stack.add("web", socket=True, env={"TESTSVC_DELAY": "0.5", "TESTSVC_GRACEFUL": "1"})
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^web service is healthy$")
+        (old,) = stack.pids("web")
+        with ClientLoop(stack.port("web")).running() as client:
+            wait_for(lambda: len(client.answered) > 20, timeout=10)
+            restart(config, "web")
+            line = sup.wait_line(r"^Rolling restart of web: PID \d+ is ready, stopping PID \d+$")
+            new = int(line[0].split("PID ")[1].split()[0])
+            wait_for(lambda: not pid_alive(old), timeout=10)
+            count = len(client.answered)
+            wait_for(lambda: len(client.answered) > count + 20, timeout=10)
+        assert client.failed == []
+        # The old one answered until the new one was ready, then the new one.
+        assert client.answered[0] == old and client.answered[-1] == new
+        assert set(client.answered) == {old, new}
+        # The new one was started beside the old one, before the old one stopped.
+        lines = [k for k, name in stack.event_lines() if name == "web" and k in ("start", "stop")]
+        assert lines == ["start", "start", "stop"], lines
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone([old, new])
+
+
+def test_a_new_process_that_crashes_leaves_the_old_one_serving(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    fail = tmp_path / "fail"
+    stack.add("web", socket=True, env={"TESTSVC_FAIL_FILE": str(fail)})
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^web service is healthy$")
+        (old,) = stack.pids("web")
+        fail.touch()
+        with ClientLoop(stack.port("web")).running() as client:
+            restart(config, "web")
+            sup.wait_line(
+                rf"^Rolling restart of web failed: the new process exited \(exit status 1\), "
+                rf"web keeps running \(pid {old}\)$"
+            )
+            count = len(client.answered)
+            wait_for(lambda: len(client.answered) > count + 10, timeout=10)
+        assert client.failed == []
+        assert set(client.answered) == {old}
+        status = run_command("status", "--json", "--config", str(config), cwd=tmp_path)
+        (web,) = json.loads(status.stdout)["services"]
+        assert web["pid"] == old and web["status"] == "running"
+        assert "rolling restart failed" in web["error_message"]
+        # Once it can start, a restart asked again rolls.
+        fail.unlink()
+        restart(config, "web")
+        sup.wait_line(r"^Rolling restart of web: PID \d+ is ready, stopping PID \d+$")
+        wait_for(lambda: not pid_alive(old), timeout=10)
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone(stack.pids("web"))
+
+
+def test_recreate_with_a_locked_folder_never_runs_two_and_refuses_nothing(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    lock = tmp_path / "vault.lock"
+    env = {"TESTSVC_LOCK": str(lock), "TESTSVC_DELAY": "0.3", "TESTSVC_GRACEFUL": "1"}
+    stack.add("vault", socket=True, strategy="recreate", env=env)
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^vault service is healthy$")
+        (old,) = stack.pids("vault")
+        with ClientLoop(stack.port("vault")).running() as client:
+            wait_for(lambda: len(client.answered) > 20, timeout=10)
+            restart(config, "vault")
+            sup.wait_line(r"^vault service is healthy$", count=2)
+            count = len(client.answered)
+            wait_for(lambda: len(client.answered) > count + 20, timeout=10)
+        assert client.failed == []
+        (new,) = set(stack.pids("vault")) - {old}
+        assert set(client.answered) == {old, new}
+        assert "cannot lock" not in sup.stdout()
+        assert "Rolling restart" not in sup.stderr()
+        # Stopped before the new one started: never two at once.
+        lines = [k for k, name in stack.event_lines() if name == "vault" and k in ("start", "stop")]
+        assert lines == ["start", "stop", "start"], lines
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone([old, new])

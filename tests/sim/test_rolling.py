@@ -1,0 +1,96 @@
+"""Rolling restarts of services with a held socket, on the virtual clock."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from trio.testing import MockClock
+
+from hearthlink_trio.supervisor.state import State
+from tests.sim.harness import Script, no_process_left, simulate
+
+HEALTH = {"startup_interval": 5, "startup_period": 60, "steady_interval": 30}
+
+
+def stack(**services: dict[str, object]) -> dict[str, object]:
+    return {"health": HEALTH, **{f"services.{name}": t for name, t in services.items()}}
+
+
+WEB = {"command": ["w"], "port": 1, "socket": True}
+
+
+async def test_the_new_process_starts_beside_the_old_which_stops_once_it_is_ready(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    scripts = {"web": [Script(), Script(ready_after=2)]}
+    async with simulate(tmp_path, stack(web=WEB), scripts) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        old = sim.launcher.current["web"]
+        asked = sim.supervisor.ctx.records["web"]
+        assert sim.supervisor.restart("web") == "restarting"
+        await sim.until(lambda: bool(sim.messages("stopped")))
+        new = sim.launcher.current["web"]
+        (new_ready,) = (t for t, event, _, _ in sim.events.records if event == "rolling_ready")
+        launched_at = round(new.launched - sim.t0, 3)
+        ready_at = round(new_ready - sim.t0, 3)
+        # Started beside the old one; the old one stopped only once the new one passed.
+        assert ready_at - launched_at >= 2
+        assert sim.when("Stopped web service") >= ready_at
+        assert old.signals == [signal.SIGTERM]
+        assert new.alive and new.signals == []
+        # The service never stopped meanwhile: healthy throughout, then the new pid.
+        await sim.until_state("web", State.HEALTHY)
+        assert asked.pid == new.pid
+        assert sim.status("web")["status"] == "running"
+    assert no_process_left(sim)
+
+
+async def test_a_new_process_that_fails_is_stopped_and_the_old_keeps_serving(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    scripts = {"web": [Script(), Script(exit_after=0.5, ready_after=1), Script(ready_after=1000)]}
+    async with simulate(tmp_path, stack(web=WEB), scripts) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        old = sim.launcher.current["web"]
+        sim.supervisor.restart("web")
+        await sim.until(lambda: bool(sim.messages("rolling_failed")))
+        assert sim.messages("rolling_failed") == [
+            "Rolling restart of web failed: the new process exited (exit status 1), "
+            f"web keeps running (pid {old.pid})"
+        ]
+        # Never ready: given up after startup_period, stopped, the old one still serves.
+        sim.supervisor.restart("web")
+        await sim.until(lambda: len(sim.messages("rolling_failed")) == 2)
+        assert sim.messages("rolling_failed")[1] == (
+            "Rolling restart of web failed: the new process was not ready within 60s, "
+            f"web keeps running (pid {old.pid})"
+        )
+        never_ready = sim.launcher.launches[-1].process
+        assert never_ready.signals == [signal.SIGTERM] and not never_ready.alive
+        assert old.alive and old.signals == []
+        assert sim.state("web") is State.HEALTHY
+        record = sim.supervisor.ctx.records["web"]
+        assert record.pid == old.pid
+        assert "rolling restart failed" in (record.error_message or "")
+    assert no_process_left(sim)
+
+
+async def test_replicas_are_replaced_one_at_a_time(tmp_path: Path, clock: MockClock) -> None:
+    replicas = {**WEB, "replicas": 3}
+    scripts = {f"web-{n}": [Script(), Script(ready_after=2)] for n in (1, 2, 3)}
+    async with simulate(tmp_path, stack(web=replicas), scripts) as sim:
+        for n in (1, 2, 3):
+            await sim.until_state(f"web-{n}", State.HEALTHY)
+        first = {n: sim.launcher.current[f"web-{n}"] for n in (1, 2, 3)}
+        began = round(clock.current_time() - sim.t0, 3)
+        sim.supervisor.restart("web")
+        await sim.until(lambda: all(p.returncode is not None for p in first.values()))
+        starts = sorted(sim.launcher.times(f"web-{n}")[1] - began for n in (1, 2, 3))
+        # Each successor starts once the one before is ready (2 s each).
+        assert starts[1] - starts[0] >= 2 and starts[2] - starts[1] >= 2
+        assert starts[2] < 6.5
+        # At any moment at least three processes were up: each old one stopped after its
+        # successor was ready.
+        assert len(sim.messages("rolling_ready")) == 3
+    assert no_process_left(sim)
