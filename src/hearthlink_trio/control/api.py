@@ -36,6 +36,8 @@ log = logging.getLogger("hearthlink.control")
 _SERVICE_ROUTE = re.compile(r"/v1/services/([^/]+)/(restart|stop|start)")
 #: How long a dropped reader gets to take the line that says why, before it is cut off.
 DROP_NOTICE_TIMEOUT = 1.0
+#: The most events written in one chunk of the stream.
+MAX_BATCH_EVENTS = 32
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
@@ -198,11 +200,14 @@ class ControlApp:
 
 
 async def _pump(sub: Subscription, send: ASGISendCallable) -> None:
-    """Send the subscription's events as they come, a batch per chunk."""
+    """Send the subscription's events as they come, a batch of at most
+    :data:`MAX_BATCH_EVENTS` per chunk: what a slow reader has not taken yet stays in its
+    buffer, where falling :data:`~hearthlink_trio.control.events.SUBSCRIBER_BUFFER` events
+    behind drops it with its last line, rather than in one chunk it may never finish."""
     with sub.scope:
         async for event in sub.receive:
             batch = [event]
-            while True:
+            while len(batch) < MAX_BATCH_EVENTS:
                 try:
                     batch.append(sub.receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):

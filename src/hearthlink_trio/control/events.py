@@ -9,6 +9,7 @@ ends with ``{"type": "dropped", "reason": ...}``, and the supervisor says so in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -61,6 +62,8 @@ class EventHub:
         self._buffer = buffer
         self._subscribers: list[Subscription] = []
         self._on_drop = on_drop
+        #: Why the hub was closed (the supervisor exits), once it is.
+        self._closed: str | None = None
 
     @property
     def subscribers(self) -> int:
@@ -77,7 +80,10 @@ class EventHub:
             send=send,
             receive=receive,
         )
-        self._subscribers.append(sub)
+        if self._closed is None:
+            self._subscribers.append(sub)
+        else:
+            send.close()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -85,6 +91,24 @@ class EventHub:
             self._subscribers.remove(sub)
         sub.send.close()
         sub.receive.close()
+
+    def close(self, message: str) -> None:
+        """End every subscription now (the supervisor is exiting): each gets a last
+        ``supervisor`` event saying ``message`` if its buffer has room for it, and its
+        stream ends. Later subscriptions end at once."""
+        self._closed = message
+        last = {
+            "type": "supervisor",
+            "ts": time.time(),
+            "event": "exiting",
+            "message": message,
+            "level": "info",
+        }
+        for sub in self._subscribers:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                sub.send.send_nowait(last)
+            sub.send.close()
+        self._subscribers.clear()
 
     def publish(self, event: dict[str, Any]) -> None:
         """Give ``event`` to every subscriber that wants it; never blocks."""

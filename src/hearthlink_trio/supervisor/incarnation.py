@@ -22,7 +22,7 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.process.spawn import KillMode, describe_exit, describe_signal
+from hearthlink_trio.process.spawn import describe_exit, describe_signal
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
@@ -83,6 +83,7 @@ async def run_incarnation(
     attempt: int,
     restart_requested: trio.Event,
     stop_asked: Callable[[], bool],
+    process: Process | None = None,
     adopt: Process | None = None,
     next_restart: Callable[[], trio.Event] | None = None,
 ) -> Outcome:
@@ -90,32 +91,40 @@ async def run_incarnation(
 
     ``attempt`` is the restart number (0 for a first start or a manual restart).
     ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
-    shutdown or a reload), which is logged as such. ``adopt`` is a process already started
-    and found ready (a rolling restart's successor): it is watched instead of starting one.
-    With ``next_restart`` (which gives the event of the next restart request), a manual
-    restart of a service with a held socket is a rolling one (see ``rolling``).
+    shutdown, a reload, a stop by hand), which is logged as such; once it holds nothing is
+    started. ``process``: one already started and announced (taken over), to watch instead.
+    ``adopt``: one already started and found ready (a rolling restart's successor), to
+    announce and watch. With ``next_restart`` (which gives the event of the next restart
+    request), a manual restart of a service with a held socket is a rolling one (see
+    ``rolling``).
     """
     if adopt is not None:
         process = adopt
         ctx.groups.remove(successor_key(service))
-    else:
-        try:
-            async with ctx.spawn_lock:
+        started(ctx, service, record, process, attempt)
+    elif process is None:
+        async with ctx.spawn_lock:
+            if stop_asked():
+                # The stop began while this waited its turn: its cancellation is pending, and
+                # the checkpoint below delivers it. Nothing starts after a stop began.
+                await trio.sleep_forever()
+            try:
                 process = ctx.launcher.launch(service, env)
-        except OSError as exc:
-            reason = f"could not start: {exc.strerror or exc}"
-            events.emit(ctx.log, events.spawn_failed(service.name, reason))
-            return Outcome(End.SPAWN_FAILED, reason)
-    _started(ctx, service, record, process, attempt)
+            except OSError as exc:
+                reason = f"could not start: {exc.strerror or exc}"
+                events.emit(ctx.log, events.spawn_failed(service.name, reason))
+                return Outcome(End.SPAWN_FAILED, reason)
+        started(ctx, service, record, process, attempt)
+    watched = process
 
     async def manual() -> Outcome:
         if next_restart is not None and rolls(service):
             return await _manual_rolling(
-                ctx, service, env, out, process, restart_requested, next_restart
+                ctx, service, env, out, watched, restart_requested, next_restart
             )
         return await _manual(ctx, service, restart_requested)
 
-    watchers = [lambda: _exit_of(ctx, service, process), manual]
+    watchers = [lambda: _exit_of(ctx, service, watched), manual]
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
         ready = adopt is not None
@@ -139,9 +148,10 @@ async def run_incarnation(
             out.watchers.remove(log_watch.feed)
 
 
-def _started(
+def started(
     ctx: Context, service: Service, record: ServiceState, process: Process, attempt: int
 ) -> None:
+    """Record and announce a process of ``service`` that has just started."""
     now = time.time()
     record.pid = process.pid
     record.started_at = now
@@ -224,9 +234,12 @@ async def _stop(
 
     if handover:
         process.share_service()
-    kill_mode: KillMode = "mixed" if service.kill_mode == "mixed" else "group"
     code = await process.stop(
-        service.stop_signal, service.stop_timeout, ctx.force, kill_mode=kill_mode, waiting=waiting
+        service.stop_signal,
+        service.stop_timeout,
+        ctx.force,
+        kill_mode=service.kill_mode,
+        waiting=waiting,
     )
     ctx.groups.remove(service.name)
     if not handover:

@@ -10,9 +10,10 @@ from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
-from hearthlink_trio.supervisor.incarnation import End, Outcome, run_incarnation
+from hearthlink_trio.supervisor.incarnation import End, Outcome, run_incarnation, running, started
 from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
 from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
 
 
@@ -53,6 +54,8 @@ class Runner:
         self.retiring = False
         #: Set once :meth:`run` has returned and its process is gone.
         self.done = trio.Event()
+        #: A process started before the supervisor loaded, taken over, not yet supervised.
+        self._taken: Process | None = None
 
     def request_restart(self) -> str:
         """A manual restart; returns what will happen, truthfully, for the caller to show.
@@ -93,6 +96,8 @@ class Runner:
 
     def release(self) -> str:
         """Start a service stopped by hand again (after its dependencies, as at start-up)."""
+        if self.ctx.shutting_down:
+            return "the supervisor is stopping"
         if not self.held:
             return f"not stopped ({self.record.state.value})"
         self._released.set()
@@ -104,6 +109,17 @@ class Runner:
         for var in self.service.secrets:
             self.env[var] = self.ctx.secrets.current(var)
         return self.env
+
+    def take_over(self) -> None:
+        """Take over the process the launcher started early for this service, if any, and
+        announce it. From here on it is this runner's: it is stopped (signal, grace, kill)
+        whenever the runner ends, even before its first incarnation began."""
+        if self._taken is not None:
+            return
+        process = self.ctx.launcher.take(self.service, self._environment())
+        if process is not None:
+            self._taken = process
+            started(self.ctx, self.service, self.record, process, attempt=0)
 
     def retire(self) -> None:
         """Stop this service for good (a reload removed or changed it)."""
@@ -125,6 +141,13 @@ class Runner:
                     await self._released.wait()
                     self.held, self._released = False, trio.Event()
         finally:
+            if self._taken is not None:
+                # Ended before its first incarnation could watch it: stopped the same way.
+                with trio.CancelScope(shield=True):
+                    async with running(
+                        self.ctx, self.service, self.record, self._taken, self.out, lambda: True
+                    ):
+                        self._taken = None
             if self.record.state is not State.STOPPED:
                 self.record.change_state(State.STOPPED)
             self.out.log.close()
@@ -136,6 +159,7 @@ class Runner:
         successor = None
         while True:
             self._restart = trio.Event()
+            taken, self._taken = self._taken, None
             outcome = await run_incarnation(
                 ctx,
                 self.service,
@@ -145,6 +169,7 @@ class Runner:
                 attempt=attempt,
                 restart_requested=self._restart,
                 stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
+                process=taken,
                 adopt=successor,
                 next_restart=self._next_restart,
             )
