@@ -80,6 +80,7 @@ class FakeProcess:
         self.stdout = FakeStream()
         self.stderr = FakeStream()
         self.returncode: int | None = None
+        self.notify = None
         self.signals: list[int] = []
         self._exited = trio.Event()
         for line in script.output:

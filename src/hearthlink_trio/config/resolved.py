@@ -24,7 +24,9 @@ RestartPolicy = Literal["always", "on-failure", "never"]
 #: Where the stop signal goes: the whole process group, or the main process only.
 KillMode = Literal["group", "mixed"]
 #: How a service shows it is ready and well.
-ProbeKind = Literal["http", "tcp", "exec", "log", "none"]
+ProbeKind = Literal["http", "tcp", "exec", "log", "notify", "none"]
+#: How a restart that is not a crash replaces a process of a service with a held socket.
+Strategy = Literal["rolling", "recreate"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Service:
     #: The supervisor holds the listening socket and passes it as fd 3 (LISTEN_FDS).
     socket: bool = False
     #: How a restart that is not a crash replaces a process: "rolling" or "recreate".
-    strategy: str = "rolling"
+    strategy: Strategy = "rolling"
     #: With the notify probe: WATCHDOG=1 expected at least this often (0: not watched).
     watchdog: float = 0.0
 

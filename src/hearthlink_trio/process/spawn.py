@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import trio
 
+from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process import cgroups
 from hearthlink_trio.process.groups import killpg
 from hearthlink_trio.process.procfs import proc_stat
@@ -97,6 +98,8 @@ class Child:
     stderr_fd: int
     start_ticks: int | None
     lineage: Lineage | None = None
+    #: Its notify socket (``probe = "notify"``), closed with its streams.
+    notify: NotifyReceiver | None = None
     #: Every process ever found to be the service's: the zombies among them are ours to reap.
     _seen: set[int] = field(default_factory=set)
     _streams: tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream] | None = None
@@ -264,6 +267,8 @@ class Child:
                 await trio.sleep(0.005)
 
     def close_streams(self) -> None:
+        if self.notify is not None:
+            self.notify.close()
         if self._streams is None:  # never read: close the raw ends
             for fd in (self.stdout_fd, self.stderr_fd):
                 with contextlib.suppress(OSError):

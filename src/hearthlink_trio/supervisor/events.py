@@ -319,3 +319,18 @@ def rolling_failed(service: str, reason: str, old_pid: int) -> Event:
         WARNING,
         {"service": service, "reason": reason, "pid": old_pid},
     )
+
+
+# -- sd_notify from the services (probe = "notify") --------------------------------------
+
+
+def notify_status(service: str, status: str) -> Event:
+    return Event(
+        "notify_status",
+        f"{service} service status: {status}",
+        fields={"service": service, "notify_status": status},
+    )
+
+
+def notify_note(service: str, note: str) -> Event:
+    return Event("notify_note", note, WARNING, {"service": service})

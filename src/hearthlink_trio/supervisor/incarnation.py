@@ -22,10 +22,12 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.probes.log import LogWatch
+from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process.spawn import describe_exit, describe_signal
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
+from hearthlink_trio.supervisor.notifying import watch_notify
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
 from hearthlink_trio.supervisor.policy import backoff_delay
 from hearthlink_trio.supervisor.rolling import rolls, start_successor, successor_key
@@ -128,7 +130,11 @@ async def run_incarnation(
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
         ready = adopt is not None
-        watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch, ready=ready))
+        if service.probe.kind == "notify":
+            receiver = watched.notify
+            watchers.append(lambda: _unready(ctx, service, record, receiver, ready=ready))
+        else:
+            watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch, ready=ready))
     if log_watch is not None:
         out.watchers.append(log_watch.feed)
     handed_over: list[Process] = []
@@ -290,6 +296,18 @@ async def _manual_rolling(
         if successor is not None:
             return Outcome(End.MANUAL, "rolling restart", successor=successor)
         restart_requested = next_restart()
+
+
+async def _unready(
+    ctx: Context,
+    service: Service,
+    record: ServiceState,
+    receiver: NotifyReceiver | None,
+    *,
+    ready: bool,
+) -> Outcome:
+    reason = await watch_notify(ctx, service, record, receiver, ready=ready)
+    return Outcome(End.UNHEALTHY, reason)
 
 
 async def _unhealthy(

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable, Mapping
 
 from hearthlink_trio.config import Config, Service
+from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.spawn import Child, spawn
@@ -63,14 +64,30 @@ class ServiceLauncher:
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
         lineage = self._containment.lineage(service.name) if self._containment else None
         fd = self.sockets.fd_for(service)
-        return spawn(
-            service.argv,
-            env=env,
-            cwd=service.cwd,
-            user=service.user,
-            lineage=lineage,
-            listen=None if fd is None else (fd, service.group or service.name),
-        )
+        receiver = None
+        if service.probe.kind == "notify":
+            # Its own socket, made before it starts: its messages are told from others'.
+            receiver = NotifyReceiver(service.name)
+            env = {**env, "NOTIFY_SOCKET": receiver.address}
+            if service.watchdog:
+                env["WATCHDOG_USEC"] = str(round(service.watchdog * 1_000_000))
+        try:
+            child = spawn(
+                service.argv,
+                env=env,
+                cwd=service.cwd,
+                user=service.user,
+                lineage=lineage,
+                listen=None if fd is None else (fd, service.group or service.name),
+            )
+        except BaseException:
+            if receiver is not None:
+                receiver.close()
+            raise
+        if receiver is not None:
+            receiver.pid = child.pid
+            child.notify = receiver
+        return child
 
     def close(self) -> None:
         """Kill what was started early and never taken over (the run failed before the

@@ -27,6 +27,7 @@ import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.probes.log import LogWatch
+from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process.lines import LineSplitter
 from hearthlink_trio.process.spawn import describe_exit
 from hearthlink_trio.supervisor import events
@@ -130,7 +131,10 @@ async def _ready_or_why_not(
 
             async def ready() -> None:
                 while True:
-                    if log_watch is not None:
+                    if service.probe.kind == "notify":
+                        # Its own READY=1 (its own socket), never the old process's.
+                        result = None if new.notify is None else await _notified(new.notify)
+                    elif log_watch is not None:
                         result = log_watch.result()
                     elif service.probe.kind == "none":
                         result = None
@@ -148,6 +152,15 @@ async def _ready_or_why_not(
     if outcome:
         return outcome[0]
     return f"the new process was not ready within {grace:g}s"
+
+
+async def _notified(receiver: NotifyReceiver) -> str | None:
+    """None once the process has said READY=1 (waits for it)."""
+    while True:
+        receiver.drain(trio.current_time())
+        if receiver.state.ready:
+            return None
+        await receiver.wait()
 
 
 async def _pump(

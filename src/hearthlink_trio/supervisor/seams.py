@@ -15,6 +15,7 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.probes.exec import probe_exec
 from hearthlink_trio.probes.http import HttpProber
+from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.probes.owner import probe_owned
 from hearthlink_trio.probes.tcp import probe_tcp
 from hearthlink_trio.process.spawn import KillMode
@@ -34,6 +35,10 @@ class Process(Protocol):
 
     @property
     def stderr(self) -> trio.abc.ReceiveStream: ...
+
+    @property
+    def notify(self) -> NotifyReceiver | None:
+        """Its notify socket, with ``probe = "notify"``."""
 
     def share_service(self) -> None:
         """Count only its own group and descendants from now on (a successor shares the

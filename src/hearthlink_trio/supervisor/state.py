@@ -88,6 +88,8 @@ class ServiceState:
     restart_backoff: float = 0.0
     #: Has passed a probe at least once since the supervisor started.
     ever_healthy: bool = False
+    #: The last ``STATUS=`` of its process (``probe = "notify"``).
+    notify_status: str | None = None
     on_change: Callable[[ServiceState, State], None] = field(default=_ignore, repr=False)
 
     def change_state(self, new: State, *, error: str | object | None = _UNSET) -> None:
@@ -103,6 +105,12 @@ class ServiceState:
             assert error is None or isinstance(error, str)
             self.error_message = error
         self.on_change(self, old)
+
+    def set_notify_status(self, status: str | None) -> None:
+        """The process said ``STATUS=status`` (None: a new process has said nothing yet)."""
+        if status != self.notify_status:
+            self.notify_status = status
+            self.on_change(self, self.state)
 
     def note(self, error: str | None) -> None:
         """Change only the error message (what a waiting service waits for, say)."""

@@ -1,0 +1,116 @@
+"""probe = "notify": readiness, status and watchdog pings from the service (sd_notify)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import pid_alive, wait_for
+from tests.sup import Running, Stack, all_gone, run_command, running
+
+
+def events_of(sup: Running) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in sup.stderr().splitlines() if line.startswith("{")]
+
+
+def status_of(config: Path, name: str) -> dict[str, Any]:
+    done = run_command("status", "--json", "--config", str(config), cwd=config.parent)
+    assert done.returncode in (0, 1), done.stderr
+    return next(s for s in json.loads(done.stdout)["services"] if s["name"] == name)
+
+
+def notified_at(stack: Stack, name: str) -> float:
+    for line in stack.events.read_text().splitlines():
+        kind, who, when = line.split()
+        if kind == "notified" and who == name:
+            return float(when)
+    raise AssertionError("never notified")
+
+
+def test_ready_counts_only_once_sent_and_status_shows(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    env = {"TESTSVC_NOTIFY": "0.3", "TESTSVC_NOTIFY_STATUS": "serving 3 clients"}
+    stack.add("web", probe="notify", env=env)
+    config = stack.write()
+    with running(config, "--log-format", "json") as sup:
+        sup.wait_line(r'"event": "healthy"')
+        (pid,) = stack.pids("web")
+        got = {e["event"]: e for e in events_of(sup)}
+        # Healthy once READY=1 was sent (0.3 s after it listened), not before.
+        healthy_at = datetime.fromisoformat(got["healthy"]["ts"]).timestamp()
+        assert healthy_at >= notified_at(stack, "web") - 0.002
+        started_at = datetime.fromisoformat(got["started"]["ts"]).timestamp()
+        assert healthy_at - started_at >= 0.3
+        assert got["notify_status"]["notify_status"] == "serving 3 clients"
+        status = status_of(config, "web")
+        assert status["notify_status"] == "serving 3 clients"
+        assert (status["state"], status["pid"]) == ("healthy", pid)
+        # Its environment: its own socket, abstract, and no watchdog asked.
+        env_seen = status_env(stack, "web")
+        assert env_seen["NOTIFY_SOCKET"].startswith("@hearthlink/")
+        assert "WATCHDOG_USEC" not in env_seen
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone([pid])
+
+
+def test_a_message_from_another_process_does_not_count(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("web", probe="notify")  # never says READY itself
+    stack.add("other", probe="notify", env={"TESTSVC_NOTIFY": "0"})
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^other service is healthy$")
+        wait_for(lambda: stack.pids("web"), timeout=5)
+        (pid,) = stack.pids("web")
+        target = status_env(stack, "web")["NOTIFY_SOCKET"]
+        # This test process is no process of web: its READY=1 is ignored, and said so.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"READY=1", "\0" + target[1:])
+        sup.wait_line(r"^notify message from pid \d+ ignored: not a process of web$", timeout=5)
+        assert status_of(config, "web")["state"] == "starting"
+        assert "web service is healthy" not in sup.stderr()
+        assert pid_alive(pid)
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone([pid])
+
+
+def status_env(stack: Stack, name: str) -> dict[str, str]:
+    """The environment of service ``name``'s process, as it answers on ``/env``."""
+    url = f"http://127.0.0.1:{stack.port(name)}/env"
+    found: dict[str, str] = wait_for(lambda: _try_json(url), timeout=10, what=f"{url} answering")
+    return found
+
+
+def _try_json(url: str) -> dict[str, str] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            body: dict[str, str] = json.loads(response.read())
+            return body
+    except OSError:
+        return None
+
+
+def test_a_watchdog_that_stops_pinging_is_restarted(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    env = {"TESTSVC_NOTIFY": "0", "TESTSVC_WATCHDOG_PINGS": "3"}
+    stack.add("web", probe="notify", watchdog=0.6, env=env)
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^web service is healthy$")
+        (first,) = stack.pids("web")
+        assert status_env(stack, "web")["WATCHDOG_USEC"] == "600000"
+        # Three pings, 0.2 s apart, then silence: 0.6 s later it is restarted.
+        sup.wait_line(r"^web service unhealthy \(watchdog timeout\), scheduling restart$")
+        sup.wait_line(r"^web service is healthy$", count=2)
+        assert not pid_alive(first)
+        assert len(stack.pids("web")) == 2
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone(stack.pids("web"))
