@@ -140,3 +140,34 @@ def test_recreate_with_a_locked_folder_never_runs_two_and_refuses_nothing(
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
     all_gone([old, new])
+
+
+def test_a_reload_that_changes_the_env_rolls_and_refuses_nothing(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("web", socket=True, env={"TESTSVC_DELAY": "0.5", "TESTSVC_GRACEFUL": "1"})
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^web service is healthy$")
+        (old,) = stack.pids("web")
+        with ClientLoop(stack.port("web")).running() as client:
+            wait_for(lambda: len(client.answered) > 20, timeout=10)
+            stack.services["web"]["env"]["CHANGED"] = "yes"
+            stack.write()
+            sup.signal(signal.SIGHUP)
+            sup.wait_line(r"^Config reloaded: changed web$")
+            sup.wait_line(r"^Rolling restart of web: PID \d+ is ready, stopping PID \d+$")
+            wait_for(lambda: not pid_alive(old), timeout=10)
+            (new,) = set(stack.pids("web")) - {old}
+            wait_for(lambda: client.answered.count(new) > 20, timeout=10)
+        assert client.failed == []
+        assert set(client.answered) == {old, new}
+        with urllib.request.urlopen(f"http://127.0.0.1:{stack.port('web')}/env") as response:
+            assert json.loads(response.read())["CHANGED"] == "yes"
+        status = json.loads(
+            run_command("status", "--json", "--config", str(config), cwd=tmp_path).stdout
+        )
+        (web,) = status["services"]
+        assert (web["pid"], web["state"]) == (new, "healthy")
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone([old, new])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import trio
 from trio.testing import MockClock
 
 from hearthlink_trio.supervisor.state import State
+from tests.helpers import free_port
 from tests.sim.harness import Script, no_process_left, simulate
 
 HEALTH = {"startup_interval": 5, "startup_period": 60, "steady_interval": 30}
@@ -93,4 +95,71 @@ async def test_replicas_are_replaced_one_at_a_time(tmp_path: Path, clock: MockCl
         # At any moment at least three processes were up: each old one stopped after its
         # successor was ready.
         assert len(sim.messages("rolling_ready")) == 3
+    assert no_process_left(sim)
+
+
+async def test_a_reload_that_changes_the_service_rolls_it(tmp_path: Path, clock: MockClock) -> None:
+    web = {**WEB, "port": free_port()}
+    scripts = {"web": [Script(), Script(ready_after=2)]}
+    async with simulate(tmp_path, stack(web=web), scripts) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        old = sim.launcher.current["web"]
+        runner = sim.supervisor.runners["web"]
+        sim.rewrite(stack(web={**web, "env": {"V": "2"}}))
+        sim.supervisor.on_signal(signal.SIGHUP)
+        await sim.until(lambda: sim.supervisor.runners["web"] is not runner)
+        new = sim.launcher.current["web"]
+        assert new.env["V"] == "2" and new.alive
+        (ready_at,) = (t for t, event, _, _ in sim.events.records if event == "rolling_ready")
+        assert ready_at - new.launched >= 2
+        assert sim.when("Stopped web service") >= round(ready_at - sim.t0, 3)
+        # The new runner watches the successor: healthy, its pid, nothing else started.
+        await sim.until_state("web", State.HEALTHY)
+        assert sim.supervisor.runners["web"].service.env == {"V": "2"}
+        assert sim.supervisor.ctx.records["web"].pid == new.pid
+        assert len(sim.launcher.launches) == 2
+        assert sim.supervisor.config.service("web").env == {"V": "2"}
+        assert old.signals == [signal.SIGTERM]
+    assert no_process_left(sim)
+
+
+async def test_a_reload_whose_new_process_fails_keeps_the_old_config_running(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    web = {**WEB, "port": free_port()}
+    scripts = {"web": [Script(), Script(exit_after=0.5, ready_after=1), Script()]}
+    async with simulate(tmp_path, stack(web=web), scripts) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        old = sim.launcher.current["web"]
+        runner = sim.supervisor.runners["web"]
+        sim.rewrite(stack(web={**web, "env": {"V": "2"}}))
+        sim.supervisor.on_signal(signal.SIGHUP)
+        await sim.until(lambda: bool(sim.messages("rolling_failed")))
+        await trio.sleep(1)
+        assert old.alive and old.signals == []
+        assert sim.supervisor.runners["web"] is runner
+        assert sim.supervisor.config.service("web").env == {}
+        assert sim.state("web") is State.HEALTHY
+        # A later reload tries again (the file still asks for V=2), and now it rolls.
+        sim.supervisor.on_signal(signal.SIGHUP)
+        await sim.until(lambda: bool(sim.messages("rolling_ready")))
+        await sim.until(lambda: not old.alive)
+        assert sim.supervisor.config.service("web").env == {"V": "2"}
+    assert no_process_left(sim)
+
+
+async def test_a_shutdown_during_a_rolling_reload_leaves_no_process(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    web = {**WEB, "port": free_port()}
+    scripts = {"web": [Script(), Script(ready_after=2)]}
+    async with simulate(tmp_path, stack(web=web), scripts) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        sim.rewrite(stack(web={**web, "env": {"V": "2"}}))
+        sim.supervisor.on_signal(signal.SIGHUP)
+        # The successor is ready and the old process stopping: stop everything now.
+        await sim.until(lambda: bool(sim.messages("rolling_ready")))
+        sim.supervisor.shutdown("Test over")
+        await sim.supervisor.stopped.wait()
+    assert len(sim.launcher.launches) == 2
     assert no_process_left(sim)

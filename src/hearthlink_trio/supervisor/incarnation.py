@@ -30,7 +30,7 @@ from hearthlink_trio.supervisor.health import watch_health
 from hearthlink_trio.supervisor.notifying import watch_notify
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
 from hearthlink_trio.supervisor.policy import backoff_delay
-from hearthlink_trio.supervisor.rolling import rolls, start_successor, successor_key
+from hearthlink_trio.supervisor.rolling import Restarts, rolls, start_successor, successor_key
 from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
 
@@ -57,6 +57,8 @@ class Outcome:
     detail: str = ""
     #: A rolling restart's new process, ready, for the next incarnation to take over.
     successor: Process | None = None
+    #: The successor runs a reload's new config: the service's next runner takes it over.
+    handed_off: bool = False
 
 
 async def first_of(*tasks: Callable[[], Awaitable[T]]) -> T:
@@ -87,7 +89,7 @@ async def run_incarnation(
     stop_asked: Callable[[], bool],
     process: Process | None = None,
     adopt: Process | None = None,
-    next_restart: Callable[[], trio.Event] | None = None,
+    restarts: Restarts | None = None,
 ) -> Outcome:
     """Start ``service`` once and watch it until it exits, fails its health or is restarted.
 
@@ -96,9 +98,8 @@ async def run_incarnation(
     shutdown, a reload, a stop by hand), which is logged as such; once it holds nothing is
     started. ``process``: one already started and announced (taken over), to watch instead.
     ``adopt``: one already started and found ready (a rolling restart's successor), to
-    announce and watch. With ``next_restart`` (which gives the event of the next restart
-    request), a manual restart of a service with a held socket is a rolling one (see
-    ``rolling``).
+    announce and watch. With ``restarts`` (the runner), a manual restart or a reload of a
+    service with a held socket is a rolling one (see ``rolling``).
     """
     if adopt is not None:
         process = adopt
@@ -120,9 +121,9 @@ async def run_incarnation(
     watched = process
 
     async def manual() -> Outcome:
-        if next_restart is not None and rolls(service):
+        if restarts is not None and rolls(service):
             return await _manual_rolling(
-                ctx, service, env, out, watched, restart_requested, next_restart
+                ctx, service, env, out, watched, restart_requested, restarts
             )
         return await _manual(ctx, service, restart_requested)
 
@@ -286,16 +287,29 @@ async def _manual_rolling(
     out: ServiceOutput,
     process: Process,
     restart_requested: trio.Event,
-    next_restart: Callable[[], trio.Event],
+    restarts: Restarts,
 ) -> Outcome:
     # A successor that fails leaves this process running: wait for the next request.
     while True:
         await restart_requested.wait()
-        events.emit(ctx.log, events.manual_restart(service.name))
-        successor = await start_successor(ctx, service, env, out, process)
+        request = restarts.take_roll()
+        if request is None:
+            events.emit(ctx.log, events.manual_restart(service.name))
+            successor = await start_successor(ctx, service, env, out, process)
+        else:  # a reload: the successor runs the new config
+            successor, request.tried = None, True
+            try:
+                successor = await start_successor(ctx, request.service, request.env, out, process)
+            finally:
+                if successor is None:
+                    request.done.set()  # failed: the old process keeps running
+                # Else done once this process is stopped (by the runner): a reload that
+                # went on at once would retire this runner while it still stops it.
         if successor is not None:
-            return Outcome(End.MANUAL, "rolling restart", successor=successor)
-        restart_requested = next_restart()
+            return Outcome(
+                End.MANUAL, "rolling restart", successor=successor, handed_off=request is not None
+            )
+        restart_requested = restarts.next_restart()
 
 
 async def _unready(

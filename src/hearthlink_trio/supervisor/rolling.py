@@ -2,13 +2,17 @@
 new one is ready by its own signal.
 
 For a service whose socket the supervisor holds (``socket = true``, ``strategy =
-"rolling"``), a restart that is not a crash (a manual ``restart``) starts the successor
+"rolling"``), a restart that is not a crash (a manual ``restart``, a reload) starts the successor
 while the running process keeps serving on the shared socket. The successor must pass its
 probe itself: an http/tcp probe whose connection it accepted (see ``probes.owner``), a line
 of its own output for a log probe, its own ``READY=1`` for the notify probe. Only then is
 the old process stopped and the successor handed to the next incarnation. A successor that
 exits or is not ready within ``startup_period`` is stopped and the old process keeps
 serving; the restart is reported failed.
+
+A reload that changes such a service (same address) replaces it the same way: the successor
+runs the new config and the service's new runner adopts it; if it fails, the old process
+keeps running with its previous config (a later reload tries again).
 
 The replicas of a table are replaced one at a time: a successor starts only once the
 previous replica's successor is ready.
@@ -20,25 +24,57 @@ backlog.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
-from hearthlink_trio.config import Service
+from hearthlink_trio.config import Config, Service
 from hearthlink_trio.probes.log import LogWatch
 from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process.lines import LineSplitter
+from hearthlink_trio.process.sockets import address_of
 from hearthlink_trio.process.spawn import describe_exit
 from hearthlink_trio.supervisor import events
 from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.environment import child_environment
 from hearthlink_trio.supervisor.output import READ_CHUNK_BYTES, ServiceOutput
+from hearthlink_trio.supervisor.reload import Plan
 from hearthlink_trio.supervisor.seams import Process
 
 #: How often a successor is probed while it starts (an http/tcp probe walks /proc).
 SUCCESSOR_PROBE_INTERVAL = 0.05
 
 _group_locks: weakref.WeakKeyDictionary[Context, dict[str, trio.Lock]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(eq=False)
+class RollRequest:
+    """A rolling replacement asked by a reload: the successor runs ``service`` (the new
+    config) with ``env``; :attr:`done` is set once it is ready (:attr:`successor`) or has
+    failed (None)."""
+
+    service: Service
+    env: Mapping[str, str]
+    successor: Process | None = None
+    #: A successor was tried (False: the process ended first; restart it the usual way).
+    tried: bool = False
+    #: The reload has taken the successor over (else the old runner stops it as it ends).
+    claimed: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Restarts(Protocol):
+    """What a rolling restart asks of the service's runner."""
+
+    def next_restart(self) -> trio.Event:
+        """A fresh event for the next restart request (the last one failed)."""
+
+    def take_roll(self) -> RollRequest | None:
+        """The reload's request behind this restart, if it is one (taken once)."""
 
 
 def rolls(service: Service) -> bool:
@@ -192,3 +228,68 @@ def _write(out: ServiceOutput, raw: list[bytes], name: str, log_watch: LogWatch 
     out.lines(raw, name)
     if log_watch is not None:
         log_watch.feed(name, [line.decode("utf-8", "replace") for line in raw])
+
+
+class Rollable(Protocol):
+    """A runner, as a rolling reload sees it."""
+
+    @property
+    def service(self) -> Service: ...
+
+    def request_roll(self, service: Service, env: Mapping[str, str]) -> RollRequest | None: ...
+
+
+async def roll_changed(
+    runners: Mapping[str, Rollable], plan: Plan, ctx: Context
+) -> tuple[dict[str, Process], list[str]]:
+    """Replace the rolling way every changed service of ``plan`` whose held socket stays
+    (same address, ``strategy = "rolling"`` before and after).
+
+    Returns the ready successors by service name (for the new runners to adopt), and the
+    services whose successor failed: those keep running with their previous config.
+    """
+    requests: dict[str, RollRequest] = {}
+    for name in plan.changed:
+        old, new = runners[name].service, plan.config.service(name)
+        if rolls(old) and rolls(new) and address_of(old) == address_of(new):
+            env = child_environment(plan.config, new, ctx.secrets)
+            request = runners[name].request_roll(new, env)
+            if request is not None:
+                requests[name] = request
+    successors: dict[str, Process] = {}
+    kept: list[str] = []
+    try:
+        for name, request in requests.items():
+            await request.done.wait()
+            if request.successor is not None:
+                request.claimed = True
+                successors[name] = request.successor
+            elif request.tried:
+                kept.append(name)
+    except BaseException:
+        await stop_successors(successors, plan.config, ctx)
+        raise
+    return successors, kept
+
+
+async def stop_successors(successors: Mapping[str, Process], config: Config, ctx: Context) -> None:
+    """Stop successors no runner has adopted (a shutdown came first): none is left behind."""
+    for name, process in successors.items():
+        await stop_successor(process, config.service(name), ctx)
+
+
+async def stop_successor(process: Process, service: Service, ctx: Context) -> None:
+    """Stop a successor that no runner watches (shielded)."""
+    with trio.CancelScope(shield=True):
+        process.share_service()
+        await process.stop(service.stop_signal, service.stop_timeout, ctx.force)
+        process.close_streams()
+        ctx.groups.remove(successor_key(service))
+
+
+def with_services(config: Config, services: list[Service]) -> Config:
+    """``config`` with ``services`` in place of those of the same names."""
+    by_name = {service.name: service for service in services}
+    return dataclasses.replace(
+        config, services=tuple(by_name.get(svc.name, svc) for svc in config.services)
+    )
