@@ -11,15 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import pid_alive, wait_for
+from hearthlink_trio.config import default_config_path
+from tests.helpers import free_port, pid_alive, wait_for
 from tests.sup import Stack, all_gone, run_command, running
 
 
 class ClientLoop:
     """Fresh connections to ``/health`` back to back, in a thread: who answered, what failed."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, pid: bool = True) -> None:
         self.port = port
+        #: The answer names the pid that gave it (the test service); else its status is kept.
+        self.pid = pid
         self.answered: list[int] = []
         self.failed: list[str] = []
         self._stop = threading.Event()
@@ -30,7 +33,8 @@ class ClientLoop:
         while not self._stop.is_set():
             try:
                 with urllib.request.urlopen(url, timeout=10) as response:
-                    self.answered.append(json.loads(response.read())["pid"])
+                    body = json.loads(response.read())
+                    self.answered.append(body["pid"] if self.pid else response.status)
             except Exception as exc:  # every failure counts, whatever its kind
                 self.failed.append(repr(exc))
             self._stop.wait(0.005)
@@ -171,3 +175,36 @@ def test_a_reload_that_changes_the_env_rolls_and_refuses_nothing(tmp_path: Path)
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
     all_gone([old, new])
+
+
+def test_the_default_stack_restarts_refusing_nothing(tmp_path: Path) -> None:
+    """The bundled config (its four sockets held): Core rolls, the Vault is recreated, and a
+    client of each sees no refused or failed request."""
+    text = default_config_path().read_text()
+    ports = {name: free_port() for name in ("alden", "vault", "core", "synapse")}
+    for name, seed in (("alden", 8888), ("vault", 8001), ("core", 8000), ("synapse", 8002)):
+        text = text.replace(f"port = {seed}\n", f"port = {ports[name]}\n")
+    text = text.replace('data_dir = "~/.local/share/hearthlink"', f'data_dir = "{tmp_path / "d"}"')
+    config = tmp_path / "hearthlink.toml"
+    config.write_text(text)
+    with running(config) as sup:
+        for name in ports:
+            sup.wait_line(rf"^{name} service is healthy$", timeout=60)
+        clients = {name: ClientLoop(ports[name], pid=False) for name in ("core", "vault")}
+        with clients["core"].running(), clients["vault"].running():
+            wait_for(lambda: all(len(c.answered) > 10 for c in clients.values()), timeout=20)
+            restart(config, "core")
+            sup.wait_line(
+                r"^Rolling restart of core: PID \d+ is ready, stopping PID \d+$", timeout=60
+            )
+            restart(config, "vault")
+            sup.wait_line(r"^vault service is healthy$", count=2, timeout=60)
+            counts = {name: len(c.answered) for name, c in clients.items()}
+            wait_for(
+                lambda: all(len(c.answered) > counts[n] + 10 for n, c in clients.items()),
+                timeout=20,
+            )
+        assert clients["core"].failed == [] and clients["vault"].failed == []
+        assert "Rolling restart of vault" not in sup.stderr()
+        sup.signal(signal.SIGTERM)
+        assert sup.wait(timeout=30) == 0
