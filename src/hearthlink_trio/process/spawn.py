@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import trio
 
-from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process import cgroups
 from hearthlink_trio.process.groups import killpg
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.procfs import proc_stat
 from hearthlink_trio.process.sockets import LISTEN_FD
 from hearthlink_trio.process.tree import RUN_ENV, Lineage, kill_all, reap_zombies, service_processes

@@ -11,7 +11,6 @@ behind: the guarantee is in the shape of the code.
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,17 +21,16 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.probes.notify import NotifyReceiver
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.spawn import describe_exit, describe_signal
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
 from hearthlink_trio.supervisor.notifying import watch_notify
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
-from hearthlink_trio.supervisor.policy import backoff_delay
 from hearthlink_trio.supervisor.rolling import Restarts, rolls, start_successor, successor_key
 from hearthlink_trio.supervisor.seams import Process
-from hearthlink_trio.supervisor.state import ServiceState, State
+from hearthlink_trio.supervisor.state import ServiceState
 
 #: How long the pumps may keep reading after their process exited.
 PUMP_DRAIN_SECONDS = 1.0
@@ -115,7 +113,7 @@ async def run_incarnation(
                 process = ctx.launcher.launch(service, env)
             except OSError as exc:
                 reason = f"could not start: {exc.strerror or exc}"
-                events.emit(ctx.log, events.spawn_failed(service.name, reason))
+                log_lines.emit(ctx.log, log_lines.spawn_failed(service.name, reason))
                 return Outcome(End.SPAWN_FAILED, reason)
         started(ctx, service, record, process, attempt)
     watched = process
@@ -147,8 +145,7 @@ async def run_incarnation(
             if outcome.successor is not None:
                 # The successor serves from now on: the status shows it while the old stops.
                 handed_over.append(outcome.successor)
-                record.pid = outcome.successor.pid
-                ctx.changed()
+                record.handed_over(outcome.successor.pid)
             return outcome
     finally:
         if log_watch is not None:
@@ -159,19 +156,14 @@ def started(
     ctx: Context, service: Service, record: ServiceState, process: Process, attempt: int
 ) -> None:
     """Record and announce a process of ``service`` that has just started."""
-    now = time.time()
-    record.pid = process.pid
-    record.started_at = now
-    if attempt:
-        record.last_restart = now
     ctx.groups.add(service.name, process.pid, process.start_ticks)
-    record.change_state(State.STARTING)
-    events.emit(
-        ctx.log, events.started(service.name, service.port, process.pid, task=service.is_task)
+    record.started(
+        process.pid,
+        port=service.port,
+        task=service.is_task,
+        attempt=attempt,
+        policy=ctx.config.restart,
     )
-    if attempt:
-        record.restart_backoff = backoff_delay(attempt + 1, ctx.config.restart)
-        events.emit(ctx.log, events.restarted(service.name, attempt, record.restart_backoff))
 
 
 @asynccontextmanager
@@ -231,13 +223,15 @@ async def _stop(
     if ctx.shutting_down:
         # Dependents stop before what they depend on.
         await ctx.wait_until(lambda: not ctx.dependents_running(service.name))
-    if record.running and not handover:
-        record.change_state(State.STOPPING)
+    if not handover:
+        record.stopping()
     signal_name = describe_signal(service.stop_signal)
 
     def waiting(waited: float, left: int) -> None:
         sent = "SIGKILL" if ctx.force.is_set() else signal_name
-        events.emit(ctx.log, events.waiting_to_stop(service.name, process.pid, sent, waited, left))
+        log_lines.emit(
+            ctx.log, log_lines.waiting_to_stop(service.name, process.pid, sent, waited, left)
+        )
 
     if handover:
         process.share_service()
@@ -249,15 +243,14 @@ async def _stop(
         waiting=waiting,
     )
     ctx.groups.remove(service.name)
-    if not handover:
-        record.pid = None
-    ctx.changed()
     if handover:
-        events.emit(ctx.log, events.stopped(service.name, code, detail=None))
-    elif stop_asked():
+        log_lines.emit(ctx.log, log_lines.stopped(service.name, code, detail=None))
+        return
+    record.process_gone()
+    if stop_asked():
         as_asked = code in (0, -service.stop_signal)
         detail = None if as_asked else describe_exit(code)
-        events.emit(ctx.log, events.stopped(service.name, code, detail=detail))
+        log_lines.emit(ctx.log, log_lines.stopped(service.name, code, detail=detail))
 
 
 async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
@@ -267,16 +260,16 @@ async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
         return Outcome(End.CONFIG, "configuration error")
     detail = describe_exit(code)
     if code == 0 and (service.is_task or service.restart != "always"):
-        events.emit(ctx.log, events.completed(service.name, task=service.is_task))
+        log_lines.emit(ctx.log, log_lines.completed(service.name, task=service.is_task))
         return Outcome(End.COMPLETED, f"exited ({detail})")
     if not ctx.shutting_down:
-        events.emit(ctx.log, events.exited(service.name, detail, code))
+        log_lines.emit(ctx.log, log_lines.exited(service.name, detail, code))
     return Outcome(End.EXITED, f"exited ({detail})")
 
 
 async def _manual(ctx: Context, service: Service, restart_requested: trio.Event) -> Outcome:
     await restart_requested.wait()
-    events.emit(ctx.log, events.manual_restart(service.name))
+    log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
     return Outcome(End.MANUAL, "manual restart")
 
 
@@ -294,7 +287,7 @@ async def _manual_rolling(
         await restart_requested.wait()
         request = restarts.take_roll()
         if request is None:
-            events.emit(ctx.log, events.manual_restart(service.name))
+            log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
             successor = await start_successor(ctx, service, env, out, process)
         else:  # a reload: the successor runs the new config
             successor, request.tried = None, True

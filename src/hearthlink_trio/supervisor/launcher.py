@@ -17,8 +17,8 @@ import signal
 from collections.abc import Callable, Mapping
 
 from hearthlink_trio.config import Config, Service
-from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.spawn import Child, spawn
 from hearthlink_trio.supervisor.environment import child_environment

@@ -4,15 +4,13 @@
 
 from __future__ import annotations
 
-import time
-
 import trio
 
 from hearthlink_trio.config import Service
-from hearthlink_trio.probes.notify import NotifyReceiver
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.process.notify import NotifyReceiver
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
-from hearthlink_trio.supervisor.state import ServiceState, State
+from hearthlink_trio.supervisor.state import ServiceState
 
 WATCHDOG_TIMEOUT = "watchdog timeout"
 
@@ -35,7 +33,7 @@ async def watch_notify(
         await trio.sleep_forever()
     assert receiver is not None
     began = trio.current_time()
-    record.set_notify_status(receiver.state.status)
+    record.notified_status(receiver.state.status)
     healthy = False
     ready_at = began
     while True:
@@ -43,36 +41,32 @@ async def watch_notify(
         receiver.drain(now)
         state = receiver.state
         for note in state.notes:
-            events.emit(ctx.log, events.notify_note(service.name, note))
+            log_lines.emit(ctx.log, log_lines.notify_note(service.name, note))
         state.notes.clear()
-        if state.status != record.notify_status:
-            record.set_notify_status(state.status)
-            events.emit(ctx.log, events.notify_status(service.name, state.status or ""))
+        record.notified_status(state.status)
         if (state.ready or ready) and not healthy:
             healthy, ready_at = True, now
-            record.ever_healthy = True
-            record.last_health_check = time.time()
-            record.change_state(State.HEALTHY, error=None)
-            events.emit(ctx.log, events.healthy(service.name))
+            record.passed_probe(first=True)
         if state.stopping:
-            record.note("the service said STOPPING=1")
+            record.notified("the service said STOPPING=1")
         elif state.reloading:
-            record.note("the service said RELOADING=1")
+            record.notified("the service said RELOADING=1")
         if healthy:
             if not service.watchdog:
                 wake = None
             else:
                 last = max(ready_at, state.last_ping or ready_at)
                 if now - last >= service.watchdog:
-                    events.emit(ctx.log, events.unhealthy(service.name, WATCHDOG_TIMEOUT))
+                    log_lines.emit(ctx.log, log_lines.unhealthy(service.name, WATCHDOG_TIMEOUT))
                     return WATCHDOG_TIMEOUT
-                record.last_health_check = time.time()
+                if state.last_ping is not None and state.last_ping > ready_at:
+                    record.passed_probe(first=False)  # a ping is its health check
                 wake = last + service.watchdog
         else:
             grace = max(began + ctx.config.health.startup_period, state.extend_until or 0.0)
             if now >= grace:
                 reason = f"no READY=1 within {grace - began:g}s"
-                events.emit(ctx.log, events.unhealthy(service.name, reason))
+                log_lines.emit(ctx.log, log_lines.unhealthy(service.name, reason))
                 return f"unhealthy ({reason})"
             wake = grace
         with trio.move_on_at(wake if wake is not None else float("inf")):

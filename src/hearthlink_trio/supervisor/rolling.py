@@ -34,11 +34,11 @@ import trio
 
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.process.lines import LineSplitter
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.sockets import address_of
 from hearthlink_trio.process.spawn import describe_exit
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
 from hearthlink_trio.supervisor.output import READ_CHUNK_BYTES, ServiceOutput
@@ -114,7 +114,7 @@ async def start_successor(
             _failed(ctx, service, old, f"could not start: {exc.strerror or exc}")
             return None
         ctx.groups.add(successor_key(service), new.pid, new.start_ticks)
-        events.emit(ctx.log, events.rolling_started(service.name, old.pid, new.pid))
+        log_lines.emit(ctx.log, log_lines.rolling_started(service.name, old.pid, new.pid))
         log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
         reason: str | None = "cancelled"
         try:
@@ -133,17 +133,18 @@ async def start_successor(
                     new.close_streams()
                     ctx.groups.remove(successor_key(service))
         if reason is None:
-            events.emit(ctx.log, events.rolling_ready(service.name, old.pid, new.pid))
+            log_lines.emit(ctx.log, log_lines.rolling_ready(service.name, old.pid, new.pid))
             return new
         _failed(ctx, service, old, reason)
         return None
 
 
 def _failed(ctx: Context, service: Service, old: Process, reason: str) -> None:
-    events.emit(ctx.log, events.rolling_failed(service.name, reason, old.pid))
     record = ctx.records.get(service.name)
     if record is not None:
-        record.note(f"rolling restart failed: {reason}")
+        record.replacement_failed(reason, old.pid)
+    else:
+        log_lines.emit(ctx.log, log_lines.rolling_failed(service.name, reason, old.pid))
 
 
 async def _ready_or_why_not(

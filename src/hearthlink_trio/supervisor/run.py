@@ -23,7 +23,7 @@ from hearthlink_trio.config import Config
 from hearthlink_trio.errors import ExitCode, PreflightError
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.sockets import HeldSockets
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console, setup_event_log
 from hearthlink_trio.supervisor.preflight import preflight
@@ -74,7 +74,9 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
     # Before the services: the subreaper, the run's cgroup and the sentinel come first.
     containment = Containment.start()
     sentinel = containment.sentinel
-    events.emit(log, events.containment(containment.guarantee, sentinel.pid if sentinel else None))
+    log_lines.emit(
+        log, log_lines.containment(containment.guarantee, sentinel.pid if sentinel else None)
+    )
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     launcher = ServiceLauncher(containment, sockets)
     try:
@@ -117,9 +119,9 @@ async def _supervise(supervisor: Supervisor, pending: PendingSignals, notifier: 
         try:
             await outer.start(serve_control, supervisor.config.control_socket, supervisor)
         except (ControlSocketError, OSError) as exc:
-            events.emit(
+            log_lines.emit(
                 supervisor.ctx.log,
-                events.control_error(supervisor.config.control_socket, str(exc)),
+                log_lines.control_error(supervisor.config.control_socket, str(exc)),
             )
             supervisor.exit_code = ExitCode.PREFLIGHT
             supervisor.shutdown("Control socket unusable")

@@ -15,9 +15,9 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.probes.exec import probe_exec
 from hearthlink_trio.probes.http import HttpProber
-from hearthlink_trio.probes.notify import NotifyReceiver
 from hearthlink_trio.probes.owner import probe_owned
 from hearthlink_trio.probes.tcp import probe_tcp
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.spawn import KillMode
 
 

@@ -36,18 +36,17 @@ from typing import Any
 import trio
 
 from hearthlink_trio.config import Config
-from hearthlink_trio.control.events import EventHub, EventLogHandler
+from hearthlink_trio.control.hub import EventHub, EventLogHandler
 from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.usage import UsageSampler
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console
-from hearthlink_trio.supervisor.reload import Plan
-from hearthlink_trio.supervisor.reloading import prepare_reload
+from hearthlink_trio.supervisor.reload import Plan, prepare_reload
 from hearthlink_trio.supervisor.rolling import roll_changed, stop_successors, with_services
 from hearthlink_trio.supervisor.runner import Runner
 from hearthlink_trio.supervisor.seams import Launcher, Prober, Process, ServiceProber
@@ -129,7 +128,7 @@ class Supervisor:
         return {"status": self.overall_status(), "pid": os.getpid(), "services": services}
 
     def _reader_dropped(self, reason: str) -> None:
-        events.emit(self.ctx.log, events.stream_reader_dropped(reason))
+        log_lines.emit(self.ctx.log, log_lines.stream_reader_dropped(reason))
 
     # -- requests -------------------------------------------------------------------------
 
@@ -150,34 +149,34 @@ class Supervisor:
         self,
         name: str,
         act: Callable[[Runner], str],
-        said: Callable[[str, str], events.Event],
+        said: Callable[[str, str], log_lines.Event],
     ) -> str:
         """``act`` on service ``name`` (on each replica of table ``name``), each answer
         logged with ``said``; returns the answers."""
         answers = []
         for runner in self._targets(name):
             what = act(runner)
-            events.emit(self.ctx.log, said(runner.name, what))
+            log_lines.emit(self.ctx.log, said(runner.name, what))
             answers.append(what if runner.name == name else f"{runner.name}: {what}")
         return "; ".join(answers)
 
     def restart(self, name: str) -> str:
         """Manual restart of service ``name`` (every replica of a table ``name``); returns
         what will happen. KeyError if unknown."""
-        return self._ask(name, Runner.request_restart, events.restart_requested)
+        return self._ask(name, Runner.request_restart, log_lines.restart_requested)
 
     def stop_service(self, name: str) -> str:
         """Stop service ``name`` by hand and keep it stopped. KeyError if unknown."""
-        return self._ask(name, Runner.hold, events.stop_requested)
+        return self._ask(name, Runner.hold, log_lines.stop_requested)
 
     def start_service(self, name: str) -> str:
         """Start a service stopped by hand again. KeyError if unknown."""
-        return self._ask(name, Runner.release, events.start_requested)
+        return self._ask(name, Runner.release, log_lines.start_requested)
 
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
         if not self.ctx.shutting_down:
-            events.emit(self.ctx.log, events.shutdown(reason))
+            log_lines.emit(self.ctx.log, log_lines.shutdown(reason))
             self.ctx.shutting_down = True
             self.ctx.changed()
         self._services_scope.cancel()
@@ -236,13 +235,13 @@ class Supervisor:
         elif not self.shutting_down:
             self.shutdown(f"Received {name}")
         elif not self.ctx.force.is_set():
-            events.emit(self.ctx.log, events.forced(name))
+            log_lines.emit(self.ctx.log, log_lines.forced(name))
             self.force()
 
     async def _announce_steady_phase(self) -> None:
         health = self.config.health
         await trio.sleep_until(self.ctx.started + health.startup_period)
-        events.emit(self.ctx.log, events.steady_state(self.config.health.steady_interval))
+        log_lines.emit(self.ctx.log, log_lines.steady_state(self.config.health.steady_interval))
 
     def systemd_status(self) -> str:
         """One line for systemd's STATUS=."""
@@ -256,7 +255,7 @@ class Supervisor:
         if self.shutting_down:
             return "ignored: the supervisor is stopping"
         if self._root is None:
-            events.emit(self.ctx.log, events.reload_ignored())
+            log_lines.emit(self.ctx.log, log_lines.reload_ignored())
             return "ignored: the supervisor is still starting; ask again"
         self._root.start_soon(self._reload)
         if self._reload_lock.locked():
@@ -310,7 +309,7 @@ class Supervisor:
         sockets = getattr(self.ctx.launcher, "sockets", None)
         if isinstance(sockets, HeldSockets):
             for line in sockets.bind(self.config):
-                events.emit(self.ctx.log, events.port_unavailable(line))
+                log_lines.emit(self.ctx.log, log_lines.port_unavailable(line))
         order = self.config.names
         self.runners = {name: self.runners[name] for name in order}
         self.ctx.records = {name: self.ctx.records[name] for name in order}
