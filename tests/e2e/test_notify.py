@@ -44,8 +44,6 @@ def test_ready_counts_only_once_sent_and_status_shows(tmp_path: Path) -> None:
         # Healthy once READY=1 was sent (0.3 s after it listened), not before.
         healthy_at = datetime.fromisoformat(got["healthy"]["ts"]).timestamp()
         assert healthy_at >= notified_at(stack, "web") - 0.002
-        started_at = datetime.fromisoformat(got["started"]["ts"]).timestamp()
-        assert healthy_at - started_at >= 0.3
         assert got["notify_status"]["notify_status"] == "serving 3 clients"
         status = status_of(config, "web")
         assert status["notify_status"] == "serving 3 clients"
