@@ -100,6 +100,8 @@ def _state(service: dict[str, Any], status: str) -> str:
         state = f"backoff ({float(backoff):g}s)"
     if service.get("health") == "unhealthy" and state in _LIVE_STATUSES:
         state = f"{state} (unhealthy)"
+    if service.get("notify_status"):  # what the service says of itself (sd_notify STATUS=)
+        state = f"{state}: {service['notify_status']}"
     return _one_line(state)
 
 

@@ -190,6 +190,7 @@ class HearthlinkUI(App[int]):
                 service["started_at"] = event["ts"]
             for key in ("state", "status", "pid", "error_message", "restart_count"):
                 service[key] = event[key]
+            service["notify_status"] = event.get("notify_status")
             if event["state"] not in _LIVE_STATES:
                 self.probes.pop(event["service"], None)
                 service["cpu_percent"] = service["rss_bytes"] = None
@@ -249,9 +250,10 @@ class HearthlinkUI(App[int]):
         )
         cpu = service.get("cpu_percent")
         rss = service.get("rss_bytes")
+        notified = service.get("notify_status")
         values = [
             name,
-            state,
+            f"{state}: {notified}" if notified else state,
             _text(service.get("pid")),
             _text(service.get("port")),
             uptime,
