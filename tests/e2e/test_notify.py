@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hearthlink_trio.process.notify import NotifyReceiver
 from tests.helpers import pid_alive, wait_for
 from tests.sup import Running, Stack, all_gone, run_command, running
 
@@ -112,3 +118,64 @@ def test_a_watchdog_that_stops_pinging_is_restarted(tmp_path: Path) -> None:
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
     all_gone(stack.pids("web"))
+
+
+@contextmanager
+def sent_from_child(address: str, message: str, *, new_group: bool = False) -> Iterator[None]:
+    """Send ``message`` to ``address`` from a child of this process (a descendant), which
+    stays alive meanwhile (a sender already gone cannot be told apart: it is ignored)."""
+    code = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "s.sendto(sys.argv[2].encode(), '\\0' + sys.argv[1][1:])\n"
+        "print('sent', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, address, message],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=new_group,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "sent\n"
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_receiver_counts_its_process_and_descendants_only() -> None:
+    receiver = NotifyReceiver("db")
+    stranger = subprocess.Popen(["sleep", "30"])
+    try:
+        # Nothing yet; then this very process is "the service": itself and its children count.
+        assert receiver.drain(0.0) is False
+        receiver.pid = os.getpid()
+        with sent_from_child(receiver.address, "STATUS=starting\nEXTEND_TIMEOUT_USEC=2500000"):
+            assert receiver.drain(1.0)
+        assert receiver.state.status == "starting"
+        assert receiver.state.extend_until == 3.5
+        # A child that left the process group is still a descendant.
+        with sent_from_child(receiver.address, "READY=1\nWATCHDOG=1", new_group=True):
+            assert receiver.drain(2.0)
+        assert receiver.state.ready and receiver.state.last_ping == 2.0
+        with sent_from_child(receiver.address, "MAINPID=1\nSTOPPING=1"):
+            assert receiver.drain(3.0)
+        assert receiver.state.stopping
+        assert receiver.state.notes == [
+            "MAINPID=1 from db refused: the supervisor keeps watching the process it started"
+        ]
+        receiver.state.notes.clear()
+        # Now "the service" is the sleep: this process is its parent, not one of its own.
+        receiver.pid = stranger.pid
+        with sent_from_child(receiver.address, "STATUS=forged"):
+            assert receiver.drain(4.0) is False
+        assert receiver.state.status == "starting"
+        assert receiver.state.notes[0].startswith("notify message from pid ")
+        assert receiver.state.notes[0].endswith("ignored: not a process of db")
+    finally:
+        receiver.close()
+        stranger.kill()
+        stranger.wait()
