@@ -30,7 +30,10 @@ async def test_the_new_process_starts_beside_the_old_which_stops_once_it_is_read
         await sim.until_state("web", State.HEALTHY)
         old = sim.launcher.current["web"]
         asked = sim.supervisor.ctx.records["web"]
-        assert sim.supervisor.restart("web") == "restarting"
+        assert sim.supervisor.restart("web") == (
+            f"rolling restart: a new process starts beside pid {old.pid}, which serves until "
+            "the new one is ready"
+        )
         await sim.until(lambda: bool(sim.messages("stopped")))
         new = sim.launcher.current["web"]
         (new_ready,) = (t for t, event, _, _ in sim.events.records if event == "rolling_ready")

@@ -69,7 +69,9 @@ class Runner:
     def request_restart(self) -> str:
         """A manual restart; returns what will happen, truthfully, for the caller to show.
 
-        Running: stopped and started at once, not counted. In backoff: keeps its wait.
+        Running: stopped and started at once, not counted (with a held socket and the
+        rolling strategy: the new process starts first, see ``rolling``). In backoff: keeps
+        its wait.
         Failed: its count is reset and it starts. Waiting for dependencies: it starts once
         they are healthy (nothing to restart yet).
         """
@@ -85,6 +87,11 @@ class Runner:
         if record.state is State.FAILED:
             record.forgiven()
         self._restart.set()
+        if record.running and rolls(self.service):
+            return (
+                f"rolling restart: a new process starts beside pid {record.pid}, which "
+                "serves until the new one is ready"
+            )
         return "restarting"
 
     def next_restart(self) -> trio.Event:
