@@ -48,6 +48,9 @@ async def test_the_new_process_starts_beside_the_old_which_stops_once_it_is_read
         await sim.until_state("web", State.HEALTHY)
         assert asked.pid == new.pid
         assert sim.status("web")["status"] == "running"
+        # The old one's exit was no crash: nothing else was started, nothing counted.
+        assert sim.messages("exited") == [] and len(sim.launcher.launches) == 2
+        assert asked.restart_count == 0
     assert no_process_left(sim)
 
 

@@ -194,6 +194,10 @@ class Child:
         """
         import trio
 
+        if self.pidfd < 0 and self.popen.returncode is not None:
+            # Stopped and reaped already (a rolling restart stops the old process itself):
+            # its pid may be another process's by now, so nothing is signalled.
+            return self.popen.returncode
         with trio.CancelScope(shield=True):
             # A process that has exited already (a crash) gets no stop signal and no grace:
             # what is left of it goes in the sweep below, at once.

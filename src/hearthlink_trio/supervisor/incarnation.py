@@ -117,15 +117,33 @@ async def run_incarnation(
                 return Outcome(End.SPAWN_FAILED, reason)
         started(ctx, service, record, process, attempt)
     watched = process
+    #: Cancelled once a successor is ready and this process is stopped for it: its exit is
+    #: no crash then (and the stop waits on its pidfd itself).
+    exit_watch = trio.CancelScope()
+
+    async def retire(successor: Process) -> None:
+        # The successor serves from now on: the status shows it while this one stops.
+        exit_watch.cancel()
+        record.handed_over(successor.pid)
+        with trio.CancelScope(shield=True):
+            watched.share_service()  # the successor is in the service's cgroup too
+            await watched.stop(
+                service.stop_signal, service.stop_timeout, ctx.force, kill_mode=service.kill_mode
+            )
 
     async def manual() -> Outcome:
         if restarts is not None and rolls(service):
             return await _manual_rolling(
-                ctx, service, env, out, watched, restart_requested, restarts
+                ctx, service, env, out, watched, retire, restart_requested, restarts
             )
         return await _manual(ctx, service, restart_requested)
 
-    watchers = [lambda: _exit_of(ctx, service, watched), manual]
+    async def exits() -> Outcome:
+        with exit_watch:
+            return await _exit_of(ctx, service, watched)
+        await trio.sleep_forever()  # stopped for its successor: the rolling outcome follows
+
+    watchers = [exits, manual]
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
         ready = adopt is not None
@@ -143,9 +161,7 @@ async def run_incarnation(
         ):
             outcome = await first_of(*watchers)
             if outcome.successor is not None:
-                # The successor serves from now on: the status shows it while the old stops.
-                handed_over.append(outcome.successor)
-                record.handed_over(outcome.successor.pid)
+                handed_over.append(outcome.successor)  # this process was stopped already
             return outcome
     finally:
         if log_watch is not None:
@@ -220,11 +236,16 @@ async def _stop(
     stop_asked: Callable[[], bool],
     handover: bool = False,
 ) -> None:
+    if handover:
+        # Stopped by the rolling restart already, its successor's output flowing meanwhile.
+        ctx.groups.remove(service.name)
+        code = process.peek_returncode()
+        log_lines.emit(ctx.log, log_lines.stopped(service.name, code, detail=None))
+        return
     if ctx.shutting_down:
         # Dependents stop before what they depend on.
         await ctx.wait_until(lambda: not ctx.dependents_running(service.name))
-    if not handover:
-        record.stopping()
+    record.stopping()
     signal_name = describe_signal(service.stop_signal)
 
     def waiting(waited: float, left: int) -> None:
@@ -233,8 +254,6 @@ async def _stop(
             ctx.log, log_lines.waiting_to_stop(service.name, process.pid, sent, waited, left)
         )
 
-    if handover:
-        process.share_service()
     code = await process.stop(
         service.stop_signal,
         service.stop_timeout,
@@ -243,9 +262,6 @@ async def _stop(
         waiting=waiting,
     )
     ctx.groups.remove(service.name)
-    if handover:
-        log_lines.emit(ctx.log, log_lines.stopped(service.name, code, detail=None))
-        return
     record.process_gone()
     if stop_asked():
         as_asked = code in (0, -service.stop_signal)
@@ -279,6 +295,7 @@ async def _manual_rolling(
     env: Mapping[str, str],
     out: ServiceOutput,
     process: Process,
+    retire: Callable[[Process], Awaitable[None]],
     restart_requested: trio.Event,
     restarts: Restarts,
 ) -> Outcome:
@@ -288,11 +305,13 @@ async def _manual_rolling(
         request = restarts.take_roll()
         if request is None:
             log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
-            successor = await start_successor(ctx, service, env, out, process)
+            successor = await start_successor(ctx, service, env, out, process, retire)
         else:  # a reload: the successor runs the new config
             successor, request.tried = None, True
             try:
-                successor = await start_successor(ctx, request.service, request.env, out, process)
+                successor = await start_successor(
+                    ctx, request.service, request.env, out, process, retire
+                )
             finally:
                 if successor is None:
                     request.done.set()  # failed: the old process keeps running

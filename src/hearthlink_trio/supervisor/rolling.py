@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -98,13 +98,17 @@ async def start_successor(
     env: Mapping[str, str],
     out: ServiceOutput,
     old: Process,
+    retire_old: Callable[[Process], Awaitable[None]],
 ) -> Process | None:
-    """Start a new process of ``service`` beside ``old`` and return it once it is ready by
-    its own signal; None if it failed to start (it is stopped then, and the failure is
-    logged: ``Rolling restart of web failed: …, web keeps running (pid N)``).
+    """Start a new process of ``service`` beside ``old``; once it is ready by its own
+    signal, ``retire_old(new)`` (which stops ``old``) and return it. None if it failed to
+    start (it is stopped then, and the failure is logged: ``Rolling restart of web failed:
+    …, web keeps running (pid N)``).
 
-    The successor's output goes to the service's output meanwhile; its process group is
-    recorded under :func:`successor_key` until the caller takes it over.
+    The successor's output goes to the service's output meanwhile, while ``old`` stops
+    too (it must not fill its pipe and block); its process group is recorded under
+    :func:`successor_key` until the caller takes it over. Cancelled before it returns, it
+    stops the successor: none outlives it unless returned.
     """
     async with _group_lock(ctx, service):
         try:
@@ -117,24 +121,25 @@ async def start_successor(
         log_lines.emit(ctx.log, log_lines.rolling_started(service.name, old.pid, new.pid))
         log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
         reason: str | None = "cancelled"
+        handed = False
         try:
             async with trio.open_nursery() as nursery:
                 for name, stream in (("stdout", new.stdout), ("stderr", new.stderr)):
                     nursery.start_soon(_pump, stream, out, name, log_watch)
                 reason = await _ready_or_why_not(ctx, service, env, new, log_watch)
+                if reason is None:
+                    log_lines.emit(ctx.log, log_lines.rolling_ready(service.name, old.pid, new.pid))
+                    await retire_old(new)
                 nursery.cancel_scope.cancel()
+            handed = reason is None
         finally:
-            if reason is not None:
+            if not handed:
                 # Failed, or cancelled (the old process exited, a shutdown): the successor
                 # never outlives this call unless it is handed over.
-                with trio.CancelScope(shield=True):
-                    new.share_service()  # the old process is in the service's cgroup too
-                    await new.stop(service.stop_signal, service.stop_timeout, ctx.force)
-                    new.close_streams()
-                    ctx.groups.remove(successor_key(service))
-        if reason is None:
-            log_lines.emit(ctx.log, log_lines.rolling_ready(service.name, old.pid, new.pid))
+                await stop_successor(new, service, ctx)
+        if handed:
             return new
+        assert reason is not None
         _failed(ctx, service, old, reason)
         return None
 
