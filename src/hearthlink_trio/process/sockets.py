@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hearthlink_trio.config import Config, Service
@@ -62,6 +63,10 @@ def bind_listening(address: Address) -> socket.socket:
     return sock
 
 
+def _all(service: Service) -> bool:
+    return True
+
+
 class HeldSockets:
     """The listening sockets of a run, one per service table with ``socket = true`` (its
     replicas share it)."""
@@ -76,15 +81,20 @@ class HeldSockets:
             return None
         return held[1].fileno()
 
-    def bind(self, config: Config) -> list[str]:
+    def bind(self, config: Config, required: Callable[[Service], bool] = _all) -> list[str]:
         """Hold the sockets ``config`` asks for: keep each one whose address is unchanged,
         bind the new ones, close those no longer asked for. Returns one line per socket
-        that could not be bound (``Port P unavailable for NAME service: reason``)."""
+        that could not be bound (``Port P unavailable for NAME service: reason``), for the
+        tables with a ``required`` service (the others, not started by this run, are held
+        if their port is free, and bind it themselves later otherwise)."""
         wanted: dict[str, tuple[Address, Service]] = {}
+        needed: set[str] = set()
         for service in config.services:
             address = address_of(service)
             if address is not None:
                 wanted.setdefault(service.group or service.name, (address, service))
+                if required(service):
+                    needed.add(service.group or service.name)
         for group in list(self._by_group):
             if group not in wanted or wanted[group][0] != self._by_group[group][0]:
                 self._by_group.pop(group)[1].close()
@@ -95,9 +105,11 @@ class HeldSockets:
             try:
                 self._by_group[group] = (address, bind_listening(address))
             except OSError as exc:
-                problems.append(
-                    f"Port {address.port} unavailable for {service.name} service: {exc.strerror}"
-                )
+                if group in needed:
+                    problems.append(
+                        f"Port {address.port} unavailable for {service.name} service: "
+                        f"{exc.strerror}"
+                    )
         return problems
 
     def groups(self) -> dict[str, Address]:

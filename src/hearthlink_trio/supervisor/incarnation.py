@@ -1,11 +1,11 @@
 """One process of a service, from its start to its reaping.
 
 :func:`run_incarnation` launches the process and, inside :func:`running`, waits for the
-first of three things: the process exits, a manual restart is asked, or the health loop
-gives up on it. Whichever comes first is the :class:`Outcome` returned. Leaving
-``running`` (by that return, or by a cancellation: shutdown, reload) always stops the
-process group in a shielded scope and drains its output, so no path leaves a process
-behind: the guarantee is in the shape of the code.
+first of these: the process exits, a manual restart is asked, the health loop gives up on
+it, or (with ``max_memory``) its memory stays above the limit. Whichever comes first is
+the :class:`Outcome` returned. Leaving ``running`` (by that return, or by a cancellation:
+shutdown, reload) always stops the process group in a shielded scope and drains its
+output, so no path leaves a process behind: the guarantee is in the shape of the code.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from hearthlink_trio.process.spawn import describe_exit, describe_signal
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
+from hearthlink_trio.supervisor.hooks import run_hook
+from hearthlink_trio.supervisor.memory import watch_memory
 from hearthlink_trio.supervisor.notifying import watch_notify
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
 from hearthlink_trio.supervisor.rolling import Restarts, rolls, start_successor, successor_key
 from hearthlink_trio.supervisor.seams import Process
-from hearthlink_trio.supervisor.state import ServiceState
+from hearthlink_trio.supervisor.state import ServiceState, State
 
 #: How long the pumps may keep reading after their process exited.
 PUMP_DRAIN_SECONDS = 1.0
@@ -43,6 +45,7 @@ class End(enum.Enum):
 
     EXITED = "exited"
     UNHEALTHY = "unhealthy"
+    MEMORY = "memory"  # above max_memory: restarted like a failure (counted, backoff)
     MANUAL = "manual"
     CONFIG = "config"  # exited with EX_CONFIG: give up at once
     SPAWN_FAILED = "spawn_failed"
@@ -117,19 +120,27 @@ async def run_incarnation(
                 return Outcome(End.SPAWN_FAILED, reason)
         started(ctx, service, record, process, attempt)
     watched = process
+    exited = trio.Event()
     #: Cancelled once a successor is ready and this process is stopped for it: its exit is
     #: no crash then (and the stop waits on its pidfd itself).
     exit_watch = trio.CancelScope()
+
+    async def pre_stop(timeout: float) -> None:
+        if not exited.is_set():  # a process that has exited gets no stop signal either
+            await run_hook(ctx, service, "pre_stop", env, out, timeout=timeout)
 
     async def retire(successor: Process) -> None:
         # The successor serves from now on: the status shows it while this one stops.
         exit_watch.cancel()
         record.handed_over(successor.pid)
         with trio.CancelScope(shield=True):
+            grace = service.stop_timeout
+            if service.pre_stop and not ctx.force.is_set():
+                began = trio.current_time()
+                await _unless_forced(ctx, pre_stop(min(service.hook_timeout, grace)))
+                grace = max(0.0, grace - (trio.current_time() - began))
             watched.share_service()  # the successor is in the service's cgroup too
-            await watched.stop(
-                service.stop_signal, service.stop_timeout, ctx.force, kill_mode=service.kill_mode
-            )
+            await watched.stop(service.stop_signal, grace, ctx.force, kill_mode=service.kill_mode)
 
     async def manual() -> Outcome:
         if restarts is not None and rolls(service):
@@ -140,10 +151,12 @@ async def run_incarnation(
 
     async def exits() -> Outcome:
         with exit_watch:
-            return await _exit_of(ctx, service, watched)
+            return await _exit_of(ctx, service, watched, exited)
         await trio.sleep_forever()  # stopped for its successor: the rolling outcome follows
 
     watchers = [exits, manual]
+    if service.post_start:
+        watchers.append(lambda: _post_start(ctx, service, record, env, out))
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
         ready = adopt is not None
@@ -152,12 +165,21 @@ async def run_incarnation(
             watchers.append(lambda: _unready(ctx, service, record, receiver, ready=ready))
         else:
             watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch, ready=ready))
+    if service.max_memory is not None:
+        watchers.append(lambda: _over_memory(ctx, service, record))
     if log_watch is not None:
         out.watchers.append(log_watch.feed)
     handed_over: list[Process] = []
     try:
         async with running(
-            ctx, service, record, process, out, stop_asked, handover=lambda: bool(handed_over)
+            ctx,
+            service,
+            record,
+            process,
+            out,
+            stop_asked,
+            pre_stop if service.pre_stop else None,
+            handover=lambda: bool(handed_over),
         ):
             outcome = await first_of(*watchers)
             if outcome.successor is not None:
@@ -190,10 +212,12 @@ async def running(
     process: Process,
     out: ServiceOutput,
     stop_asked: Callable[[], bool],
+    pre_stop: Callable[[float], Awaitable[None]] | None = None,
     handover: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[None]:
     """Pump the process's output while the body runs; stop it and drain when it ends.
 
+    ``pre_stop(timeout)`` runs before the stop signal, within the service's stop_timeout.
     ``handover()`` true when it ends: a successor has taken over, so the service is not
     stopping (its state and pid are the successor's)."""
     try:
@@ -218,7 +242,7 @@ async def running(
                 yield
             finally:
                 with trio.CancelScope(shield=True):
-                    await _stop(ctx, service, record, process, stop_asked, handover())
+                    await _stop(ctx, service, record, process, stop_asked, pre_stop, handover())
                     with trio.move_on_after(PUMP_DRAIN_SECONDS):
                         await drained.wait()
                     for scope in scopes:
@@ -234,6 +258,7 @@ async def _stop(
     record: ServiceState,
     process: Process,
     stop_asked: Callable[[], bool],
+    pre_stop: Callable[[float], Awaitable[None]] | None = None,
     handover: bool = False,
 ) -> None:
     if handover:
@@ -254,9 +279,16 @@ async def _stop(
             ctx.log, log_lines.waiting_to_stop(service.name, process.pid, sent, waited, left)
         )
 
+    grace = service.stop_timeout
+    if pre_stop is not None and not ctx.force.is_set():
+        # The hook shares the grace: what it takes is taken from the wait after the stop
+        # signal, so the SIGKILL comes when it would have without a hook.
+        began = trio.current_time()
+        await _unless_forced(ctx, pre_stop(min(service.hook_timeout, grace)))
+        grace = max(0.0, grace - (trio.current_time() - began))
     code = await process.stop(
         service.stop_signal,
-        service.stop_timeout,
+        grace,
         ctx.force,
         kill_mode=service.kill_mode,
         waiting=waiting,
@@ -269,8 +301,33 @@ async def _stop(
         log_lines.emit(ctx.log, log_lines.stopped(service.name, code, detail=detail))
 
 
-async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
+async def _unless_forced(ctx: Context, work: Awaitable[None]) -> None:
+    """Await ``work``, cut short by a second signal (which kills everything at once)."""
+    async with trio.open_nursery() as nursery:
+
+        async def forced() -> None:
+            await ctx.force.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(forced)
+        await work
+        nursery.cancel_scope.cancel()
+
+
+async def _post_start(
+    ctx: Context, service: Service, record: ServiceState, env: Mapping[str, str], out: ServiceOutput
+) -> Outcome:
+    """Run the post_start hook once this process has passed its first probe (a task, never
+    probed, once it has started); the hook ends with the process at the latest."""
+    if not service.is_task:
+        await ctx.wait_until(lambda: record.state is State.HEALTHY)
+    await run_hook(ctx, service, "post_start", env, out)
+    await trio.sleep_forever()
+
+
+async def _exit_of(ctx: Context, service: Service, process: Process, exited: trio.Event) -> Outcome:
     await process.wait_exited()
+    exited.set()
     code = process.peek_returncode()
     if code == EX_CONFIG:
         return Outcome(End.CONFIG, "configuration error")
@@ -334,6 +391,10 @@ async def _unready(
 ) -> Outcome:
     reason = await watch_notify(ctx, service, record, receiver, ready=ready)
     return Outcome(End.UNHEALTHY, reason)
+
+
+async def _over_memory(ctx: Context, service: Service, record: ServiceState) -> Outcome:
+    return Outcome(End.MEMORY, await watch_memory(ctx, service, record))
 
 
 async def _unhealthy(

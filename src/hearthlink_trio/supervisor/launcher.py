@@ -35,14 +35,26 @@ class ServiceLauncher:
         #: The listening sockets held for the services with ``socket = true``.
         self.sockets = sockets if sockets is not None else HeldSockets()
 
-    def start(self, config: Config, secrets: Secrets, *, stop_asked: Callable[[], bool]) -> None:
-        """Start every service that depends on nothing, until ``stop_asked()`` (a signal
-        came meanwhile: nothing more is started). One that cannot start is left to the
+    def start(
+        self,
+        config: Config,
+        secrets: Secrets,
+        *,
+        stop_asked: Callable[[], bool],
+        selected: frozenset[str] | None = None,
+    ) -> None:
+        """Start every service that depends on nothing (of the ``selected`` ones, default
+        all; a scheduled task waits for its time), until ``stop_asked()`` (a signal came
+        meanwhile: nothing more is started). One that cannot start is left to the
         supervisor, which tries again and reports why."""
         for service in config.services:
             if stop_asked():
                 return
-            if service.conditions:
+            if (
+                service.conditions
+                or service.schedule
+                or (selected is not None and service.name not in selected)
+            ):
                 continue
             env = child_environment(config, service, secrets)
             with contextlib.suppress(OSError, ValueError):

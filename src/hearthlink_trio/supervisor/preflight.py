@@ -105,11 +105,13 @@ def preflight(
     *,
     keep_lock: bool,
     sockets: HeldSockets | None = None,
+    selected: frozenset[str] | None = None,
 ) -> Ready | None:
     """Run every check; with ``keep_lock`` (``run``) returns the held lock and the secrets,
     made where missing; without (``check``) releases the lock, creates nothing, returns None.
-    With ``sockets``, the ports of the services with ``socket = true`` are bound there
-    (and kept) instead of being only tried.
+    The ports checked are those of the ``selected`` services (default: all). With
+    ``sockets``, the ports of the services with ``socket = true`` are bound there (and
+    kept) instead of being only tried (those of services not selected: if they are free).
 
     Raises:
         PreflightError: every problem found, one line each.
@@ -142,12 +144,14 @@ def preflight(
         except OSError as exc:
             problems.append(f"Run dir {config.run_dir}: {exc.strerror or exc}")
         available = []
-        held_problems = sockets.bind(config) if sockets is not None else []
-        problems += held_problems
+        if sockets is not None:
+            problems += sockets.bind(
+                config, required=lambda svc: selected is None or svc.name in selected
+            )
         held = sockets.groups() if sockets is not None else {}
         for service in config.services:
-            if service.port is None:
-                continue  # no port, no port check
+            if service.port is None or (selected is not None and service.name not in selected):
+                continue  # no port, or not started by this run: no port check
             if address_of(service) is not None and sockets is not None:
                 if held.get(service.group or service.name) == address_of(service):
                     available.append(service)
