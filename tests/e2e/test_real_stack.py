@@ -121,6 +121,14 @@ def test_the_example_stack_runs_recovers_and_stops_in_order(
         assert by_name["postgres"]["health_check_url"] is None
         assert "ignored: not a process of postgres" not in sup.stderr()
 
+        # The app's port is held (socket = true): a restart rolls, the new app answers.
+        app = by_name["app"]["pid"]
+        result = run_command("restart", "app", "--config", str(config), cwd=config.parent)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: _answers(ports["app"]) and not pid_alive(app), timeout=30)
+        sup.wait_line(rf"^Rolling restart of app: PID \d+ is ready, stopping PID {app}$")
+        assert _get(ports["app"])["greeting"] == "hello from postgres"
+
         # SIGKILL of PostgreSQL: restarted, healthy again (its new READY=1), and the app
         # answers again.
         os.kill(pg, signal.SIGKILL)
