@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import descendants, free_port, pid_alive, wait_for
-from tests.sup import Stack, all_gone, running
+from tests.sup import Stack, all_gone, run_command, running
 
 BUNDLED = ["{python}", "-m"]
 ARGS = ["--host", "{host}", "--port", "{port}"]
@@ -148,3 +148,25 @@ def test_a_reload_that_changes_the_port_rebinds(tmp_path: Path) -> None:
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
     all_gone([new_pid])
+
+
+def test_a_service_left_out_of_the_run_gets_its_socket_when_started(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    stack.add("web", socket=True)
+    stack.add("other")
+    config = stack.write()
+    port = stack.port("web")
+    with running(config, "other") as sup:
+        sup.wait_line(r"^other service is healthy$")
+        assert stack.pids("web") == []
+        # Held from the start: connections wait in the backlog rather than being refused.
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        done = run_command("start", "web", "--config", str(config), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        sup.wait_line(r"^web service is healthy$")
+        (pid,) = stack.pids("web")
+        assert get(port, "/env")["LISTEN_PID"] == str(pid)
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone([pid])
