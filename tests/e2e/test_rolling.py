@@ -9,6 +9,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from hearthlink_trio.config import default_config_path
@@ -208,3 +209,33 @@ def test_the_default_stack_restarts_refusing_nothing(tmp_path: Path) -> None:
         assert "Rolling restart of vault" not in sup.stderr()
         sup.signal(signal.SIGTERM)
         assert sup.wait(timeout=30) == 0
+
+
+def test_a_notify_service_rolls_on_the_new_process_own_ready(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    # It listens at once but says READY=1 only 0.5 s later: the old one's READY, long sent,
+    # must not count for the new one.
+    env = {"TESTSVC_NOTIFY": "0.5", "TESTSVC_GRACEFUL": "1"}
+    stack.add("web", socket=True, probe="notify", env=env)
+    config = stack.write()
+    with running(config, "--log-format", "json") as sup:
+        sup.wait_line(r'"event": "healthy"')
+        (old,) = stack.pids("web")
+        with ClientLoop(stack.port("web")).running() as client:
+            restart(config, "web")
+            (line,) = sup.wait_line(r'"event": "rolling_ready"')
+            wait_for(lambda: not pid_alive(old), timeout=10)
+        (new,) = set(stack.pids("web")) - {old}
+        assert client.failed == []
+        ready_at = datetime.fromisoformat(json.loads(line)["ts"]).timestamp()
+        notified = [
+            float(when)
+            for kind, _, when in (entry.split() for entry in stack.events.read_text().splitlines())
+            if kind == "notified"
+        ]
+        # The new process's own READY=1 (its second one in the file) came first.
+        assert len(notified) == 2 and ready_at >= notified[1] - 0.002
+        assert "ignored" not in sup.stderr()
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0
+    all_gone([old, new])

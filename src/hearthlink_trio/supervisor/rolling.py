@@ -160,10 +160,10 @@ async def _ready_or_why_not(
     log_watch: LogWatch | None,
 ) -> str | None:
     """None once ``new`` is ready by its own signal; why not if it exits first or is not
-    ready within ``startup_period``."""
-    grace = ctx.config.health.startup_period
+    ready within ``startup_period`` (or the longer grace its ``EXTEND_TIMEOUT_USEC`` asks)."""
+    began = trio.current_time()
     outcome: list[str | None] = []
-    with trio.move_on_after(grace):
+    with trio.move_on_after(ctx.config.health.startup_period) as within:
         async with trio.open_nursery() as nursery:
 
             async def exits() -> None:
@@ -175,7 +175,7 @@ async def _ready_or_why_not(
                 while True:
                     if service.probe.kind == "notify":
                         # Its own READY=1 (its own socket), never the old process's.
-                        result = None if new.notify is None else await _notified(new.notify)
+                        result = None if new.notify is None else await _notified(new.notify, within)
                     elif log_watch is not None:
                         result = log_watch.result()
                     elif service.probe.kind == "none":
@@ -193,15 +193,18 @@ async def _ready_or_why_not(
             nursery.start_soon(ready)
     if outcome:
         return outcome[0]
-    return f"the new process was not ready within {grace:g}s"
+    return f"the new process was not ready within {round(within.deadline - began, 3):g}s"
 
 
-async def _notified(receiver: NotifyReceiver) -> str | None:
-    """None once the process has said READY=1 (waits for it)."""
+async def _notified(receiver: NotifyReceiver, within: trio.CancelScope) -> str | None:
+    """None once the process has said READY=1 (waits for it); an ``EXTEND_TIMEOUT_USEC``
+    it sends meanwhile pushes ``within``'s deadline."""
     while True:
         receiver.drain(trio.current_time())
         if receiver.state.ready:
             return None
+        if receiver.state.extend_until is not None:
+            within.deadline = max(within.deadline, receiver.state.extend_until)
         await receiver.wait()
 
 
