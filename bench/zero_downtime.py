@@ -1,17 +1,23 @@
-"""Failed requests while a service restarts: hearthlink with ``socket = true`` and without.
+"""Failed requests while a service restarts: hearthlink with ``socket = true`` and without,
+circus with its own socket, supervisord.
 
-    .venv/bin/python bench/zero_downtime.py [--seconds 4] [--rate 200]
+    .venv/bin/python bench/zero_downtime.py [--seconds 4] [--rate 200] [--peers]
 
-For each case, a fresh ``hearthlink run`` supervises the test service
+For each case, a fresh ``hearthlink run`` (with ``--peers``: ``circusd``, ``supervisord``
+from ``bench/.peers-venv``, see ``bench/managers.py``) supervises the test service
 (``tests/fixtures/testsvc.py``: a stdlib HTTP server that takes 0.3 s to start and finishes
 its requests on SIGTERM), and a load generator sends ``GET /health`` at ``--rate`` requests
 a second from 4 threads, each request on a fresh connection (so a refused connect counts).
 One second in, the event happens:
 
-* (a) ``hearthlink restart web``;
+* (a) ``hearthlink restart web`` (circus: ``circusctl reload web``, its graceful restart that
+  starts the new process before stopping the old; supervisord: ``supervisorctl restart``);
 * (b) SIGKILL of the service's process, ``initial_backoff = 0``;
-* (c) a reload (SIGHUP) after its ``env`` changed;
-* (d) ``hearthlink restart web`` of a table with ``replicas = 3``.
+* (c) a reload (SIGHUP) after its ``env`` changed (circus: ``circusctl reloadconfig``;
+  supervisord: ``supervisorctl update``);
+* (d) the restart of (a) with 3 processes (hearthlink ``replicas = 3``; circus
+  ``numprocesses = 3``; supervisord ``numprocs = 3``, on three ports: the load goes to the
+  first).
 
 It prints one markdown row per case: requests sent, failed, and the p99 and the largest
 latency of the requests sent from the event on (a request waiting in the held socket's
@@ -45,6 +51,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_base() -> int:
+    """A free port ending in 0 whose next two are free too (below the ephemeral range)."""
+    import random
+    import socket
+
+    while True:
+        base = random.randrange(20000, 30000, 10)
+        try:
+            for port in range(base, base + 3):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
 
 
 def write_config(root: Path, port: int, *, socket_held: bool, replicas: int, env: str) -> Path:
@@ -134,10 +156,6 @@ def run_case(case: str, *, socket_held: bool, seconds: float, rate: float) -> di
         root = Path(tmp)
         port = free_port()
         config = write_config(root, port, socket_held=socket_held, replicas=replicas, env="1")
-        if not socket_held and replicas > 1:
-            port_note = f"{port}..{port + replicas - 1} (load on the first)"
-        else:
-            port_note = str(port)
         with open(root / "out.txt", "wb") as out, open(root / "err.txt", "wb") as err:
             sup = subprocess.Popen(
                 [sys.executable, "-m", "hearthlink_trio", "run", "--config", str(config)],
@@ -175,17 +193,148 @@ def run_case(case: str, *, socket_held: bool, seconds: float, rate: float) -> di
             except subprocess.TimeoutExpired:
                 os.killpg(sup.pid, signal.SIGKILL)
                 sup.wait()
+    return _row(case, load, event_at)
+
+
+def _row(case: str, load: Load, event_at: float) -> dict[str, object]:
     after = [latency for sent, latency, _ in load.results if sent >= event_at]
     p99 = statistics.quantiles(after, n=100)[98] if len(after) >= 100 else max(after, default=0)
     return {
         "case": case,
-        "socket": socket_held,
-        "port": port_note,
         "sent": len(load.results),
         "failed": sum(1 for *_, ok in load.results if not ok),
         "p99_ms": round(p99 * 1000, 1),
         "max_ms": round(max(after, default=0) * 1000, 1),
     }
+
+
+def peer_case(
+    manager: str, case: str, *, venv: Path, seconds: float, rate: float
+) -> dict[str, object]:
+    """As :func:`run_case`, under circus (its own socket) or supervisord."""
+    replicas = 3 if case == "d" else 1
+    with tempfile.TemporaryDirectory(prefix=f"zd-{manager}-") as tmp:
+        root = Path(tmp)
+        port = free_base() if manager == "supervisord" and replicas > 1 else free_port()
+        config, argv, ctl = _peer_config(manager, root, port, replicas, "1", venv)
+        with open(root / "out.txt", "wb") as out:
+            daemon = subprocess.Popen(
+                argv, cwd=root, stdout=out, stderr=out, env=clean_env(), start_new_session=True
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while not _answers(port):
+                if time.monotonic() > deadline or daemon.poll() is not None:
+                    raise RuntimeError((root / "out.txt").read_text()[-2000:])
+                time.sleep(0.1)
+            time.sleep(0.5)  # every process up
+            load = Load(port, rate)
+            load.start()
+            time.sleep(1.0)
+            event_at = time.monotonic()
+            if case in ("a", "d"):
+                verb = ["reload", "web"] if manager == "circus" else ["restart", "web:*"]
+                _control(ctl, verb)
+            elif case == "b":
+                os.kill(_pid_on(port), signal.SIGKILL)
+            elif case == "c":
+                _peer_config(manager, root, port, replicas, "2", venv)
+                _control(ctl, ["reloadconfig" if manager == "circus" else "update"])
+            time.sleep(max(0.0, seconds - 1.0))
+            load.stop()
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+    del config
+    return _row(case, load, event_at)
+
+
+def _peer_config(
+    manager: str, root: Path, port: int, n: int, env: str, venv: Path
+) -> tuple[Path, list[str], list[str]]:
+    service_env = {"TESTSVC_DELAY": "0.3", "TESTSVC_GRACEFUL": "1", "V": env}
+    if manager == "circus":
+        endpoint = f"ipc://{root / 'ctl.sock'}"
+        lines = [
+            "[circus]",
+            f"endpoint = {endpoint}",
+            f"pubsub_endpoint = ipc://{root / 'pub.sock'}",
+            "statsd = false",
+            "check_delay = 1.0",
+            "",
+            "[socket:web]",
+            "host = 127.0.0.1",
+            f"port = {port}",
+            "",
+            "[watcher:web]",
+            f"cmd = {sys.executable}",
+            f"args = {TESTSVC} --host 127.0.0.1 --port {port} --fd $(circus.sockets.web)",
+            "use_sockets = true",
+            f"numprocesses = {n}",
+            "respawn = true",
+            "warmup_delay = 0",
+            "graceful_timeout = 5",
+            "copy_env = true",
+            "",
+            "[env:web]",
+            *[f"{k} = {v}" for k, v in service_env.items()],
+            "",
+        ]
+        config = root / "circus.ini"
+        config.write_text("\n".join(lines))
+        argv = [str(venv / "bin" / "circusd"), "--log-level", "warning", str(config)]
+        return config, argv, [str(venv / "bin" / "circusctl"), "--endpoint", endpoint]
+    sock = root / "supervisor.sock"
+    env_line = ",".join(f'{k}="{v}"' for k, v in service_env.items())
+    # No shared socket in supervisord: one port each, port + process_num (port ends in 0).
+    port_arg = str(port) if n == 1 else f"{port // 10}%(process_num)d"
+    lines = [
+        "[supervisord]",
+        f"logfile={root / 'supervisord.log'}",
+        f"pidfile={root / 'supervisord.pid'}",
+        "[unix_http_server]",
+        f"file={sock}",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "[supervisorctl]",
+        f"serverurl=unix://{sock}",
+        "[program:web]",
+        f"command={sys.executable} {TESTSVC} --host 127.0.0.1 --port {port_arg}",
+        f"numprocs={n}",
+        "process_name=%(program_name)s-%(process_num)d",
+        "autorestart=true",
+        "startsecs=0",
+        "stopwaitsecs=5",
+        f"environment={env_line}",
+    ]
+    config = root / "supervisord.conf"
+    config.write_text("\n".join(lines) + "\n")
+    argv = [str(venv / "bin" / "supervisord"), "-n", "-c", str(config)]
+    return config, argv, [str(venv / "bin" / "supervisorctl"), "-c", str(config)]
+
+
+def _control(ctl: list[str], verb: list[str]) -> None:
+    done = subprocess.run([*ctl, *verb], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0 or "ERROR" in done.stdout:
+        raise RuntimeError(f"{' '.join(verb)}: {done.stdout}{done.stderr}")
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            response.read()
+        return True
+    except OSError:
+        return False
+
+
+def _pid_on(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+        return int(json.loads(response.read())["pid"])
 
 
 CASES = {
@@ -201,25 +350,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--cases", default="abcd")
-    args = parser.parse_args()
-    print(f"load avg at start: {os.getloadavg()}", file=sys.stderr)
-    print(
-        "| event | socket = true: failed / sent | p99 / max | "
-        "socket = false: failed / sent | p99 / max |"
+    parser.add_argument("--peers", action="store_true", help="circus and supervisord too")
+    parser.add_argument(
+        "--peers-venv",
+        type=Path,
+        default=ROOT / "bench" / ".peers-venv",
+        help="where circusd and supervisord are (bench/managers.py makes it)",
     )
-    print("|---|---|---|---|---|")
+    args = parser.parse_args()
+    columns = ["hearthlink socket = true", "hearthlink socket = false"]
+    if args.peers:
+        columns += ["circus (its socket)", "supervisord"]
+    print(f"load avg at start: {os.getloadavg()}", file=sys.stderr)
+    print("| event | " + " | ".join(f"{c}: failed / sent, p99 / max" for c in columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
     for case in args.cases:
         rows = [
             run_case(case, socket_held=held, seconds=args.seconds, rate=args.rate)
             for held in (True, False)
         ]
-        print(
-            f"| ({case}) {CASES[case]} | {rows[0]['failed']} / {rows[0]['sent']} | "
-            f"{rows[0]['p99_ms']} / {rows[0]['max_ms']} ms | "
-            f"{rows[1]['failed']} / {rows[1]['sent']} | "
-            f"{rows[1]['p99_ms']} / {rows[1]['max_ms']} ms |",
-            flush=True,
-        )
+        if args.peers:
+            rows += [
+                peer_case(m, case, venv=args.peers_venv, seconds=args.seconds, rate=args.rate)
+                for m in ("circus", "supervisord")
+            ]
+        cells = [f"{r['failed']} / {r['sent']}, {r['p99_ms']} / {r['max_ms']} ms" for r in rows]
+        print(f"| ({case}) {CASES[case]} | " + " | ".join(cells) + " |", flush=True)
     print(f"load avg at end: {os.getloadavg()}", file=sys.stderr)
 
 
