@@ -216,7 +216,7 @@ def peer_case(
     with tempfile.TemporaryDirectory(prefix=f"zd-{manager}-") as tmp:
         root = Path(tmp)
         port = free_base() if manager == "supervisord" and replicas > 1 else free_port()
-        config, argv, ctl = _peer_config(manager, root, port, replicas, "1", venv)
+        _, argv, ctl = _peer_config(manager, root, port, replicas, "1", venv)
         with open(root / "out.txt", "wb") as out:
             daemon = subprocess.Popen(
                 argv, cwd=root, stdout=out, stderr=out, env=clean_env(), start_new_session=True
@@ -249,7 +249,6 @@ def peer_case(
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, signal.SIGKILL)
                 daemon.wait()
-    del config
     return _row(case, load, event_at)
 
 
