@@ -22,14 +22,21 @@ import pwd
 import re
 import signal
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hearthlink_trio
-from hearthlink_trio._util import ensure_private_dir, write_private_file
+from hearthlink_trio._util import (
+    MAX_TEXT_FILE_BYTES,
+    ensure_private_dir,
+    read_regular_file,
+    read_text_file,
+    write_private_file,
+)
 from hearthlink_trio.config.resolved import Config, Health, Probe, Restart, Service
+from hearthlink_trio.config.tomlfile import read_toml
+from hearthlink_trio.errors import ConfigError
 
 FORMAT = 1
 #: ``${NAME}`` or ``$NAME`` in an env file: loading read that variable.
@@ -48,14 +55,14 @@ def _entry_path(path: Path, environ: Mapping[str, str]) -> Path:
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular_file(path, limit=MAX_TEXT_FILE_BYTES)).hexdigest()
+    except (OSError, ValueError):
         return None
 
 
 def _inputs(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     """What loading ``path`` depends on, as recorded in (and compared with) an entry."""
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    raw = read_toml(path)
     base = path.resolve().parent
     files = [path.absolute()]
     tables = [raw.get("supervisor", {}), *raw.get("services", {}).values()]
@@ -65,8 +72,8 @@ def _inputs(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
             files.append(env_file if env_file.is_absolute() else base / env_file)
     variables = {"HEARTHLINK_DATA_DIR"}
     for extra in files[1:]:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            variables.update(_REFERENCE.findall(extra.read_text(encoding="utf-8")))
+        with contextlib.suppress(OSError, ValueError):
+            variables.update(_REFERENCE.findall(read_text_file(extra)))
     return {
         "format": FORMAT,
         "version": hearthlink_trio.__version__,
@@ -84,7 +91,7 @@ def _loader_fingerprint() -> list[list[int]]:
     write."""
     here = Path(__file__).parent
     fingerprint = []
-    for name in ("model.py", "load.py", "services.py", "resolved.py", "envfile.py"):
+    for name in ("model.py", "load.py", "services.py", "resolved.py", "envfile.py", "tomlfile.py"):
         info = (here / name).stat()
         fingerprint.append([info.st_size, info.st_mtime_ns])
     return fingerprint
@@ -111,8 +118,8 @@ def load_cached(path: Path, environ: Mapping[str, str]) -> Config | None:
         if entry["inputs"] != _inputs(path, environ):
             return None
         config = _config_from(entry["config"])
-    except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError):
-        return None
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        return None  # a file that does not load is the full loader's to report
     return config if _machine_ok(config, entry.get("checks", {})) else None
 
 
@@ -124,12 +131,12 @@ def store(config: Config, environ: Mapping[str, str]) -> None:
         folder = cache_dir(environ)
         ensure_private_dir(folder)
         write_private_file(_entry_path(config.path, environ), json.dumps(entry), replace=True)
-    except (OSError, ValueError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError, ConfigError):
         return  # a cache that cannot be written costs only the next start's 100 ms
 
 
 def _checks(config: Config) -> dict[str, list[str]]:
-    raw = tomllib.loads(config.path.read_text(encoding="utf-8"))
+    raw = read_toml(config.path)
     base = config.path.resolve().parent
     scripts = []
     for table in raw.get("services", {}).values():

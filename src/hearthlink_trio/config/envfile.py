@@ -8,6 +8,8 @@ from pathlib import Path
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
+from hearthlink_trio._util import NotReadableFile, read_text_file
+
 
 class EnvFileError(ValueError):
     """A dotenv file is missing, unreadable or malformed (the message names file and line)."""
@@ -16,13 +18,17 @@ class EnvFileError(ValueError):
 def read_env_file(path: Path) -> dict[str, str]:
     """The variables of the dotenv file at ``path``; ``${VAR}`` refers to earlier ones.
 
+    The file must be a regular file of at most 1 MiB in UTF-8 (a byte-order mark allowed).
+
     Raises:
         EnvFileError: the file cannot be read, or a line is not ``NAME=value``.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path)
     except FileNotFoundError:
         raise EnvFileError(f"{path}: file not found") from None
+    except NotReadableFile as exc:
+        raise EnvFileError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
         raise EnvFileError(f"{path}: not UTF-8 text") from None
     except OSError as exc:

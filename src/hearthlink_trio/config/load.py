@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from hearthlink_trio.config.lookup import config_path, default_config_path
 from hearthlink_trio.config.model import UNION_TAGS, ConfigFile, ServiceSection
 from hearthlink_trio.config.resolved import Config, Health, Restart
 from hearthlink_trio.config.services import Where, resolve_path, resolve_services
+from hearthlink_trio.config.tomlfile import read_toml
 from hearthlink_trio.errors import ConfigError
 
 __all__ = ["config_path", "default_config_path", "load_config"]
@@ -55,17 +55,7 @@ def load_config(
     """
     environ = os.environ if environ is None else environ
     label = path.name
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: cannot read config: file not found"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{label}: not valid UTF-8"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{label}: TOML syntax error: {exc}"]) from None
-
+    raw = read_toml(path)
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as exc:

@@ -10,11 +10,13 @@ full loader resolves them), so the clients keep working.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hearthlink_trio.config.tomlfile import read_toml
+from hearthlink_trio.errors import ConfigError
 
 __all__ = ["DEFAULT_DATA_DIR", "Location", "locate"]
 
@@ -40,8 +42,8 @@ def locate(path: Path, environ: Mapping[str, str] | None = None) -> Location:
     environ = os.environ if environ is None else environ
     supervisor: Mapping[str, Any] = {}
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        raw = read_toml(path)
+    except ConfigError:
         raw = {}
     section = raw.get("supervisor")
     if isinstance(section, dict):

@@ -12,7 +12,6 @@ is the table's own port for every replica (each replica has its own address).
 from __future__ import annotations
 
 import textwrap
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from hearthlink_trio.config.load import default_config_path
 from hearthlink_trio.config.model import ConfigFile, ProbeTable, ServiceSection
 from hearthlink_trio.config.resolved import TOKEN_FILE, Probe
 from hearthlink_trio.config.services import fill, resolve_path
+from hearthlink_trio.config.tomlfile import read_toml
 from hearthlink_trio.errors import ConfigError
 from hearthlink_trio.supervisor.environment import url_variable
 from hearthlink_trio.supervisor.secrets import TOKEN_VARIABLE
@@ -130,7 +130,7 @@ def plan_export(path: Path, engine: str, environ: Mapping[str, str] | None = Non
     config = load_config(path, environ, local=False)
     label = path.name
     # The config is valid: read its tables again for the placeholders as written.
-    parsed = ConfigFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    parsed = ConfigFile.model_validate(read_toml(path))
     base = path.resolve().parent
     file_env = (
         read_env_file(resolve_path(base, parsed.supervisor.env_file))
