@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from hearthlink_trio.control.api import ControlApp, Controller
-from hearthlink_trio.control.errors import ControlSocketError
+from hearthlink_trio.control.errors import MAX_SOCKET_PATH_BYTES, ControlSocketError
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -36,8 +36,6 @@ SOCKET_MODE = 0o600
 LISTEN_BACKLOG = 16
 #: How long a socket found in the way gets to accept a connection before it counts as live.
 STALE_PROBE_TIMEOUT = 1.0
-#: Longest ``sun_path`` Linux accepts, terminating NUL included (unix(7)).
-MAX_SOCKET_PATH_BYTES = 108
 
 #: hypercorn's own messages ("Running on ...", connection errors) go here. Its start-up
 #: line ends in "(CTRL + C to quit)", which is wrong for a socket inside a supervisor, so

@@ -90,8 +90,9 @@ async def run_incarnation(
     try:
         async with ctx.spawn_lock:
             process = ctx.launcher.launch(service, env)
-    except OSError as exc:
-        reason = f"could not start: {exc.strerror or exc}"
+    except Exception as exc:  # whatever keeps it from starting fails the service, not the run
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        reason = f"could not start: {why or type(exc).__name__}"
         events.emit(ctx.log, events.spawn_failed(service.name, reason))
         return Outcome(End.SPAWN_FAILED, reason)
     _started(ctx, service, record, process, attempt)

@@ -14,11 +14,13 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from hearthlink_trio._util import ensure_private_dir
 from hearthlink_trio.config import Config, Service
+from hearthlink_trio.control.errors import MAX_SOCKET_PATH_BYTES
 from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.process.groups import GROUPS_NAME, MalformedRecord, reap_leftovers
 from hearthlink_trio.process.procfs import port_holder
@@ -83,14 +85,78 @@ def check_port(service: Service) -> str | None:
     return None
 
 
-def _program_problem(service: Service) -> str | None:
-    program = service.argv[0]
+def _missing_program(program: str, service: Service) -> str | None:
+    """Why ``program`` cannot be started for ``service``, or None: looked up as the spawn
+    will look it up (a relative path from the service's folder, a bare name on the PATH
+    the service gets)."""
     if os.sep in program:
-        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
-            return f"{service.name} service: program not found or not executable: {program}"
-    elif shutil.which(program) is None:
-        return f"{service.name} service: program {program!r} not found on PATH"
+        path = os.path.join(service.cwd, program)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return f"program not found or not executable: {program}"
+        return None
+    search = service.env.get("PATH") or service.file_env.get("PATH") or os.environ.get("PATH")
+    if shutil.which(program, path=search) is None:
+        return f"program {program!r} not found on PATH"
     return None
+
+
+def _program_problem(service: Service) -> str | None:
+    problem = _missing_program(service.argv[0], service)
+    return f"{service.name} service: {problem}" if problem else None
+
+
+def _probe_problem(config: Config, service: Service) -> str | None:
+    """An exec probe whose program cannot run would fail the service at every probe."""
+    if service.probe.kind != "exec" or not service.probe.argv:
+        return None
+    problem = _missing_program(service.probe.argv[0], service)
+    return f"{config.path.name}: services.{service.group}.probe: {problem}" if problem else None
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """None if files can be made in ``folder`` (it exists, or can be made, and is
+    writable), else why not. Nothing is created."""
+    path = folder
+    while True:
+        try:
+            info = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            if path == path.parent:
+                return f"{folder} cannot be made"
+            path = path.parent
+            continue
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        break
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        what = "cannot be written in" if path == folder else f"cannot be made ({path} is read-only)"
+        return f"{folder} {what}"
+    return None
+
+
+def _path_problems(config: Config) -> list[str]:
+    """What ``run`` would fail at after starting services: the control socket and the log
+    folder, each line naming its key."""
+    label = config.path.name
+    problems = []
+    sock = config.control_socket
+    if len(os.fsencode(sock)) >= MAX_SOCKET_PATH_BYTES:
+        problems.append(
+            f"{label}: supervisor.control_socket: {sock} is longer than a Unix socket allows "
+            f"({MAX_SOCKET_PATH_BYTES - 1} bytes); set a shorter path"
+        )
+    else:
+        why = _folder_problem(sock.parent)
+        if why is None and os.path.lexists(sock) and not stat.S_ISSOCK(sock.lstat().st_mode):
+            why = f"{sock} exists and is not a socket"
+        if why:
+            problems.append(f"{label}: supervisor.control_socket: {why}")
+    why = _folder_problem(config.log_dir)
+    if why:
+        problems.append(f"{label}: supervisor.log_dir: {why}")
+    return problems
 
 
 @dataclass
@@ -130,6 +196,10 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
         problem = _program_problem(service)
         if problem:
             problems.append(problem)
+        problem = _probe_problem(config, service)
+        if problem:
+            problems.append(problem)
+    problems += _path_problems(config)
     try:
         ensure_private_dir(config.data_dir)
         lock = acquire_lock(config.run_dir)

@@ -42,7 +42,7 @@ class EarlyStart:
             if service.conditions:
                 continue
             env = child_environment(config, service, secrets)
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):
                 self._early[service.name] = (self._spawn(service, env), env)
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
