@@ -42,6 +42,43 @@ STALE_PROBE_TIMEOUT = 1.0
 #: only warnings and worse get through; the access log is off.
 http_log = logging.getLogger("hearthlink.control.http")
 http_log.setLevel(logging.WARNING)
+
+#: What a client that leaves mid-answer makes hypercorn raise in the task writing to it.
+_GONE = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.BusyResourceError,
+    ConnectionError,
+)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _calm(record: logging.LogRecord) -> bool:
+    """hypercorn's errors as one line each, never a traceback on the supervisor's stderr.
+
+    A client that went away mid-answer (it closed early, or never sent the body it
+    announced) is no news: its record is dropped. Anything else keeps one line naming the
+    exception.
+    """
+    if record.exc_info is None or record.exc_info[1] is None:
+        return True
+    leaves = _leaves(record.exc_info[1])
+    if all(isinstance(leaf, _GONE) for leaf in leaves):
+        return False
+    summary = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
+    record.msg = f"control API: {record.getMessage()} ({summary})"
+    record.args = ()
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+http_log.addFilter(_calm)
 log = logging.getLogger("hearthlink.control")
 
 #: A peer that takes none of what we send for this long is cut off (an event stream's
@@ -156,11 +193,12 @@ async def _serve(
     # socket, minus the lifespan protocol (the app has nothing to set up) and with our own
     # listener: worker_serve wraps the sockets it is given in listeners of its own, so it
     # has no place to check a peer before a connection is served.
-    from hypercorn.trio.tcp_server import TCPServer
     from hypercorn.trio.worker_context import WorkerContext
 
+    from hearthlink_trio.control.http11 import Http11Server
+
     context = WorkerContext(None)
-    handler = partial(TCPServer, app, config, context, {})
+    handler = partial(Http11Server, app, config, context, {})
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, [listener])
         task_status.started()
