@@ -34,8 +34,8 @@ def read_env_file(path: Path) -> dict[str, str]:
     except OSError as exc:
         raise EnvFileError(f"{path}: {exc.strerror or exc}") from None
     if "\0" in text:  # no environment variable can hold one: the spawn would fail
-        line = text.count("\n", 0, text.index("\0")) + 1
-        raise EnvFileError(f"{path}: line {line}: holds a NUL character")
+        number = text.count("\n", 0, text.index("\0")) + 1
+        raise EnvFileError(f"{path}: line {number}: holds a NUL character")
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             line = binding.original.string.strip()
