@@ -279,7 +279,12 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         view = memoryview(data)
         while view:
             with trio.move_on_after(SEND_STALL_TIMEOUT):
-                sent = await self.socket.send(view[:SEND_PIECE_BYTES])
+                try:
+                    sent = await self.socket.send(view[:SEND_PIECE_BYTES])
+                except OSError as exc:
+                    # As trio's own streams report it, which is what hypercorn catches: a
+                    # peer gone (EPIPE) must end its connection, not the server.
+                    raise trio.BrokenResourceError(f"the peer is gone: {exc}") from exc
                 view = view[sent:]
                 continue
             await trio.aclose_forcefully(self._inner)
