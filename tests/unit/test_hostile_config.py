@@ -372,3 +372,20 @@ def test_preflight_lines_name_the_key(tmp_path: Path) -> None:
         )
     assert info.value.exit_code == 3
     assert info.value.problems[0].startswith("hearthlink.toml: supervisor.control_socket: ")
+
+
+def test_a_flood_of_problems_is_cut_to_a_hundred_lines(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("".join(f"[t{i}]\n" for i in range(5000)))
+    found = refused(path)
+    assert len(found) == 101
+    assert found[0] == "c.toml: t0: unknown key"
+    assert found[-1] == "c.toml: … and 4900 more problem(s)"
+
+
+def test_at_most_a_thousand_services(tmp_path: Path) -> None:
+    path = config(tmp_path, {"replicas": 600})
+    path.write_text(path.read_text() + f'[services.more]\ncommand = ["{SLEEP}"]\nreplicas = 401\n')
+    assert refused(path) == [
+        "hearthlink.toml: services: 1001 services (replicas included); at most 1000"
+    ]

@@ -28,6 +28,20 @@ from hearthlink_trio.errors import ConfigError
 __all__ = ["config_path", "default_config_path", "load_config"]
 
 
+#: The most services (replicas included) a config may start: every service's environment
+#: names every other, so a config of tens of thousands would cost memory by the square.
+MAX_SERVICES = 1000
+#: The most problem lines reported: past these, one line says how many more there are.
+MAX_PROBLEMS = 100
+
+
+def _capped(problems: list[str], label: str) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [*problems[:MAX_PROBLEMS], f"{label}: … and {more} more problem(s)"]
+
+
 def _describe(err: Mapping[str, Any]) -> str:
     kind = err.get("type", "")
     if kind == "missing":
@@ -63,12 +77,12 @@ def load_config(
     raw = read_toml(path)
     nul = _nul_problems(raw, label)
     if nul:
-        raise ConfigError(nul)
+        raise ConfigError(_capped(nul, label))
     try:
         parsed = ConfigFile.model_validate(raw)
     except ValidationError as exc:
         lines = [f"{label}: {_dotted(e['loc'])}: {_describe(e)}" for e in exc.errors()]
-        raise ConfigError(lines) from None
+        raise ConfigError(_capped(lines, label)) from None
 
     base = path.resolve().parent
     sup = parsed.supervisor
@@ -76,6 +90,11 @@ def load_config(
     home = _home_problems(parsed, data_dir_value, label)
     if home:
         raise ConfigError(home)
+    count = sum(svc.replicas for svc in parsed.services.values())
+    if count > MAX_SERVICES:
+        raise ConfigError(
+            [f"{label}: services: {count} services (replicas included); at most {MAX_SERVICES}"]
+        )
     problems: list[str] = []
 
     data_dir = resolve_path(base, data_dir_value).absolute()
@@ -106,7 +125,7 @@ def load_config(
     services, service_problems = resolve_services(parsed.services, where)
     problems += service_problems
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(_capped(problems, label))
     return Config(
         path=path.absolute(),
         data_dir=data_dir,
