@@ -228,11 +228,13 @@ def test_a_50000_part_dotted_key_is_refused_at_once(tmp_path: Path) -> None:
     assert time.monotonic() - started < 1
 
 
-def test_a_dependency_cycle_through_5000_services(tmp_path: Path) -> None:
+def test_a_dependency_cycle_through_thousands_of_services(tmp_path: Path) -> None:
     n = 5000
     order, cycles = dependency_order({f"s{i}": [f"s{(i + 1) % n}"] for i in range(n)})
     assert len(order) == n and len(cycles) == 1
     assert cycles[0].startswith("s0 -> s1 -> ") and cycles[0].endswith(" -> s0")
+    # Through the loader too, with as many services as a config may have.
+    n = 1000
     tables = {
         f"services.s{i}": {"command": [SLEEP], "probe": "none", "depends_on": [f"s{(i + 1) % n}"]}
         for i in range(n)
