@@ -64,6 +64,11 @@ HOSTILE: list[Any] = [
     "never",
     "completed",
     "http",
+    "every 0",
+    "*/0 * * * *",
+    "61 * * * *",
+    "512X",
+    "0.5G",
     [],
     [""],
     ["\0"],
@@ -97,6 +102,7 @@ def base_config(root: Path, ports: tuple[int, int]) -> dict[str, dict[str, Any]]
             "probe": "none",
             "env": {"GREETING": "hi"},
             "stop_signal": "SIGTERM",
+            "max_memory": "512M",
         },
         "services.worker": {
             "command": [SLEEP, "30"],
@@ -105,7 +111,13 @@ def base_config(root: Path, ports: tuple[int, int]) -> dict[str, dict[str, Any]]
             "port": ports[1],
             "replicas": 1,
         },
-        "services.job": {"command": [TRUE], "kind": "task", "depends_on": {"web": "started"}},
+        "services.job": {
+            "command": [TRUE],
+            "kind": "task",
+            "depends_on": {"web": "started"},
+            "post_start": [TRUE],
+        },
+        "services.nightly": {"command": [TRUE], "kind": "task", "schedule": "0 3 * * *"},
     }
 
 
