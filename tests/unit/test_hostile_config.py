@@ -391,3 +391,19 @@ def test_at_most_a_thousand_services(tmp_path: Path) -> None:
     assert refused(path) == [
         "hearthlink.toml: services: 1001 services (replicas included); at most 1000"
     ]
+
+
+def test_a_memory_size_of_thousands_of_digits(tmp_path: Path) -> None:
+    [line] = refused(config(tmp_path, {"max_memory": "9" * 5000 + "M"}))
+    assert line == (
+        "hearthlink.toml: services.web.max_memory: '99999999999999999999'… is not a size a "
+        "machine has"
+    )
+
+
+def test_a_schedule_of_more_than_a_year(tmp_path: Path) -> None:
+    path = config(tmp_path, {"kind": "task", "probe": None, "schedule": "every 1e300"})
+    assert refused(path) == [
+        "hearthlink.toml: services.web.schedule: 'every' is at most 31622400 seconds, a year "
+        "(got '1e300'; a cron expression names rarer times)"
+    ]

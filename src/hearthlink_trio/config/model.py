@@ -9,6 +9,7 @@ Cross-key checks (unique ports, known dependencies, files that must exist) are m
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 from typing import Annotated, Any, Literal
@@ -71,7 +72,10 @@ def parse_memory(value: object) -> int | None:
             raise ValueError(
                 f'{value!r} is not a size: give a number with K, M or G ("512M"), or bytes'
             )
-        size = int(float(match.group(1)) * MEMORY_UNITS[match.group(2).upper()])
+        amount = float(match.group(1)) * MEMORY_UNITS[match.group(2).upper()]
+        if not math.isfinite(amount):  # thousands of digits
+            raise ValueError(f"{value[:20]!r}… is not a size a machine has")
+        size = int(amount)
     if size <= 0:
         raise ValueError("must be more than 0 bytes")
     return size
