@@ -89,8 +89,8 @@ def _program_problem(service: Service) -> str | None:
 
 def _probe_problem(config: Config, service: Service) -> str | None:
     """An exec probe whose program cannot run would fail the service at every probe."""
-    if service.probe.kind != "exec" or not service.probe.argv:
-        return None
+    if service.probe.kind != "exec" or not service.probe.argv or (service.replica or 1) > 1:
+        return None  # told once per table, not once per replica
     problem = _missing_program(service.probe.argv[0], service)
     return f"{config.path.name}: services.{service.group}.probe: {problem}" if problem else None
 
