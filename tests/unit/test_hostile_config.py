@@ -407,3 +407,13 @@ def test_a_schedule_of_more_than_a_year(tmp_path: Path) -> None:
         "hearthlink.toml: services.web.schedule: 'every' is at most 31622400 seconds, a year "
         "(got '1e300'; a cron expression names rarer times)"
     ]
+
+
+def test_a_log_file_that_is_a_fifo(tmp_path: Path) -> None:
+    # run opens it for appending at start, which would block on a FIFO with no reader.
+    (tmp_path / "logs").mkdir()
+    os.mkfifo(tmp_path / "logs" / "web.log")
+    assert refused(config(tmp_path, log_dir="logs")) == [
+        f"hearthlink.toml: supervisor.log_dir: {tmp_path / 'logs' / 'web.log'} exists and is "
+        "not a regular file"
+    ]

@@ -8,6 +8,7 @@ are collected and raised together.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
@@ -138,6 +139,14 @@ def _path_problems(config: Config) -> list[str]:
     why = _folder_problem(config.log_dir)
     if why:
         problems.append(f"{label}: supervisor.log_dir: {why}")
+    for service in config.services:
+        # Opened for appending at start: a FIFO there would block the supervisor.
+        log_file = config.log_dir / f"{service.name}.log"
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(log_file.stat().st_mode):
+                problems.append(
+                    f"{label}: supervisor.log_dir: {log_file} exists and is not a regular file"
+                )
     return problems
 
 
