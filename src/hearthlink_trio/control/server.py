@@ -19,7 +19,7 @@ import struct
 import weakref
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -211,7 +211,18 @@ async def _serve(
     from hearthlink_trio.control.http11 import Http11Server
 
     context = WorkerContext(None)
-    handler = partial(Http11Server, app, config, context, {})
+
+    async def handler(stream: GuardedStream) -> None:
+        try:
+            # hypercorn's annotation names a TLS stream; a plain one is served as plain HTTP.
+            plain = cast("trio.SSLStream[trio.SocketStream]", stream)
+            await Http11Server(app, config, context, {}, plain)
+        except Exception as exc:
+            # One connection's failure (a client hypercorn did not expect) ends that
+            # connection only: uncaught, it would end the server and the supervisor.
+            http_log.warning("control API: a connection ended in an error", exc_info=exc)
+            await trio.aclose_forcefully(stream)
+
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, [listener])
         task_status.started()
