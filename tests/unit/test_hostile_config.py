@@ -414,6 +414,6 @@ def test_a_log_file_that_is_a_fifo(tmp_path: Path) -> None:
     (tmp_path / "logs").mkdir()
     os.mkfifo(tmp_path / "logs" / "web.log")
     assert refused(config(tmp_path, log_dir="logs")) == [
-        f"hearthlink.toml: supervisor.log_dir: {tmp_path / 'logs' / 'web.log'} exists and is "
-        "not a regular file"
+        f"hearthlink.toml: supervisor.log_dir: {tmp_path / 'logs' / 'web.log'} is a FIFO, not "
+        "a file to write the log in"
     ]

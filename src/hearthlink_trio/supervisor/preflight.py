@@ -119,6 +119,10 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
+#: What a service's log file may not be.
+_NOT_A_LOG = {stat.S_IFIFO: "FIFO", stat.S_IFDIR: "folder", stat.S_IFSOCK: "socket"}
+
+
 def _path_problems(config: Config) -> list[str]:
     """What ``run`` would fail at after starting services: the control socket and the log
     folder, each line naming its key."""
@@ -140,12 +144,15 @@ def _path_problems(config: Config) -> list[str]:
     if why:
         problems.append(f"{label}: supervisor.log_dir: {why}")
     for service in config.services:
-        # Opened for appending at start: a FIFO there would block the supervisor.
+        # Opened for appending at start: a FIFO there would block the supervisor, a folder
+        # fail it. A device is left alone (/dev/null is a way to keep no log).
         log_file = config.log_dir / f"{service.name}.log"
         with contextlib.suppress(OSError):
-            if not stat.S_ISREG(log_file.stat().st_mode):
+            kind = stat.S_IFMT(log_file.stat().st_mode)
+            if kind in _NOT_A_LOG:
                 problems.append(
-                    f"{label}: supervisor.log_dir: {log_file} exists and is not a regular file"
+                    f"{label}: supervisor.log_dir: {log_file} is a {_NOT_A_LOG[kind]}, not a "
+                    "file to write the log in"
                 )
     return problems
 
