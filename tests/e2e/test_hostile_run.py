@@ -75,3 +75,19 @@ def test_accepted_mutants_start_and_stop_cleanly(root: Path) -> None:
         if started == STARTED_MUTANTS:
             return
     pytest.fail(f"only {started} accepted mutants changed a line")
+
+
+def test_a_sample_of_mutants_through_the_command(root: Path) -> None:
+    # The real command, for a sample (the unit test checks all of them in-process): exit
+    # 0, 2 or 3, never a traceback; every line of a refusal names the file.
+    for mutant in mutants(root, (47301, 47302)):
+        if mutant.number % 50:
+            continue
+        path = root / "hearthlink.toml"
+        path.write_bytes(mutant.text.encode("utf-8", "surrogatepass"))
+        result = run_command("check", "--config", str(path), cwd=root, timeout=20)
+        assert result.returncode in (0, 2, 3), (mutant.text, result.stderr)
+        assert "Traceback" not in result.stderr
+        if result.returncode == 2:
+            for line in result.stderr.splitlines():
+                assert line.startswith(("hearthlink.toml: ", f"{path}: ")), line

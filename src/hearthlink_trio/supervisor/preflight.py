@@ -189,7 +189,10 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
     """
     problems: list[str] = []
     if not (os.path.isfile(config.python) and os.access(config.python, os.X_OK)):
-        problems.append(f"Python interpreter not found or not executable: {config.python}")
+        problems.append(
+            f"{config.path.name}: supervisor.python: Python interpreter not found or not "
+            f"executable: {config.python}"
+        )
     for service in config.services:
         problem = _program_problem(service)
         if problem:
@@ -203,7 +206,11 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
         lock = acquire_lock(config.run_dir)
     except OSError as exc:
         raise PreflightError(
-            [*problems, f"Data dir {config.data_dir} is not usable: {exc.strerror or exc}"]
+            [
+                *problems,
+                f"{config.path.name}: supervisor.data_dir: Data dir {config.data_dir} is not "
+                f"usable: {exc.strerror or exc}",
+            ]
         ) from None
     if lock.previous and not lock.previous.isdigit():
         log_lines.emit(log, log_lines.lock_file_corrupt(lock.path, lock.previous))
