@@ -10,11 +10,12 @@ full loader resolves them), so the clients keep working.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hearthlink_trio.config.merge import effective_files
 from hearthlink_trio.config.tomlfile import read_toml
 from hearthlink_trio.errors import ConfigError
 
@@ -33,26 +34,31 @@ class Location:
     log_dir: Path
 
 
-def locate(path: Path, environ: Mapping[str, str] | None = None) -> Location:
-    """The data dir, control socket and log dir of the config at ``path``.
+def locate(paths: Path | Sequence[Path], environ: Mapping[str, str] | None = None) -> Location:
+    """The data dir, control socket and log dir of the config at ``paths`` (merged as the
+    loader merges them, the override file beside the first included).
 
-    Whatever in the file cannot be read (the whole file, or one of the three keys) falls
-    back to its default; this never raises for a broken file.
+    Whatever in a file cannot be read (the whole file, or one of the three keys) falls
+    back to what the files before it said, else the default; this never raises for a
+    broken file.
     """
     environ = os.environ if environ is None else environ
-    supervisor: Mapping[str, Any] = {}
-    try:
-        raw = read_toml(path)
-    except ConfigError:
-        raw = {}
-    section = raw.get("supervisor")
-    if isinstance(section, dict):
-        supervisor = section
-    base = path.resolve().parent
+    files = effective_files(paths)
+    supervisor: dict[str, Any] = {}
+    for file in files:
+        try:
+            raw = read_toml(file)
+        except ConfigError:
+            continue
+        section = raw.get("supervisor")
+        if isinstance(section, dict):
+            supervisor.update(section)
+    base = files[0].resolve().parent
 
     def text(key: str) -> str:
         value = supervisor.get(key)
-        return value if isinstance(value, str) else ""
+        # A NUL byte makes no path: the default stands (the loader reports it).
+        return value if isinstance(value, str) and "\0" not in value else ""
 
     data_dir = _resolve(
         base, environ.get("HEARTHLINK_DATA_DIR") or text("data_dir") or DEFAULT_DATA_DIR
@@ -67,5 +73,8 @@ def locate(path: Path, environ: Mapping[str, str] | None = None) -> Location:
 
 
 def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~user" of no user: taken as written (the loader reports it)
+        path = Path(value)
     return path if path.is_absolute() else (base / path)

@@ -36,14 +36,14 @@ def _line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, label: str | None = None) -> dict[str, Any]:
     """The TOML of the config file at ``path``: a regular file of at most 1 MiB, in UTF-8
     (a byte-order mark allowed); every other input is refused with one line saying why.
 
     Raises:
         ConfigError: the file cannot be read or is not TOML hearthlink can take.
     """
-    label = path.name
+    label = label or path.name
     try:
         text = read_text_file(path)
     except FileNotFoundError:
