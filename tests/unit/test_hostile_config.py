@@ -18,6 +18,7 @@ import pytest
 
 from hearthlink_trio.config import load_config
 from hearthlink_trio.config.graph import dependency_order
+from hearthlink_trio.config.locate import locate
 from hearthlink_trio.errors import ConfigError, HearthlinkError, PreflightError
 from hearthlink_trio.supervisor.preflight import preflight
 from tests.sup import run_command
@@ -429,3 +430,13 @@ def test_an_override_of_many_keys_merges_quickly(tmp_path: Path) -> None:
     started = time.monotonic()
     assert refused(path) == ["hearthlink.override.toml: x: unknown key"]
     assert time.monotonic() - started < 5
+
+
+def test_clients_find_the_supervisor_of_a_hostile_config(tmp_path: Path) -> None:
+    # status, stop, logs…: a key that names no path falls back to its default, never raises.
+    path = config(tmp_path, data_dir="~nosuchuser-hl/x", log_dir="lo\0gs")
+    where = locate(path, environ={})
+    assert where.data_dir == tmp_path / "~nosuchuser-hl" / "x"
+    assert where.log_dir == where.data_dir / "logs"
+    os.mkfifo(tmp_path / "fifo.toml")
+    assert locate(tmp_path / "fifo.toml", environ={}).data_dir.name == "hearthlink"
