@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.sup import run_command, running
-from tests.unit.test_config_mutations import base_config, check, mutants, render
+from tests.unit.test_config_mutations import base_config, check, mutants, render, two_ports
 from tests.unit.test_hostile_config import SLEEP, write
 
 #: How many accepted mutants are started (each takes a few seconds).
@@ -57,7 +57,7 @@ def test_run_refuses_what_check_refuses_with_the_same_lines(root: Path, case: st
 
 
 def test_accepted_mutants_start_and_stop_cleanly(root: Path) -> None:
-    ports = (47301, 47302)
+    ports = two_ports()
     base = set(render(base_config(root, ports)).splitlines())
     started = 0
     for mutant in mutants(root, ports):
@@ -80,7 +80,7 @@ def test_accepted_mutants_start_and_stop_cleanly(root: Path) -> None:
 def test_a_sample_of_mutants_through_the_command(root: Path) -> None:
     # The real command, for a sample (the unit test checks all of them in-process): exit
     # 0, 2 or 3, never a traceback; every line of a refusal names the file.
-    for mutant in mutants(root, (47301, 47302)):
+    for mutant in mutants(root, two_ports()):
         if mutant.number % 50:
             continue
         path = root / "hearthlink.toml"

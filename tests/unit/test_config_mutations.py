@@ -21,6 +21,7 @@ import pytest
 from hearthlink_trio.config import load_config
 from hearthlink_trio.errors import ConfigError, HearthlinkError, PreflightError
 from hearthlink_trio.supervisor.preflight import preflight
+from tests.helpers import free_port
 from tests.unit.test_hostile_config import toml
 
 SEED = 22
@@ -210,11 +211,20 @@ def assert_error_form(path: Path, error: HearthlinkError) -> None:
             assert line.startswith((f"{path.name}: ", f"{path}: ")), line
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ports() -> tuple[int, int]:
-    # Fixed ports in the ephemeral range, so the mutants are the same on every run; a port
-    # in use only makes a mutant a preflight failure, which is still in the error form.
-    return (47301, 47302)
+    # The mutations do not depend on the ports (only values carry them): the same seed
+    # gives the same mutants, whatever ports are free.
+    return two_ports()
+
+
+def two_ports() -> tuple[int, int]:
+    """Two different free ports (the base config needs distinct ones to be valid)."""
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    return first, second
 
 
 def test_mutated_configs_are_accepted_or_refused_in_the_error_form(
