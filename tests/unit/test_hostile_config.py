@@ -21,6 +21,7 @@ from hearthlink_trio.config.graph import dependency_order
 from hearthlink_trio.config.locate import locate
 from hearthlink_trio.errors import ConfigError, HearthlinkError, PreflightError
 from hearthlink_trio.supervisor.preflight import preflight
+from tests.helpers import free_port
 from tests.sup import run_command
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -246,7 +247,7 @@ def test_a_dependency_cycle_through_thousands_of_services(tmp_path: Path) -> Non
 
 
 def test_a_script_name_of_300_characters(tmp_path: Path) -> None:
-    path = config(tmp_path, {"command": None, "script": "x" * 300 + ".py", "port": 30999})
+    path = config(tmp_path, {"command": None, "script": "x" * 300 + ".py", "port": free_port()})
     [line] = refused(path)
     assert line.startswith("hearthlink.toml: services.web.script: cannot be looked at (File name")
 
@@ -266,7 +267,7 @@ def test_a_script_in_a_folder_that_cannot_be_entered(tmp_path: Path) -> None:
     locked.mkdir()
     (locked / "svc.py").write_text("")
     locked.chmod(0)
-    config(tmp_path, {"command": None, "script": "locked/svc.py", "port": 30998})
+    config(tmp_path, {"command": None, "script": "locked/svc.py", "port": free_port()})
     try:
         result = _check_without_dac_override(tmp_path)
     finally:
