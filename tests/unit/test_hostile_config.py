@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -441,3 +443,21 @@ def test_clients_find_the_supervisor_of_a_hostile_config(tmp_path: Path) -> None
     assert where.log_dir == where.data_dir / "logs"
     os.mkfifo(tmp_path / "fifo.toml")
     assert locate(tmp_path / "fifo.toml", environ={}).data_dir.name == "hearthlink"
+
+
+def test_a_control_socket_another_process_answers_on(tmp_path: Path) -> None:
+    sock_path = Path(tempfile.mkdtemp(prefix="hl-")) / "hl.sock"  # short: a socket's path
+    path = config(tmp_path, control_socket=str(sock_path))
+    with socket.socket(socket.AF_UNIX) as holder:
+        holder.bind(str(sock_path))
+        # Bound, not listening: what a crashed run leaves; run replaces it, so check is OK.
+        assert (
+            preflight(load_config(path, environ={}), logging.getLogger("t"), keep_lock=False)
+            is None
+        )
+        holder.listen()
+        assert refused(path) == [
+            f"hearthlink.toml: supervisor.control_socket: another hearthlink supervisor "
+            f"answers on {sock_path}; stop it first (hearthlink stop)"
+        ]
+    shutil.rmtree(sock_path.parent)

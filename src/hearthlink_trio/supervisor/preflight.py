@@ -119,6 +119,28 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
+def _socket_in_use(path: Path) -> str | None:
+    """Why the control socket cannot be made at ``path``: another file is there, or a
+    supervisor answers on it (a stale socket, left by a crashed run, is fine)."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return f"{path} exists and is not a socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(STALE_PROBE_SECONDS)
+        try:
+            probe.connect(os.fspath(path))
+        except TimeoutError:
+            return f"{path} is held by a process that does not answer; stop it first"
+        except OSError:
+            return None  # nobody listens: run replaces it
+    return f"another hearthlink supervisor answers on {path}; stop it first (hearthlink stop)"
+
+
+#: How long the control socket found in the way gets to accept a connection.
+STALE_PROBE_SECONDS = 1.0
 #: What a service's log file may not be.
 _NOT_A_LOG = {stat.S_IFIFO: "FIFO", stat.S_IFDIR: "folder", stat.S_IFSOCK: "socket"}
 
@@ -135,9 +157,7 @@ def _path_problems(config: Config) -> list[str]:
             f"({MAX_SOCKET_PATH_BYTES - 1} bytes); set a shorter path"
         )
     else:
-        why = _folder_problem(sock.parent)
-        if why is None and os.path.lexists(sock) and not stat.S_ISSOCK(sock.lstat().st_mode):
-            why = f"{sock} exists and is not a socket"
+        why = _folder_problem(sock.parent) or _socket_in_use(sock)
         if why:
             problems.append(f"{label}: supervisor.control_socket: {why}")
     why = _folder_problem(config.log_dir)
