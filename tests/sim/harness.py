@@ -44,6 +44,7 @@ class Script:
     stop_takes: float = 0.0
     output: tuple[str, ...] = ()
     start_error: bool = False  # launching it raises OSError (program missing)
+    start_raises: Exception | None = None  # launching it raises this instead
 
 
 class FakeStream(trio.abc.ReceiveStream):
@@ -80,6 +81,7 @@ class FakeProcess:
         self.stdout = FakeStream()
         self.stderr = FakeStream()
         self.returncode: int | None = None
+        self.notify = None
         self.signals: list[int] = []
         self._exited = trio.Event()
         for line in script.output:
@@ -100,6 +102,9 @@ class FakeProcess:
         if self.script.exit_after is not None:
             await trio.sleep(self.script.exit_after)
             self.exit(self.script.exit_code)
+
+    def share_service(self) -> None:
+        self.shared = True
 
     async def wait_exited(self) -> None:
         await self._exited.wait()
@@ -184,14 +189,22 @@ class FakeLauncher:
 
     def launch(self, service: Service, env: Mapping[str, str]) -> FakeProcess:
         script = self.script_for(service.name)
-        if script.start_error:
+        if script.start_error or script.start_raises is not None:
             self.launches.append(Launch(trio.current_time(), service.name, None))  # type: ignore[arg-type]
-            raise FileNotFoundError(2, "No such file or directory")
+            raise script.start_raises or FileNotFoundError(2, "No such file or directory")
         process = FakeProcess(service.name, script, env)
         self.launches.append(Launch(trio.current_time(), service.name, process))
         self.current[service.name] = process
         self._nursery.start_soon(process.live)
         return process
+
+    def alive(self, name: str, *, dead: bool = False) -> list[FakeProcess]:
+        """The processes of service ``name`` still running (all of them with ``dead``)."""
+        return [
+            launch.process
+            for launch in self.launches
+            if launch.name == name and launch.process is not None and (dead or launch.process.alive)
+        ]
 
     def times(self, name: str) -> list[float]:
         return [round(launch.time - self.t0, 3) for launch in self.launches if launch.name == name]
@@ -211,7 +224,19 @@ class FakeProber:
         process = self.launcher.current.get(service.name)
         if process is not None and process.passes_probe(now):
             return None
+        # On a held socket, an older process still running (a rolling restart) answers too.
+        if any(p.passes_probe(now) for p in self.launcher.alive(service.name)):
+            return None
         return "Connection refused" if process is None or not process.alive else "HTTP 503"
+
+    async def probe_process(
+        self, service: Service, timeout: float, env: Mapping[str, str], pid: int
+    ) -> str | None:
+        now = trio.current_time()
+        self.probes.append((now, service.name, timeout))
+        await trio.sleep(0.001)
+        process = next(p for p in self.launcher.alive(service.name, dead=True) if p.pid == pid)
+        return None if process.passes_probe(now) else "HTTP 503"
 
     def forget(self, service: Service) -> None:
         pass
