@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", default=None, help="comma-separated service counts (4,32)")
     parser.add_argument("--repeats", type=int, default=None, help="repeats (5; quick: 2)")
     parser.add_argument(
-        "--idle", type=float, default=None, help="idle window seconds (10; reported per 20 s)"
+        "--idle", type=float, default=None, help="idle window seconds (20; reported per 20 s)"
     )
     parser.add_argument("--idle-n", type=int, default=None, help="services when idle (100)")
     parser.add_argument("--only", default="", help="managers to run besides bare, e.g. circus")
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     opts.ns = [int(x) for x in (opts.n or ("4" if opts.quick else "4,32")).split(",")]
     opts.repeats = opts.repeats or (2 if opts.quick else 5)
-    opts.idle = opts.idle or (4.0 if opts.quick else 10.0)
+    opts.idle = opts.idle or (4.0 if opts.quick else 20.0)
     opts.idle_n = opts.idle_n or (20 if opts.quick else 100)
     opts.vault_s = 2.0 if opts.quick else 4.0
     opts.cli_times = 2
