@@ -193,8 +193,10 @@ async def _bind_again(path: Path) -> tuple[socket.socket, tuple[int, int]]:
 
 #: hypercorn (h11, h2, wsproto…: 60-100 ms of CPU to import) is loaded when the first
 #: connection comes, or this long after the server started, whichever is first: not in the
-#: first moments of a run, when the services are starting on the same cores.
-HTTP_LOAD_DELAY = 2.0
+#: first moment of a run, when the services are starting on the same cores, and not later
+#: either, where it would show as a burst of CPU in a run that has settled (measured: 2 s
+#: put it inside a 20 s idle window that began 2 s after four services answered).
+HTTP_LOAD_DELAY = 1.0
 
 
 class _LazyHandler:
