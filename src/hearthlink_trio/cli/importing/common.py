@@ -304,7 +304,7 @@ def render(draft: Draft) -> str:
         ConfigError: nothing could be imported (every problem named), or the draft is
             not a valid config.
     """
-    if not draft.services:
+    if not draft.services and not draft.problems:
         draft.problem("nothing to import: no service could be carried over")
         for name in draft.notes:
             for line in draft.note_lines(name):

@@ -8,6 +8,7 @@ networks, a build) has no equivalent and is named in a ``# not imported`` line.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 from pathlib import Path, PurePosixPath
@@ -106,6 +107,17 @@ def _port(value: Any) -> tuple[int | None, int | None]:
     return _number(parts[0]), _number(parts[1])
 
 
+def _port_word(word: str, port: int) -> str:
+    """``word`` with ``port`` written as ``{port}`` where it names the port alone."""
+    number = str(port)
+    if word == number:
+        return "{port}"
+    for sep in (":", "="):
+        if word.endswith(sep + number):
+            return word[: -len(number)] + "{port}"
+    return word
+
+
 def _number(value: Any) -> int | None:
     try:
         port = int(str(value))
@@ -153,8 +165,13 @@ def _probe(test: Any) -> tuple[Any, int | None, str]:
             shell = " ".join(rest)
     if shell is not None:
         shell = _unescape(shell)
-        words, needs_shell = split_command(_FAIL_SUFFIX.sub("", shell))
+        line = _FAIL_SUFFIX.sub("", shell)
+        words, needs_shell = split_command(line)
         argv = words if not needs_shell else ["sh", "-c", shell]
+        with contextlib.suppress(ValueError):
+            # A URL's "?" is no glob to the check: a curl of this machine is read as one.
+            if _http_url(shlex.split(line)) is not None:
+                argv = shlex.split(line)
     if not argv:
         return None, None, f"test {test!r} is not CMD, CMD-SHELL or NONE"
     url = _http_url(argv)
@@ -257,6 +274,10 @@ def _service(
     if isinstance(image, str) and image:
         table["image"] = image
     _ports(draft, name, svc.get("ports"), table)
+    if "port" in table:
+        # Replicas here share one machine, so each needs its own port: {port} is each
+        # replica's (the table's own port for the first).
+        table["command"] = [_port_word(word, table["port"]) for word in argv]
     if "healthcheck" in svc:
         _healthcheck(draft, name, svc["healthcheck"], table, is_task=is_task)
     if not is_task and "probe" not in table:
@@ -385,11 +406,10 @@ def _environment(
         if not isinstance(file, str):
             draft.note(name, where, "not a file name")
             continue
-        found = (base / file).is_file()
-        if kept:
-            draft.note(name, where, f"{file}: one env_file per service; merge it into the first")
-        elif not found:
+        if not (base / file).is_file():
             draft.note(name, where, f"{file}: file not found" + ("" if required else " (optional)"))
+        elif kept:
+            draft.note(name, where, f"{file}: one env_file per service; merge it into the first")
         else:
             table["env_file"] = relative_to(base / file, out_dir)
             kept = True
