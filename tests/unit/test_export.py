@@ -21,7 +21,7 @@ from hearthlink_trio import __version__
 from hearthlink_trio.cli.app import app
 from hearthlink_trio.cli.export import export_compose, export_kubernetes, render_dockerfile
 from hearthlink_trio.cli.export.compose import FAST_STARTUP_PROBE, duration
-from hearthlink_trio.cli.export.kubernetes import seconds
+from hearthlink_trio.cli.export.kubernetes import JOB_WAITER, KUBECTL_IMAGE, seconds
 from hearthlink_trio.config import default_config_path, load_config
 from hearthlink_trio.errors import ConfigError
 
@@ -379,17 +379,41 @@ def test_real_stack_to_kubernetes(tmp_path: Path) -> None:
     no_secret_in(text)
     validate_kubernetes(text, tmp_path)
     docs = kinds(text)
-    # The migration is waited for, so it runs before each pod that waits, not as a Job.
-    assert not any(kind == "Job" for kind, _ in docs)
+    # The migration is a Job, run once however many pods wait for it (app has 2 replicas).
+    migrate = docs["Job", "migrate"]["spec"]
+    assert (migrate["completions"], migrate["parallelism"]) == (1, 1)
+    job_pod = migrate["template"]["spec"]
+    assert job_pod["containers"][0]["args"] == ["python", "-m", "app.migrate"]
+    assert [c["name"] for c in job_pod["initContainers"]] == ["wait-for-db"]
     web = docs["Deployment", "app"]
     assert web["spec"]["replicas"] == 2
     pod = web["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == [
+        "wait-for-job-migrate",
         "wait-for-db",
-        "migrate",
         "wait-for-cache",
     ]
-    assert pod["initContainers"][1]["args"] == ["python", "-m", "app.migrate"]
+    waiter = pod["initContainers"][0]
+    assert waiter["image"] == KUBECTL_IMAGE
+    assert "kubectl wait --for=condition=complete --timeout=30s job/migrate" in waiter["command"][2]
+    # The pods that wait for a Job run under an account that may only read Jobs.
+    assert pod["serviceAccountName"] == JOB_WAITER
+    assert docs["Deployment", "worker"]["spec"]["template"]["spec"]["serviceAccountName"] == (
+        JOB_WAITER
+    )
+    assert "serviceAccountName" not in job_pod
+    assert job_pod["automountServiceAccountToken"] is False
+    assert ("ServiceAccount", JOB_WAITER) in docs
+    assert docs["Role", JOB_WAITER]["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = docs["RoleBinding", JOB_WAITER]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": JOB_WAITER,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": JOB_WAITER}]
     # The worker has no port: nothing to wait on, and said so.
     assert "# app does not wait for worker: worker has no port to wait on" in text
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -401,6 +425,32 @@ def test_real_stack_to_kubernetes(tmp_path: Path) -> None:
     assert "# stop_signal SIGINT is not carried over" in text
     assert ("Service", "worker") not in docs
     assert "enableServiceLinks" in db and db["enableServiceLinks"] is False
+
+
+def test_job_waits_take_the_kubectl_image_and_namespace_given(tmp_path: Path) -> None:
+    text = export_kubernetes(
+        stack(tmp_path, EXEC_PROBE), namespace="shop", kubectl_image="example/kubectl:9"
+    )
+    validate_kubernetes(text, tmp_path)
+    docs = kinds(text)
+    init = docs["Deployment", "app"]["spec"]["template"]["spec"]["initContainers"]
+    assert init[0]["image"] == "example/kubectl:9"
+    binding = docs["RoleBinding", JOB_WAITER]
+    assert binding["metadata"]["namespace"] == "shop"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": JOB_WAITER, "namespace": "shop"}
+    ]
+    target = tmp_path / "k.yaml"
+    args = ["export", "kubernetes", "--config", str(stack(tmp_path, EXEC_PROBE))]
+    assert export_cli([*args, "--kubectl-image", "example/kubectl:8", "-o", str(target)]) == 0
+    assert "image: example/kubectl:8" in target.read_text()
+
+
+def test_no_job_waited_for_means_no_service_account(tmp_path: Path) -> None:
+    docs = kinds(export_kubernetes(hello_with_images(tmp_path)))
+    assert not {kind for kind, _ in docs} & {"ServiceAccount", "Role", "RoleBinding"}
+    pod = docs["Deployment", "hello"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_a_task_nothing_waits_for_is_a_job(tmp_path: Path) -> None:

@@ -387,13 +387,22 @@ def export_kubernetes(
     namespace: Annotated[
         str | None, Parameter(help="Put everything in this namespace (and create it).")
     ] = None,
+    kubectl_image: Annotated[
+        str | None,
+        Parameter(
+            help="The image (with sh and kubectl) whose init containers wait for a task's Job "
+            "(default: bitnami/kubectl:1.30)."
+        ),
+    ] = None,
 ) -> int:
     """The config as Kubernetes manifests (`kubectl apply -f`); exit 2 if it cannot be."""
+    from hearthlink_trio.cli.export import KUBECTL_IMAGE, write_output
     from hearthlink_trio.cli.export import export_kubernetes as render
-    from hearthlink_trio.cli.export import write_output
 
     try:
-        text = render(config_path(config), namespace=namespace)
+        text = render(
+            config_path(config), namespace=namespace, kubectl_image=kubectl_image or KUBECTL_IMAGE
+        )
     except HearthlinkError as exc:
         return _report(exc)
     return write_output(text, output)
