@@ -22,7 +22,7 @@ from hearthlink_trio.config import Config, Service
 from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.process.groups import GROUPS_NAME, MalformedRecord, reap_leftovers
 from hearthlink_trio.process.procfs import port_holder
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
 
 LOCK_NAME = "supervisor.lock"
@@ -110,10 +110,10 @@ def _reap(run_dir: Path, log: logging.Logger) -> None:
         record = run_dir / GROUPS_NAME
         aside = record.with_name(GROUPS_NAME + ".corrupt")
         os.replace(record, aside)
-        events.emit(log, events.group_record_unusable(record, str(exc), aside))
+        log_lines.emit(log, log_lines.group_record_unusable(record, str(exc), aside))
         return
     if killed:
-        events.emit(log, events.reaped(killed))
+        log_lines.emit(log, log_lines.reaped(killed))
 
 
 def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready | None:
@@ -138,7 +138,7 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
             [*problems, f"Data dir {config.data_dir} is not usable: {exc.strerror or exc}"]
         ) from None
     if lock.previous and not lock.previous.isdigit():
-        events.emit(log, events.lock_file_corrupt(lock.path, lock.previous))
+        log_lines.emit(log, log_lines.lock_file_corrupt(lock.path, lock.previous))
     try:
         try:
             secrets = load_secrets(config, create=keep_lock)
@@ -165,7 +165,7 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
             raise PreflightError(problems)
         for service in available:
             assert service.port is not None
-            events.emit(log, events.port_available(service.name, service.port))
+            log_lines.emit(log, log_lines.port_available(service.name, service.port))
     except BaseException:
         lock.release()
         raise

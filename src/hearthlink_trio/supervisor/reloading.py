@@ -7,7 +7,7 @@ import logging
 
 from hearthlink_trio.config import Config
 from hearthlink_trio.errors import ConfigError
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.preflight import check_port
 from hearthlink_trio.supervisor.reload import Plan, ReloadRefused, diff
 from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
@@ -26,11 +26,11 @@ def prepare_reload(running: Config, log: logging.Logger) -> tuple[Plan, Secrets]
         plan = diff(running, new)
     except ConfigError as exc:
         for line in exc.problems:
-            events.emit(log, events.config_problem(line))
-        events.emit(log, events.reload_refused(KEEP_THEIR_CONFIG))
+            log_lines.emit(log, log_lines.config_problem(line))
+        log_lines.emit(log, log_lines.reload_refused(KEEP_THEIR_CONFIG))
         return None
     except ReloadRefused as exc:
-        events.emit(log, events.reload_refused(str(exc)))
+        log_lines.emit(log, log_lines.reload_refused(str(exc)))
         return None
     busy = []
     for name in plan.new_ports(running):
@@ -46,8 +46,8 @@ def prepare_reload(running: Config, log: logging.Logger) -> tuple[Plan, Secrets]
         busy.append(f"Secrets in {new.data_dir}: {exc}")
     if busy or secrets is None:
         for line in busy:
-            events.emit(log, events.port_unavailable(line))
-        events.emit(log, events.reload_refused(KEEP_THEIR_CONFIG))
+            log_lines.emit(log, log_lines.port_unavailable(line))
+        log_lines.emit(log, log_lines.reload_refused(KEEP_THEIR_CONFIG))
         return None
-    events.emit(log, events.reloaded(plan.summary()))
+    log_lines.emit(log, log_lines.reloaded(plan.summary()))
     return plan, secrets
