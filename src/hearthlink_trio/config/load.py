@@ -93,6 +93,7 @@ def load_config(
         python=python,
         data_dir=data_dir,
         stop_timeout=sup.stop_timeout,
+        hook_timeout=sup.hook_timeout,
         file_env={},
         local=local,
     )

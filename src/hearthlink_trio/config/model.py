@@ -51,6 +51,8 @@ class SupervisorSection(_Section):
     log_backups: Annotated[int, Field(ge=0)] = 3
     #: A dotenv file read for every service ("" = none).
     env_file: str = ""
+    #: How long a hook (post_start, pre_stop, on_failure) may run before it is killed.
+    hook_timeout: Positive = 10.0
 
 
 class HealthSection(_Section):
@@ -159,6 +161,14 @@ class ServiceSection(_Section):
     critical: bool = False
     #: Environment variable -> file in the data dir holding a generated secret.
     secrets: dict[str, str] = Field(default_factory=dict)
+    #: A task only: a 5-field cron expression (local time) or "every N" seconds.
+    schedule: str = ""
+    #: Hooks: argv run once each process is healthy, before its stop signal, on giving up.
+    post_start: list[str] = Field(default_factory=list)
+    pre_stop: list[str] = Field(default_factory=list)
+    on_failure: list[str] = Field(default_factory=list)
+    #: Overrides [supervisor] hook_timeout for this service.
+    hook_timeout: Positive | None = None
 
     @field_validator("secrets")
     @classmethod

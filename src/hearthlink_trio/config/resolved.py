@@ -90,6 +90,13 @@ class Service:
     group: str = ""
     replica: int | None = None
     image: str = ""
+    #: A task's schedule ("" = none): a cron expression or "every N".
+    schedule: str = ""
+    #: Hooks (argv, placeholders filled; empty = none) and how long each may run.
+    post_start: tuple[str, ...] = ()
+    pre_stop: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+    hook_timeout: float = 10.0
 
     @property
     def depends_on(self) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -291,4 +292,38 @@ def stream_reader_dropped(reason: str) -> Event:
         f"Event stream: dropped a reader that was too slow ({reason})",
         WARNING,
         {"reason": reason},
+    )
+
+
+# -- schedules and hooks -------------------------------------------------------------------
+
+
+def _clock(ts: float) -> str:
+    """A scheduled time as the local clock shows it: ``2026-03-01 00:05:00``."""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def scheduled_run(service: str, due: float) -> Event:
+    return Event(
+        "scheduled_run",
+        f"Scheduled run of {service} task (due {_clock(due)})",
+        fields={"service": service, "due": due},
+    )
+
+
+def schedule_skipped(service: str, due: float) -> Event:
+    return Event(
+        "schedule_skipped",
+        f"Skipped the {_clock(due)} run of {service} task: its previous run is still going",
+        WARNING,
+        {"service": service, "due": due},
+    )
+
+
+def hook_failed(service: str, hook: str, why: str) -> Event:
+    return Event(
+        "hook_failed",
+        f"{hook} hook of {service} service {why}",
+        WARNING,
+        {"service": service, "hook": hook},
     )

@@ -45,8 +45,7 @@ from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console
-from hearthlink_trio.supervisor.reload import Plan
-from hearthlink_trio.supervisor.reloading import prepare_reload
+from hearthlink_trio.supervisor.reload import Plan, prepare_reload
 from hearthlink_trio.supervisor.runner import Runner
 from hearthlink_trio.supervisor.seams import Launcher, Prober, ServiceProber
 from hearthlink_trio.supervisor.secrets import Secrets
