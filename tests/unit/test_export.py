@@ -561,3 +561,110 @@ def test_dockerfile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "RUN pip install . && rm -rf /src" in lines
     assert export_cli(["export", "dockerfile"]) == 0
     assert capsys.readouterr().out == text
+
+
+# --- the newer keys -------------------------------------------------------------------------
+
+HOOKS = """
+[services.web]
+image = "example/web:1"
+command = ["serve", "--port", "{port}"]
+port = 8080
+probe = { tcp = true }
+post_start = ["sh", "-c", "echo up on {host}:{port} costs $5"]
+pre_stop = ["web-drain", "--port", "{port}"]
+on_failure = ["notify", "web"]
+"""
+
+
+def test_hooks_become_compose_hooks_and_lifecycle_handlers(tmp_path: Path) -> None:
+    path = tmp_path / "hooks.toml"
+    path.write_text(HOOKS)
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    web = yaml.safe_load(compose)["services"]["web"]
+    # A hook runs inside the container: {host} is its loopback; $ is escaped for compose.
+    assert web["post_start"] == [{"command": ["sh", "-c", "echo up on 127.0.0.1:8080 costs $$5"]}]
+    assert web["pre_stop"] == [{"command": ["web-drain", "--port", "8080"]}]
+    assert "#   web: on_failure (compose has no hook for a service that gives up)" in compose
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    container = kinds(manifests)["Deployment", "web"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["lifecycle"] == {
+        "postStart": {"exec": {"command": ["sh", "-c", "echo up on 127.0.0.1:8080 costs $5"]}},
+        "preStop": {"exec": {"command": ["web-drain", "--port", "8080"]}},
+    }
+    assert "# on_failure is not carried over: Kubernetes has no hook for giving up" in manifests
+
+
+SCHEDULED = """
+[services.report]
+kind = "task"
+image = "example/app:1"
+command = ["python", "-m", "app.report"]
+schedule = "SCHEDULE"
+
+[services.mailer]
+image = "example/app:1"
+command = ["python", "-m", "app.mailer"]
+probe = "none"
+depends_on = { report = "completed" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("schedule", "cron"),
+    [
+        ("*/5 * * * *", "*/5 * * * *"),
+        ("30 2 * * 1-5", "30 2 * * 1-5"),
+        ("every 60", "* * * * *"),
+        ("every 300", "*/5 * * * *"),
+        ("every 7200", "0 */2 * * *"),
+        ("every 86400", "0 0 * * *"),
+    ],
+)
+def test_a_scheduled_task_is_a_cronjob(schedule: str, cron: str, tmp_path: Path) -> None:
+    path = tmp_path / "cron.toml"
+    path.write_text(SCHEDULED.replace("SCHEDULE", schedule))
+    text = export_kubernetes(path)
+    validate_kubernetes(text, tmp_path)
+    docs = kinds(text)
+    job = docs["CronJob", "report"]["spec"]
+    assert job["schedule"] == cron
+    assert job["concurrencyPolicy"] == "Forbid"
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert ("Job", "report") not in docs
+    # Its Jobs have generated names: a dependent cannot wait for one, and says so.
+    mailer = docs["Deployment", "mailer"]["spec"]["template"]["spec"]
+    assert "initContainers" not in mailer and "serviceAccountName" not in mailer
+    assert "# mailer does not wait for report to complete: report is a CronJob" in text
+    assert ("ServiceAccount", JOB_WAITER) not in docs
+
+
+@pytest.mark.parametrize("schedule", ["every 7", "every 420", "every 25200", "every 90"])
+def test_a_schedule_cron_cannot_say_is_refused(
+    schedule: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cron.toml"
+    path.write_text(SCHEDULED.replace("SCHEDULE", schedule))
+    assert export_cli(["export", "kubernetes", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"cron.toml: services.report.schedule: {schedule!r} is not a cron schedule (a "
+        "CronJob's): every N must be whole minutes dividing an hour, or whole hours dividing "
+        "a day; write a cron expression\n"
+    )
+
+
+def test_a_schedule_is_refused_for_compose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cron.toml"
+    path.write_text(SCHEDULED.replace("SCHEDULE", "*/5 * * * *"))
+    target = tmp_path / "compose.yaml"
+    assert export_cli(["export", "compose", "--config", str(path), "-o", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        "cron.toml: services.report.schedule: compose has no schedule; run `docker compose run "
+        "--rm report` from the host's cron, or export to kubernetes (a CronJob)\n"
+    )
+    assert not target.exists()

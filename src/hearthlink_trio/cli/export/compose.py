@@ -132,6 +132,12 @@ def _service(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
         )
     out["stop_signal"] = unit.stop_signal
     out["stop_grace_period"] = duration(unit.stop_timeout)
+    if unit.post_start:
+        out["post_start"] = [{"command": [_escape(part) for part in unit.post_start]}]
+    if unit.pre_stop:
+        out["pre_stop"] = [{"command": [_escape(part) for part in unit.pre_stop]}]
+    if unit.on_failure:
+        notes.append(f"{unit.name}: on_failure (compose has no hook for a service that gives up)")
     if unit.replicas > 1:
         out["deploy"] = {"replicas": unit.replicas}
     return out

@@ -26,6 +26,7 @@ from hearthlink_trio.cli.export.mapping import (
     Plan,
     Unit,
     comment,
+    cron_expression,
     dns_label,
     dump,
     header,
@@ -140,6 +141,13 @@ def _container(unit: Unit, health: Health, *, probed: bool) -> dict[str, Any]:
     if probed:
         out.update(probes(unit, health))
     out["volumeMounts"] = [{"name": "data", "mountPath": DATA_PATH}]
+    lifecycle = {}
+    if unit.post_start:
+        lifecycle["postStart"] = {"exec": {"command": list(unit.post_start)}}
+    if unit.pre_stop:
+        lifecycle["preStop"] = {"exec": {"command": list(unit.pre_stop)}}
+    if lifecycle:
+        out["lifecycle"] = lifecycle
     if unit.bundled:
         out["securityContext"] = {"runAsNonRoot": True, "allowPrivilegeEscalation": False}
     return out
@@ -189,7 +197,7 @@ def _job_wait_container(task: str, image: str) -> dict[str, Any]:
 def waits_for_jobs(plan: Plan, unit: Unit) -> bool:
     """``unit`` waits for some task to complete (its pods run ``kubectl wait``)."""
     return any(
-        plan.unit(dep).is_task and condition != "started"
+        plan.unit(dep).is_task and not plan.unit(dep).is_scheduled and condition != "started"
         for dep, condition in unit.conditions.items()
     )
 
@@ -200,7 +208,13 @@ def _init_containers(
     out = []
     for dep, condition in unit.conditions.items():
         dependency = plan.unit(dep)
-        if dependency.is_task:
+        if dependency.is_scheduled:
+            if condition != "started":
+                notes.append(
+                    f"{unit.name} does not wait for {dep} to complete: {dep} is a CronJob, "
+                    "whose Jobs have no name known in advance to wait for"
+                )
+        elif dependency.is_task:
             if condition != "started":
                 out.append(_job_wait_container(dep, kubectl_image))
         elif dependency.port is None:
@@ -248,7 +262,34 @@ def _documents(
             "container with SIGTERM (or the image's STOPSIGNAL); a preStop hook can send "
             f"{unit.stop_signal} first"
         )
+    if unit.on_failure:
+        notes.append("on_failure is not carried over: Kubernetes has no hook for giving up")
     pod = _pod(plan, unit, notes, kubectl_image)
+    if unit.is_scheduled:
+        cron = cron_expression(unit.schedule)
+        assert cron is not None, "a schedule cron cannot say is refused before rendering"
+        restart = plan.config.restart
+        cronjob: dict[str, Any] = {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": _metadata(unit.name, namespace),
+            "spec": {
+                "schedule": cron,
+                # hearthlink skips a run while the last one still runs.
+                "concurrencyPolicy": "Forbid",
+                "jobTemplate": {
+                    "spec": {
+                        "backoffLimit": 0 if unit.restart == "never" else restart.max_attempts,
+                        "template": pod,
+                    }
+                },
+            },
+        }
+        notes.append(
+            "the schedule runs in the cluster's time zone (the controller's, often UTC), "
+            "not this machine's local time; set spec.timeZone to change it"
+        )
+        return [([f"{unit.name}: a scheduled task ({unit.schedule})", *_wrap(notes)], cronjob)]
     if unit.is_task:
         restart = plan.config.restart
         work: dict[str, Any] = {
