@@ -69,6 +69,8 @@ _MAPPED = {
     "stop_grace_period",
     "working_dir",
     "restart",
+    "post_start",
+    "pre_stop",
 }
 
 
@@ -438,6 +440,9 @@ def _lifecycle(draft: Draft, name: str, svc: dict[str, Any], table: dict[str, An
             draft.note(name, "stop_grace_period", f"{svc['stop_grace_period']!r} is no duration")
         else:
             table["stop_timeout"] = seconds
+    for hook in ("post_start", "pre_stop"):
+        if hook in svc:
+            _hook(draft, name, hook, svc[hook], table)
     policy = svc.get("restart")
     if policy is None:
         return
@@ -451,6 +456,23 @@ def _lifecycle(draft: Draft, name: str, svc: dict[str, Any], table: dict[str, An
             draft.set_shared("restart", "max_attempts", int(count), name, "restart")
     else:
         draft.note(name, "restart", f"unknown policy {text!r}")
+
+
+def _hook(draft: Draft, name: str, hook: str, value: Any, table: dict[str, Any]) -> None:
+    """A compose lifecycle hook: its first command becomes the service's hook."""
+    hooks = value if isinstance(value, list) else [value]
+    for n, entry in enumerate(hooks):
+        where = f"{hook}[{n}]"
+        argv = _argv(entry.get("command")) if isinstance(entry, dict) else None
+        if not argv:
+            draft.note(name, where, "no command")
+        elif hook in table:
+            draft.note(name, where, "one hook of each kind per service")
+        else:
+            table[hook] = argv
+            for key in entry:
+                if key != "command":
+                    draft.note(name, f"{where}.{key}", "a hook runs as the service does")
 
 
 def _depends(

@@ -246,6 +246,9 @@ def _shutdown(draft: Draft, name: str, value: Any, table: dict[str, Any]) -> Non
             table["stop_signal"] = signal_name(item)
         elif key == "timeout_seconds" and isinstance(item, int | float) and item >= 0:
             table["stop_timeout"] = float(item)
+        elif key == "command" and isinstance(item, str) and split_command(item)[0]:
+            # Run before the stop signal, as process-compose runs it instead of one.
+            table["pre_stop"] = split_command(item)[0]
         else:
             draft.note(name, f"shutdown.{key}", "no equivalent")
 
