@@ -199,6 +199,59 @@ def start(name: str, /, *, config: ConfigOption = None) -> int:
     return _service_request(config, name, "start")
 
 
+#: How long `hearthlink wait` waits by default.
+DEFAULT_WAIT_TIMEOUT = 60.0
+
+
+@app.command
+def wait(
+    *names: str,
+    config: ConfigOption = None,
+    timeout: Annotated[
+        float, Parameter(help="Give up after this many seconds (exit 1, naming the laggards).")
+    ] = DEFAULT_WAIT_TIMEOUT,
+) -> int:
+    """Wait until the running supervisor's services NAME… (else all) are healthy (a task:
+    completed); exit 1 at the timeout, when one gives up, or if no supervisor runs."""
+    from hearthlink_trio.control.errors import ControlError
+
+    if timeout < 0:
+        print("--timeout must be 0 or more", file=sys.stderr)
+        return 2
+    _, client = _target(config)
+    try:
+        result = client.wait_ready(names, timeout=timeout)
+    except ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if result.ready:
+        print(f"Ready: {result.describe()}")
+        return 0
+    if result.gave_up:
+        print(f"A service gave up: {result.describe()}", file=sys.stderr)
+    else:
+        print(f"Not ready after {timeout:g}s: {result.describe()}", file=sys.stderr)
+    return 1
+
+
+@app.command
+def mcp(*, config: ConfigOption = None) -> int:
+    """A Model Context Protocol server on stdio for the running supervisor (for coding
+    agents): tools status, logs, events, restart, stop, start, wait."""
+    # The SDK is imported by this command only: `run` and the other commands never load it.
+    import contextlib
+
+    from hearthlink_trio.cli.mcpserver import build_server
+    from hearthlink_trio.control.client import ControlClient
+
+    cfg, where = _locate(config)
+    client = ControlClient(where.control_socket, data_dir=where.data_dir)
+    # Ctrl-C where it was started by hand is a normal end, like stdin closing.
+    with contextlib.suppress(KeyboardInterrupt):
+        build_server(client, cfg, where.log_dir).run("stdio")
+    return 0
+
+
 #: How long `hearthlink stop` waits for a supervisor whose config does not load (its stop
 #: timeouts are unknown then).
 DEFAULT_STOP_WAIT = 60.0

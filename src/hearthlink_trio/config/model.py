@@ -31,6 +31,36 @@ RESERVED_VARIABLES = frozenset(
 )
 DEFAULT_DATA_DIR = "~/.local/share/hearthlink"
 
+#: ``max_memory`` suffixes: binary multiples, as the kernel's and compose's ``512M`` mean.
+MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: object) -> int | None:
+    """``max_memory`` in bytes: ``"512M"`` (K, M, G: binary multiples), ``"1.5G"``, or a
+    number of bytes (an int, or a string without a suffix); ``""`` means no limit (None).
+
+    Raises:
+        ValueError: anything else, or a size that is not above 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError('give a size such as "512M" (K, M or G), or a number of bytes')
+    if isinstance(value, int):
+        size = value
+    elif not value.strip():
+        return None
+    else:
+        match = MEMORY_RE.match(value)
+        if match is None:
+            raise ValueError(
+                f'{value!r} is not a size: give a number with K, M or G ("512M"), or bytes'
+            )
+        size = int(float(match.group(1)) * MEMORY_UNITS[match.group(2).upper()])
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return size
+
+
 NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 
@@ -169,6 +199,14 @@ class ServiceSection(_Section):
     on_failure: list[str] = Field(default_factory=list)
     #: Overrides [supervisor] hook_timeout for this service.
     hook_timeout: Positive | None = None
+    #: Restarted when its memory stays above this: "512M" (K, M, G) or bytes; "" = no limit.
+    max_memory: int | str = ""
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _memory_size(cls, value: object) -> object:
+        parse_memory(value)  # raises, naming the problem; the file's form is kept
+        return value
 
     @field_validator("secrets")
     @classmethod

@@ -97,6 +97,8 @@ class Service:
     pre_stop: tuple[str, ...] = ()
     on_failure: tuple[str, ...] = ()
     hook_timeout: float = 10.0
+    #: Restarted when its memory stays above this many bytes (None: no limit).
+    max_memory: int | None = None
 
     @property
     def depends_on(self) -> tuple[str, ...]:

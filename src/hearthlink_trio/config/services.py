@@ -14,7 +14,12 @@ from typing import cast
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
-from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSection
+from hearthlink_trio.config.model import (
+    SERVICE_NAME_RE,
+    ProbeTable,
+    ServiceSection,
+    parse_memory,
+)
 from hearthlink_trio.config.resolved import TOKEN_FILE, Probe, ProbeKind, Service, service_url
 from hearthlink_trio.config.schedule import parse_schedule
 
@@ -310,6 +315,7 @@ def _service(
         pre_stop=tuple(fill(part, values) for part in svc.pre_stop),
         on_failure=tuple(fill(part, values) for part in svc.on_failure),
         hook_timeout=where.hook_timeout if svc.hook_timeout is None else svc.hook_timeout,
+        max_memory=parse_memory(svc.max_memory),
     )
 
 

@@ -1,11 +1,11 @@
 """One process of a service, from its start to its reaping.
 
 :func:`run_incarnation` launches the process and, inside :func:`running`, waits for the
-first of three things: the process exits, a manual restart is asked, or the health loop
-gives up on it. Whichever comes first is the :class:`Outcome` returned. Leaving
-``running`` (by that return, or by a cancellation: shutdown, reload) always stops the
-process group in a shielded scope and drains its output, so no path leaves a process
-behind: the guarantee is in the shape of the code.
+first of these: the process exits, a manual restart is asked, the health loop gives up on
+it, or (with ``max_memory``) its memory stays above the limit. Whichever comes first is
+the :class:`Outcome` returned. Leaving ``running`` (by that return, or by a cancellation:
+shutdown, reload) always stops the process group in a shielded scope and drains its
+output, so no path leaves a process behind: the guarantee is in the shape of the code.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
 from hearthlink_trio.supervisor.hooks import run_hook
+from hearthlink_trio.supervisor.memory import watch_memory
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
 from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
@@ -41,6 +42,7 @@ class End(enum.Enum):
 
     EXITED = "exited"
     UNHEALTHY = "unhealthy"
+    MEMORY = "memory"  # above max_memory: restarted like a failure (counted, backoff)
     MANUAL = "manual"
     CONFIG = "config"  # exited with EX_CONFIG: give up at once
     SPAWN_FAILED = "spawn_failed"
@@ -116,6 +118,8 @@ async def run_incarnation(
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
         watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch))
+    if service.max_memory is not None:
+        watchers.append(lambda: _over_memory(ctx, service, record))
     if log_watch is not None:
         out.watchers.append(log_watch.feed)
     try:
@@ -273,6 +277,10 @@ async def _manual(ctx: Context, service: Service, restart_requested: trio.Event)
     await restart_requested.wait()
     log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
     return Outcome(End.MANUAL, "manual restart")
+
+
+async def _over_memory(ctx: Context, service: Service, record: ServiceState) -> Outcome:
+    return Outcome(End.MEMORY, await watch_memory(ctx, service, record))
 
 
 async def _unhealthy(

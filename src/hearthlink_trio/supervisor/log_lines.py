@@ -120,6 +120,15 @@ def unhealthy(service: str, reason: str) -> Event:
     )
 
 
+def over_memory(service: str, reason: str, used: int, limit: int) -> Event:
+    return Event(
+        "over_memory",
+        f"{service} service {reason}, scheduling restart",
+        WARNING,
+        {"service": service, "reason": reason, "memory_bytes": used, "max_memory": limit},
+    )
+
+
 def exited(service: str, detail: str, exit_code: int) -> Event:
     return Event(
         "exited",

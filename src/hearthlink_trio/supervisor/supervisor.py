@@ -40,6 +40,7 @@ from hearthlink_trio.control.hub import EventHub, EventLogHandler
 from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
+from hearthlink_trio.process.memory import MemoryMeter
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
@@ -79,6 +80,7 @@ class Supervisor:
                 config.run_dir, mirror=containment.sentinel if containment else None
             ),
             fatal=self.fatal,
+            memory=MemoryMeter(containment.cgroup if containment else None),
         )
         #: The event stream's fan-out: every state change, probe result and output line.
         self.events = EventHub(on_drop=self._reader_dropped)
@@ -120,6 +122,9 @@ class Supervisor:
         services = []
         for name, runner in self.runners.items():
             status = service_status(runner.record, runner.service, usage(name))
+            if status["memory_bytes"] is None and runner.record.pid is not None:
+                # No memory controller: the summed RSS of its processes.
+                status["memory_bytes"] = self.ctx.memory.read(name, runner.record.pid)
             status["cpu_percent"], status["rss_bytes"] = self._usage.usage(runner.record.pid)
             services.append(status)
         self._usage.forget_others({r.record.pid for r in self.runners.values() if r.record.pid})
