@@ -145,6 +145,7 @@ services:
       db: {condition: service_healthy}
     stop_signal: SIGINT
     stop_grace_period: 20s
+    mem_limit: 256m
     post_start:
       - command: ["python", "-c", "print('up')"]
     pre_stop:
@@ -193,7 +194,7 @@ def test_compose_round_trip_keeps_services_commands_dependencies_and_checks(
                 assert _seconds(new["healthcheck"], key) == _seconds(old["healthcheck"], key)
         else:
             assert "healthcheck" not in new, name
-        for key in ("ports", "stop_signal", "post_start", "pre_stop"):
+        for key in ("ports", "stop_signal", "post_start", "pre_stop", "mem_limit"):
             if key in old:
                 assert new[key] == old[key], (name, key)
         if "stop_grace_period" in old:

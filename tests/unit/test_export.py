@@ -574,7 +574,35 @@ probe = { tcp = true }
 post_start = ["sh", "-c", "echo up on {host}:{port} costs $5"]
 pre_stop = ["web-drain", "--port", "{port}"]
 on_failure = ["notify", "web"]
+max_memory = "512M"
+
+[services.tiny]
+image = "example/web:1"
+command = ["tiny"]
+probe = "none"
+max_memory = 1000
 """
+
+
+def test_max_memory_is_the_engines_memory_limit(tmp_path: Path) -> None:
+    path = tmp_path / "hooks.toml"
+    path.write_text(HOOKS)
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    services = yaml.safe_load(compose)["services"]
+    assert services["web"]["mem_limit"] == "512m"
+    assert services["tiny"]["mem_limit"] == "1000"
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    docs = kinds(manifests)
+    limits = {
+        name: docs["Deployment", name]["spec"]["template"]["spec"]["containers"][0]["resources"]
+        for name in ("web", "tiny")
+    }
+    assert limits == {
+        "web": {"limits": {"memory": "512Mi"}},
+        "tiny": {"limits": {"memory": "1000"}},
+    }
 
 
 def test_hooks_become_compose_hooks_and_lifecycle_handlers(tmp_path: Path) -> None:

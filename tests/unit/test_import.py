@@ -306,6 +306,27 @@ services:
     ]
 
 
+def test_compose_memory_limits_become_max_memory(tmp_path: Path) -> None:
+    text = """
+services:
+  a: {command: [sleep, '9'], mem_limit: 512m}
+  b: {command: [sleep, '9'], deploy: {resources: {limits: {memory: 1gb, cpus: '0.5'}}}}
+  c: {command: [sleep, '9'], mem_limit: 1048576}
+  d: {command: [sleep, '9'], mem_limit: lots}
+"""
+    config = imported("compose", text, tmp_path)
+    services = parsed(config)["services"]
+    assert services["a"]["max_memory"] == "512M"
+    assert services["b"]["max_memory"] == "1G"
+    assert services["c"]["max_memory"] == "1048576"
+    assert "max_memory" not in services["d"]
+    assert (
+        "# not imported: services.b.deploy.resources.limits.cpus: hearthlink limits memory only"
+        in config
+    )
+    assert "# not imported: services.d.mem_limit: 'lots' is not a size hearthlink reads" in config
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -13,6 +13,7 @@ from hearthlink_trio.cli.export.mapping import (
     comment,
     dump,
     header,
+    memory_size,
     secret_lines,
     wrapped,
 )
@@ -138,6 +139,10 @@ def _service(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
         out["pre_stop"] = [{"command": [_escape(part) for part in unit.pre_stop]}]
     if unit.on_failure:
         notes.append(f"{unit.name}: on_failure (compose has no hook for a service that gives up)")
+    if unit.max_memory is not None:
+        # A hard limit: the kernel stops the container at it, where hearthlink restarts
+        # the service once it stays above.
+        out["mem_limit"] = memory_size(unit.max_memory, ("k", "m", "g"))
     if unit.replicas > 1:
         out["deploy"] = {"replicas": unit.replicas}
     return out

@@ -30,6 +30,7 @@ from hearthlink_trio.cli.export.mapping import (
     dns_label,
     dump,
     header,
+    memory_size,
     secret_files,
     secret_lines,
     wrapped,
@@ -140,6 +141,8 @@ def _container(unit: Unit, health: Health, *, probed: bool) -> dict[str, Any]:
     out["env"] = _env(unit)
     if probed:
         out.update(probes(unit, health))
+    if unit.max_memory is not None:
+        out["resources"] = {"limits": {"memory": memory_size(unit.max_memory, ("Ki", "Mi", "Gi"))}}
     out["volumeMounts"] = [{"name": "data", "mountPath": DATA_PATH}]
     lifecycle = {}
     if unit.post_start:

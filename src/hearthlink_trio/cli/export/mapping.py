@@ -79,6 +79,8 @@ class Unit:
     post_start: tuple[str, ...] = ()
     pre_stop: tuple[str, ...] = ()
     on_failure: tuple[str, ...] = ()
+    #: The memory limit in bytes (None: none).
+    max_memory: int | None = None
 
     @property
     def bundled(self) -> bool:
@@ -241,6 +243,15 @@ def cron_expression(schedule: str) -> str | None:
     return f"0 */{hours} * * *" if hours < 24 and 24 % hours == 0 else None
 
 
+def memory_size(size: int, units: tuple[str, str, str]) -> str:
+    """``size`` bytes in the largest of the (K, M, G) binary ``units`` that divides it
+    (``512Mi``, ``512m``), else in bytes."""
+    for unit, factor in zip(reversed(units), (1024**3, 1024**2, 1024), strict=True):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 def dns_label(name: str) -> bool:
     """A valid Kubernetes object name (an RFC 1123 label)."""
     return (
@@ -310,6 +321,7 @@ def _unit(
         post_start=tuple(fill(part, probe_values) for part in svc.post_start),
         pre_stop=tuple(fill(part, probe_values) for part in svc.pre_stop),
         on_failure=tuple(svc.on_failure),
+        max_memory=resolved.max_memory,
     )
 
 

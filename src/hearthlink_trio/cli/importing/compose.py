@@ -41,6 +41,7 @@ _HEALTH_KEYS = {
     "start_period": "startup_period",
     "start_interval": "startup_interval",
 }
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgKMG]?)[bB]?$")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "[::1]"}
 _FAIL_SUFFIX = re.compile(r"\s*\|\|\s*exit\s+1\s*$")
 #: Top-level keys that mean nothing here, and why.
@@ -71,6 +72,7 @@ _MAPPED = {
     "restart",
     "post_start",
     "pre_stop",
+    "mem_limit",
 }
 
 
@@ -424,10 +426,14 @@ def _lifecycle(draft: Draft, name: str, svc: dict[str, Any], table: dict[str, An
             if key == "replicas" and isinstance(value, int) and 1 <= value <= 1000:
                 if value > 1:
                     table["replicas"] = value
+            elif key == "resources" and isinstance(value, dict):
+                _resources(draft, name, value, table)
             else:
                 draft.note(name, f"deploy.{key}", "no equivalent")
     elif deploy is not None:
         draft.note(name, "deploy", "not a mapping")
+    if "mem_limit" in svc:
+        _memory(draft, name, "mem_limit", svc["mem_limit"], table)
     if "stop_signal" in svc:
         signame = signal_name(svc["stop_signal"])
         if signame is None:
@@ -456,6 +462,33 @@ def _lifecycle(draft: Draft, name: str, svc: dict[str, Any], table: dict[str, An
             draft.set_shared("restart", "max_attempts", int(count), name, "restart")
     else:
         draft.note(name, "restart", f"unknown policy {text!r}")
+
+
+def _resources(draft: Draft, name: str, value: dict[str, Any], table: dict[str, Any]) -> None:
+    for key, item in value.items():
+        if key == "limits" and isinstance(item, dict):
+            for limit, amount in item.items():
+                where = f"deploy.resources.limits.{limit}"
+                if limit == "memory":
+                    _memory(draft, name, where, amount, table)
+                else:
+                    draft.note(name, where, "hearthlink limits memory only")
+        else:
+            draft.note(name, f"deploy.resources.{key}", "hearthlink limits memory only")
+
+
+def _memory(draft: Draft, name: str, where: str, value: Any, table: dict[str, Any]) -> None:
+    """A compose memory size (``512m``, ``1gb``, bytes) as ``max_memory``."""
+    text = str(value).strip() if isinstance(value, int | str) else ""
+    match = _MEMORY.match(text) if not isinstance(value, bool) else None
+    if match is None:
+        draft.note(name, where, f"{value!r} is not a size hearthlink reads (K, M, G or bytes)")
+        return
+    size = match.group(1) + match.group(2).upper()
+    if "max_memory" in table and table["max_memory"] != size:
+        draft.note(name, where, f"{value!r} differs from the limit {table['max_memory']!r} taken")
+        return
+    table["max_memory"] = size
 
 
 def _hook(draft: Draft, name: str, hook: str, value: Any, table: dict[str, Any]) -> None:
