@@ -136,6 +136,19 @@ def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
 
+def test_a_service_left_out_of_the_run_says_so() -> None:
+    health = {
+        "status": "healthy",
+        "services": [
+            service("web", state="healthy", selected=True),
+            service("tool", status="stopped", state="stopped", pid=None, selected=False),
+        ],
+    }
+    rows = render_status_table(health, now=NOW).splitlines()
+    assert rows[2].split()[:2] == ["web", "healthy"]
+    assert rows[3].split()[:4] == ["tool", "stopped", "(not", "selected)"]
+
+
 def test_a_scheduled_task_shows_when_it_runs_next() -> None:
     health = {
         "status": "healthy",

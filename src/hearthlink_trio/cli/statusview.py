@@ -101,6 +101,8 @@ def _state(service: dict[str, Any], status: str, now: float) -> str:
         state = f"backoff ({float(backoff):g}s)"
     if service.get("health") == "unhealthy" and state in _LIVE_STATUSES:
         state = f"{state} (unhealthy)"
+    if service.get("selected") is False:  # left out of the run: `hearthlink start` starts it
+        state = f"{state} (not selected)"
     next_run = service.get("next_run")
     if next_run is not None and status not in _LIVE_STATUSES:
         state = f"{state} (next in {format_duration(float(next_run) - now)})"

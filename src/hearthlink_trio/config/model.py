@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     field_validator,
     model_validator,
@@ -24,6 +25,7 @@ from pydantic import (
 
 SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PROFILE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SECRET_FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 #: Variables the supervisor gives every service; a secret cannot take their name.
 RESERVED_VARIABLES = frozenset(
@@ -191,6 +193,11 @@ class ServiceSection(_Section):
     critical: bool = False
     #: Environment variable -> file in the data dir holding a generated secret.
     secrets: dict[str, str] = Field(default_factory=dict)
+    #: Started only when one of these profiles is selected, or when named.
+    profiles: list[Annotated[str, Field(pattern=PROFILE_RE)]] = Field(default_factory=list)
+    #: false removes the service (an override file switching one off); dropped before
+    #: validation, so a table that only says ``enabled = false`` needs nothing else.
+    enabled: StrictBool = True
     #: A task only: a 5-field cron expression (local time) or "every N" seconds.
     schedule: str = ""
     #: Hooks: argv run once each process is healthy, before its stop signal, on giving up.

@@ -90,6 +90,8 @@ class Service:
     group: str = ""
     replica: int | None = None
     image: str = ""
+    #: Started only when one of these profiles is selected, or it is named (or needed).
+    profiles: tuple[str, ...] = ()
     #: A task's schedule ("" = none): a cron expression or "every N".
     schedule: str = ""
     #: Hooks (argv, placeholders filled; empty = none) and how long each may run.
@@ -128,6 +130,16 @@ class Config:
     services: tuple[Service, ...]
     log_max_bytes: int
     log_backups: int
+    #: The config files as given (the first is ``path``); the override file beside the
+    #: first is found again at each load.
+    sources: tuple[Path, ...] = ()
+    #: The ``[supervisor]`` env_file's values (every service's ``file_env`` starts from them).
+    file_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files given for this config (``path`` alone for a config built by hand)."""
+        return self.sources or (self.path,)
 
     def group(self, name: str) -> tuple[Service, ...]:
         """The services of table ``name``: itself, or its replicas."""

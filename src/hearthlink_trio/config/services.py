@@ -310,6 +310,7 @@ def _service(
         group=name,
         replica=index + 1 if svc.replicas > 1 else None,
         image=svc.image,
+        profiles=tuple(svc.profiles),
         schedule=svc.schedule,
         post_start=tuple(fill(part, values) for part in svc.post_start),
         pre_stop=tuple(fill(part, values) for part in svc.pre_stop),

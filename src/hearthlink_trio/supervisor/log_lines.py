@@ -336,3 +336,38 @@ def hook_failed(service: str, hook: str, why: str) -> Event:
         WARNING,
         {"service": service, "hook": hook},
     )
+
+
+# -- hearthlink run -- CMD ---------------------------------------------------------------
+
+
+def command_started(argv: Sequence[str], pid: int) -> Event:
+    shown = " ".join(argv)
+    return Event(
+        "command_started",
+        f"Services ready; running {shown} (PID {pid})",
+        fields={"argv": list(argv), "pid": pid},
+    )
+
+
+def command_exited(argv: Sequence[str], code: int, how: str) -> Event:
+    return Event(
+        "command_exited",
+        f"Command {argv[0]} ended ({how})",
+        fields={"argv": list(argv), "exit_code": code},
+    )
+
+
+def command_not_started(argv: Sequence[str], why: str) -> Event:
+    return Event(
+        "command_not_started", f"Not running {argv[0]}: {why}", ERROR, {"argv": list(argv)}
+    )
+
+
+def signal_left_to_command(signal_name: str, forwarded: bool) -> Event:
+    how = "passed on to" if forwarded else "also received by"
+    return Event(
+        "signal_left_to_command",
+        f"Received {signal_name}, {how} the command; the services stop once it has ended",
+        fields={"signal": signal_name},
+    )

@@ -34,15 +34,21 @@ from hearthlink_trio.supervisor.state import ServiceState, State
 class Runner:
     """Runs one service; :meth:`run` returns only when cancelled (shutdown or retirement)."""
 
-    def __init__(self, ctx: Context, service: Service, *, index: int) -> None:
+    def __init__(
+        self, ctx: Context, service: Service, *, index: int, selected: bool = True
+    ) -> None:
         self.ctx = ctx
         self.service = service
         self.name = service.name
         # Computed once: an unchanged service keeps its environment across reloads.
         self.env = child_environment(ctx.config, service, ctx.secrets)
+        #: Started with the run (``hearthlink run NAME…`` and profiles leave others out,
+        #: stopped until ``hearthlink start NAME``).
+        self.selected = selected
         self.record = ServiceState(
             service.name,
             log=ctx.log,
+            state=State.WAITING if selected else State.STOPPED,
             restart_backoff=backoff_delay(1, ctx.config.restart),
             on_change=ctx.on_change,
         )
@@ -58,8 +64,9 @@ class Runner:
             ),
         )
         self._restart = trio.Event()
-        #: Stopped by hand (``hearthlink stop NAME``): kept stopped until started again.
-        self.held = False
+        #: Stopped by hand (``hearthlink stop NAME``), or not selected: kept stopped until
+        #: started.
+        self.held = not selected
         self._released = trio.Event()
         #: What the runner is doing now (waiting, a process, a backoff); cancelled by hold().
         self._activity: trio.CancelScope | None = None
@@ -124,6 +131,7 @@ class Runner:
             if self._idle_on_schedule():
                 return "not stopped: it waits for its next scheduled time (restart runs it now)"
             return f"not stopped ({self.record.state.value})"
+        self.selected = True
         self._released.set()
         return "starting"
 
@@ -153,6 +161,9 @@ class Runner:
     async def run(self) -> None:
         try:
             with self.scope:
+                if self.held:  # not selected: stopped from the start, until started
+                    await self._released.wait()
+                    self.held, self._released = False, trio.Event()
                 # The on_failure hooks run here, beside the service's own life: a hook never
                 # holds up its restart, and ends with the runner at the latest.
                 async with trio.open_nursery() as self._hooks:

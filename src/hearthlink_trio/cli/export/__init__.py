@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hearthlink_trio.cli.export.compose import render_compose
@@ -28,8 +28,8 @@ __all__ = [
 ]
 
 
-def export_compose(path: Path, environ: Mapping[str, str] | None = None) -> str:
-    """The compose file of the config at ``path``.
+def export_compose(path: Path | Sequence[Path], environ: Mapping[str, str] | None = None) -> str:
+    """The compose file of the config at ``path`` (one file, or several merged).
 
     Raises:
         ConfigError: the config is invalid or cannot run under compose.
@@ -38,13 +38,13 @@ def export_compose(path: Path, environ: Mapping[str, str] | None = None) -> str:
 
 
 def export_kubernetes(
-    path: Path,
+    path: Path | Sequence[Path],
     environ: Mapping[str, str] | None = None,
     *,
     namespace: str | None = None,
     kubectl_image: str = KUBECTL_IMAGE,
 ) -> str:
-    """The Kubernetes manifests of the config at ``path``.
+    """The Kubernetes manifests of the config at ``path`` (one file, or several merged).
 
     Raises:
         ConfigError: the config is invalid or cannot run on Kubernetes.
