@@ -153,6 +153,7 @@ services:
   worker:
     image: example/app:2
     command: ["sleep", "3600"]
+    profiles: [jobs]
     depends_on:
       db: {condition: service_started}
       web: {condition: service_healthy}
@@ -194,7 +195,7 @@ def test_compose_round_trip_keeps_services_commands_dependencies_and_checks(
                 assert _seconds(new["healthcheck"], key) == _seconds(old["healthcheck"], key)
         else:
             assert "healthcheck" not in new, name
-        for key in ("ports", "stop_signal", "post_start", "pre_stop", "mem_limit"):
+        for key in ("ports", "stop_signal", "post_start", "pre_stop", "mem_limit", "profiles"):
             if key in old:
                 assert new[key] == old[key], (name, key)
         if "stop_grace_period" in old:

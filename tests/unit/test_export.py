@@ -581,6 +581,7 @@ image = "example/web:1"
 command = ["tiny"]
 probe = "none"
 max_memory = 1000
+profiles = ["small", "debug"]
 """
 
 
@@ -603,6 +604,16 @@ def test_max_memory_is_the_engines_memory_limit(tmp_path: Path) -> None:
         "web": {"limits": {"memory": "512Mi"}},
         "tiny": {"limits": {"memory": "1000"}},
     }
+
+
+def test_profiles_are_compose_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "hooks.toml"
+    path.write_text(HOOKS)
+    services = yaml.safe_load(export_compose(path))["services"]
+    assert services["tiny"]["profiles"] == ["small", "debug"]
+    assert "profiles" not in services["web"]
+    manifests = export_kubernetes(path)
+    assert "# profiles small, debug are not carried over: everything in these" in manifests
 
 
 def test_hooks_become_compose_hooks_and_lifecycle_handlers(tmp_path: Path) -> None:

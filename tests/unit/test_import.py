@@ -414,6 +414,27 @@ processes:
     assert (b["restart"], b["stop_signal"]) == ("never", "SIGQUIT")
 
 
+def test_namespaces_profiles_and_disabled(tmp_path: Path) -> None:
+    text = """
+processes:
+  a: {command: sleep 9, namespace: default}
+  b: {command: sleep 9, namespace: tools}
+  c: {command: sleep 9, namespace: 'bad name'}
+  d: {command: sleep 9, disabled: true}
+"""
+    config = imported("process-compose", text, tmp_path)
+    services = parsed(config)["services"]
+    assert "profiles" not in services["a"]  # "default" is every process's namespace
+    assert services["b"]["profiles"] == ["tools"]
+    assert "profiles" not in services["c"]
+    assert "# not imported: services.c.namespace: 'bad name' is not a profile name" in config
+    assert services["d"]["enabled"] is False
+    compose = "services:\n  w: {command: [sleep, '9'], profiles: [debug, 'no way']}\n"
+    config = imported("compose", compose, tmp_path)
+    assert parsed(config)["services"]["w"]["profiles"] == ["debug"]
+    assert "# not imported: services.w.profiles: 'no way' is not a profile name" in config
+
+
 def test_process_compose_bad_files(tmp_path: Path) -> None:
     assert refusal("process-compose", "version: '0.5'\n", tmp_path)[0].endswith(
         "processes: no processes to import"

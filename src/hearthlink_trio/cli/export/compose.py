@@ -98,6 +98,8 @@ def _condition(dependency: Unit, condition: str, health: Health) -> tuple[str, s
 def _service(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
     health = plan.config.health
     out: dict[str, Any] = {"image": unit.image}
+    if unit.profiles:
+        out["profiles"] = list(unit.profiles)
     out["command"] = [_escape(part) for part in unit.image_args]
     env: dict[str, str] = {key: _escape(value) for key, value in unit.env.items()}
     for var in unit.secret_vars:

@@ -267,6 +267,11 @@ def _documents(
         )
     if unit.on_failure:
         notes.append("on_failure is not carried over: Kubernetes has no hook for giving up")
+    if unit.profiles:
+        notes.append(
+            f"profiles {', '.join(unit.profiles)} are not carried over: everything in these "
+            "manifests is applied; leave this document out to leave the service out"
+        )
     pod = _pod(plan, unit, notes, kubectl_image)
     if unit.is_scheduled:
         cron = cron_expression(unit.schedule)

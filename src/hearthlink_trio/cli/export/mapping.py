@@ -80,6 +80,8 @@ class Unit:
     on_failure: tuple[str, ...] = ()
     #: The memory limit in bytes (None: none).
     max_memory: int | None = None
+    #: Started only when one of these profiles is selected.
+    profiles: tuple[str, ...] = ()
 
     @property
     def bundled(self) -> bool:
@@ -324,6 +326,7 @@ def _unit(
         pre_stop=tuple(fill(part, probe_values) for part in svc.pre_stop),
         on_failure=tuple(svc.on_failure),
         max_memory=resolved.max_memory,
+        profiles=tuple(svc.profiles),
     )
 
 

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from tomlkit.items import InlineTable, Table
 
 from hearthlink_trio import __version__
-from hearthlink_trio.config.model import SERVICE_NAME_RE, ConfigFile
+from hearthlink_trio.config.model import PROFILE_RE, SERVICE_NAME_RE, ConfigFile
 from hearthlink_trio.errors import ConfigError
 
 #: The largest file an import reads: every tool's config is far smaller.
@@ -230,6 +230,18 @@ def env_pairs(value: Any) -> tuple[dict[str, str | None], list[str]]:
     elif value is not None:
         bad.append(repr(value))
     return out, bad
+
+
+def profile_names(draft: Draft, service: str, key: str, value: Any) -> list[str]:
+    """The valid profile names of ``value`` (a list, or one name); the others are noted."""
+    names = value if isinstance(value, list) else [value]
+    out = []
+    for name in names:
+        if isinstance(name, str) and re.match(PROFILE_RE, name):
+            out.append(name)
+        else:
+            draft.note(service, key, f"{name!r} is not a profile name (letters, digits, _ . -)")
+    return out
 
 
 def relative_to(path: Path, folder: Path) -> str:

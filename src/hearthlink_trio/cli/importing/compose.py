@@ -20,6 +20,7 @@ from hearthlink_trio.cli.importing.common import (
     check_names,
     env_pairs,
     parse_duration,
+    profile_names,
     read_yaml_mapping,
     relative_to,
     service_name,
@@ -73,6 +74,7 @@ _MAPPED = {
     "post_start",
     "pre_stop",
     "mem_limit",
+    "profiles",
 }
 
 
@@ -432,6 +434,10 @@ def _lifecycle(draft: Draft, name: str, svc: dict[str, Any], table: dict[str, An
                 draft.note(name, f"deploy.{key}", "no equivalent")
     elif deploy is not None:
         draft.note(name, "deploy", "not a mapping")
+    if "profiles" in svc:
+        profiles = profile_names(draft, name, "profiles", svc["profiles"])
+        if profiles:
+            table["profiles"] = profiles
     if "mem_limit" in svc:
         _memory(draft, name, "mem_limit", svc["mem_limit"], table)
     if "stop_signal" in svc:

@@ -15,6 +15,7 @@ from hearthlink_trio.cli.importing.common import (
     Draft,
     check_names,
     env_pairs,
+    profile_names,
     read_yaml_mapping,
     service_name,
     signal_name,
@@ -50,6 +51,7 @@ _MAPPED = {
     "disabled",
     "is_daemon",
     "description",
+    "namespace",
 }
 _FILE_KEYS_IGNORED = {"version", "processes", "environment"}
 
@@ -155,9 +157,18 @@ def _process(
             table["replicas"] = replicas
     elif replicas is not None:
         draft.note(name, "replicas", f"{replicas!r} is not a count from 1 to 1000")
+    namespace = proc.get("namespace")
+    # Every process without a namespace is in "default": no profile, always started.
+    if namespace is not None and namespace != "default":
+        profiles = profile_names(draft, name, "namespace", namespace)
+        if profiles:
+            table["profiles"] = profiles
     if proc.get("disabled") is True:
+        table["enabled"] = False
         draft.note(
-            name, "disabled", "the service is imported anyway; remove it or start it by hand"
+            name,
+            "disabled",
+            "written as enabled = false, which leaves the service out; remove that line to run it",
         )
     for key in proc:
         if key not in _MAPPED:
