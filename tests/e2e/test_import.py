@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,6 @@ def example(tmp_path: Path, source: str) -> Path:
 
 
 def _free(port: int) -> bool:
-    import socket
-
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
