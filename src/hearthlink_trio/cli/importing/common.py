@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from tomlkit.items import InlineTable, Table
 
 from hearthlink_trio import __version__
+from hearthlink_trio._util import NotReadableFile, read_regular_file
 from hearthlink_trio.config.model import PROFILE_RE, SERVICE_NAME_RE, ConfigFile
 from hearthlink_trio.errors import ConfigError
 
@@ -44,25 +45,22 @@ def read_text(path: Path) -> str:
     """The text of the source file.
 
     Raises:
-        ConfigError: it is missing, unreadable, too big, binary or not UTF-8.
+        ConfigError: it is missing, unreadable, not a regular file (a FIFO is refused
+            unread), too big, binary or not UTF-8.
     """
     try:
-        size = path.stat().st_size
-        if size > MAX_SOURCE_BYTES:
-            raise ConfigError(
-                f"{path}: too big to be a config ({size} bytes; at most {MAX_SOURCE_BYTES})"
-            )
-        data = path.read_bytes()
+        data = read_regular_file(path, limit=MAX_SOURCE_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a file") from None
+    except NotReadableFile as exc:
+        raise ConfigError(f"{path}: {exc}; not a config this import reads") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror or exc}") from None
     if b"\0" in data:
         raise ConfigError(f"{path}: a binary file, not a config")
     try:
-        return data.decode("utf-8")
+        # A byte-order mark, as some editors write, is no part of the text.
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
 
