@@ -41,6 +41,8 @@ class StateChange:
     error_message: str | None
     restart_count: int
     ts: float = field(default_factory=time.time)
+    #: The last ``STATUS=`` of its process (``probe = "notify"``).
+    notify_status: str | None = None
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class Context:
                 pid=record.pid,
                 error_message=self.secrets.redact(record.error_message or "") or None,
                 restart_count=record.restart_count,
+                notify_status=record.notify_status,
             )
         )
 
