@@ -707,3 +707,59 @@ def test_a_schedule_is_refused_for_compose(
         "--rm report` from the host's cron, or export to kubernetes (a CronJob)\n"
     )
     assert not target.exists()
+
+
+HELD = """
+[services.web]
+image = "example/web:1"
+command = ["serve", "--port", "{port}"]
+port = 8080
+probe = { http = "/health", json = false }
+socket = true
+strategy = "recreate"
+replicas = 2
+
+[services.api]
+image = "example/api:1"
+command = ["api", "--port", "{port}"]
+port = 8090
+probe = { tcp = true }
+socket = true
+"""
+
+
+def test_a_held_socket_is_dropped_and_recreate_is_the_deployment_strategy(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "held.toml"
+    path.write_text(HELD)
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    services = yaml.safe_load(compose)["services"]
+    # The engines' services keep their own ports: no word of the socket anywhere.
+    assert services["api"]["ports"] == ["127.0.0.1:8090:8090"]
+    assert all("socket" not in service for service in services.values())
+    assert "LISTEN_" not in compose
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    docs = kinds(manifests)
+    assert docs["Deployment", "web"]["spec"]["strategy"] == {"type": "Recreate"}
+    assert "strategy" not in docs["Deployment", "api"]["spec"]  # rolling: the default
+    assert docs["Service", "web"]["spec"]["ports"][0]["port"] == 8080
+    assert "LISTEN_" not in manifests
+
+
+@pytest.mark.parametrize("engine", ["compose", "kubernetes"])
+def test_a_notify_probe_is_refused(
+    engine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "notify.toml"
+    path.write_text(
+        '[services.db]\nimage = "x:1"\ncommand = ["db"]\nprobe = "notify"\nwatchdog = 5.0\n'
+    )
+    assert export_cli(["export", engine, "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"notify.toml: services.db.probe: the notify probe cannot be exported to {engine} (a "
+        "container has no NOTIFY_SOCKET of the engine's to send READY=1 to); use an exec, tcp "
+        "or http probe\n"
+    )

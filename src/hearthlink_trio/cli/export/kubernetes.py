@@ -319,6 +319,8 @@ def _documents(
         "spec": {
             "replicas": unit.replicas,
             "selector": {"matchLabels": {"app.kubernetes.io/name": unit.name}},
+            # Recreate: the old pods are gone before a new one starts (one writer, a lock).
+            **({"strategy": {"type": "Recreate"}} if unit.strategy == "recreate" else {}),
             "template": pod,
         },
     }

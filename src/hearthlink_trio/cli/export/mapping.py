@@ -82,6 +82,8 @@ class Unit:
     max_memory: int | None = None
     #: Started only when one of these profiles is selected.
     profiles: tuple[str, ...] = ()
+    #: How a restart replaces the process: "rolling" or "recreate" (old stopped first).
+    strategy: str = "rolling"
 
     @property
     def bundled(self) -> bool:
@@ -192,6 +194,12 @@ def _refusals(
             f"{at}.schedule: {svc.schedule!r} is not a cron schedule (a CronJob's): every N "
             "must be whole minutes dividing an hour, or whole hours dividing a day; write a "
             "cron expression"
+        )
+    if svc.probe == "notify":
+        problems.append(
+            f"{at}.probe: the notify probe cannot be exported to {engine} (a container has "
+            "no NOTIFY_SOCKET of the engine's to send READY=1 to); use an exec, tcp or http "
+            "probe"
         )
     if engine == "kubernetes":
         if isinstance(svc.probe, ProbeTable) and svc.probe.log is not None:
@@ -327,6 +335,8 @@ def _unit(
         on_failure=tuple(svc.on_failure),
         max_memory=resolved.max_memory,
         profiles=tuple(svc.profiles),
+        # socket = true is not carried: each engine's service keeps its own port.
+        strategy=resolved.strategy,
     )
 
 
