@@ -138,7 +138,10 @@ def _checks(config: Config) -> dict[str, list[str]]:
             scripts.append(str(script if script.is_absolute() else base / script))
     return {
         "files": scripts,
-        "dirs": sorted({str(svc.cwd) for svc in config.services}),
+        "dirs": sorted(
+            {str(svc.cwd) for svc in config.services}
+            | {str(folder) for svc in config.services for folder in svc.watch_folders}
+        ),
         "users": sorted({svc.user for svc in config.services if svc.user}),
     }
 
@@ -198,6 +201,9 @@ def _service_from(data: dict[str, Any]) -> Service:
             "cwd": Path(data["cwd"]),
             "stop_signal": signal.Signals(data["stop_signal"]),
             "probe": Probe(**{**probe, "argv": tuple(probe["argv"])}),
+            "watch": tuple(data.get("watch", ())),
+            "watch_ignore": tuple(data.get("watch_ignore", ())),
+            "restart_with": tuple(data.get("restart_with", ())),
         }
     )
 

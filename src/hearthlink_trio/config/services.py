@@ -14,7 +14,13 @@ from pathlib import Path
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
 from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSection
-from hearthlink_trio.config.resolved import TOKEN_FILE, Probe, Service, service_url
+from hearthlink_trio.config.resolved import (
+    TOKEN_FILE,
+    Probe,
+    Service,
+    glob_folder,
+    service_url,
+)
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:
@@ -124,6 +130,10 @@ def _check_machine(name: str, svc: ServiceSection, where: Where) -> list[str]:
     cwd = resolve_path(where.base, svc.cwd) if svc.cwd else where.base
     if not cwd.is_dir():
         problems.append(f"{at}.cwd: not a directory: {cwd}")
+    for glob in svc.watch:
+        folder = resolve_path(cwd, glob_folder(glob))
+        if not glob.startswith("!") and not folder.is_dir():
+            problems.append(f"{at}.watch: {glob!r}: no such folder: {folder}")
     if svc.user:
         try:
             pwd.getpwnam(svc.user)
@@ -275,6 +285,13 @@ def _service(
         group=name,
         replica=index + 1 if svc.replicas > 1 else None,
         image=svc.image,
+        watch=tuple(svc.watch),
+        watch_ignore=tuple(svc.watch_ignore),
+        restart_with=tuple(
+            dep_replica
+            for dep in svc.restarts_with
+            for dep_replica in replica_names(dep, sections[dep])
+        ),
     )
 
 
