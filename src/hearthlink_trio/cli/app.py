@@ -68,13 +68,19 @@ def run(
         Literal["human", "json"],
         Parameter(help="Supervisor events on stderr as text or JSON lines."),
     ] = "human",
+    no_watch: Annotated[
+        bool,
+        Parameter(name="--no-watch", negative=(), help="Do not restart services on file changes."),
+    ] = False,
 ) -> int:
     """Start every service of the config and supervise them until Ctrl-C or SIGTERM."""
     from hearthlink_trio.config.cache import load_config_cached
     from hearthlink_trio.supervisor.run import run_supervisor
 
     try:
-        code = run_supervisor(load_config_cached(config_path(config)), log_format=log_format)
+        code = run_supervisor(
+            load_config_cached(config_path(config)), log_format=log_format, watch=not no_watch
+        )
     except HearthlinkError as exc:
         return _report(exc, log_format)
     if _EXIT_AT_ONCE:

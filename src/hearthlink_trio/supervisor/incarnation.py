@@ -80,10 +80,12 @@ async def run_incarnation(
     attempt: int,
     restart_requested: trio.Event,
     stop_asked: Callable[[], bool],
+    restart_reason: Callable[[], str | None] = lambda: None,
 ) -> Outcome:
     """Start ``service`` once and watch it until it exits, fails its health or is restarted.
 
     ``attempt`` is the restart number (0 for a first start or a manual restart).
+    ``restart_reason()`` tells why a restart was asked (None: by hand).
     ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
     shutdown or a reload), which is logged as such.
     """
@@ -97,7 +99,7 @@ async def run_incarnation(
     _started(ctx, service, record, process, attempt)
     watchers = [
         lambda: _exit_of(ctx, service, process),
-        lambda: _manual(ctx, service, restart_requested),
+        lambda: _manual(ctx, service, restart_requested, restart_reason),
     ]
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
@@ -217,10 +219,18 @@ async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
     return Outcome(End.EXITED, f"exited ({detail})")
 
 
-async def _manual(ctx: Context, service: Service, restart_requested: trio.Event) -> Outcome:
+async def _manual(
+    ctx: Context,
+    service: Service,
+    restart_requested: trio.Event,
+    restart_reason: Callable[[], str | None],
+) -> Outcome:
     await restart_requested.wait()
-    events.emit(ctx.log, events.manual_restart(service.name))
-    return Outcome(End.MANUAL, "manual restart")
+    reason = restart_reason()
+    if reason is None:
+        events.emit(ctx.log, events.manual_restart(service.name))
+        return Outcome(End.MANUAL, "manual restart")
+    return Outcome(End.MANUAL, reason)  # its requester has said why
 
 
 async def _unhealthy(

@@ -20,8 +20,9 @@ from hearthlink_trio.supervisor.prelaunch import EarlyStart
 from hearthlink_trio.systemd.notify import Notifier
 
 
-def run_supervisor(config: Config, *, log_format: str) -> int:
-    """Run the supervisor in the foreground; returns the exit code."""
+def run_supervisor(config: Config, *, log_format: str, watch: bool = True) -> int:
+    """Run the supervisor in the foreground; returns the exit code. ``watch`` False: no
+    service is restarted on changes to its files."""
     log = setup_event_log(log_format)
     ready = preflight(config, log, keep_lock=True)
     assert ready is not None
@@ -47,6 +48,7 @@ def run_supervisor(config: Config, *, log_format: str) -> int:
                 notifier=Notifier.from_environ(),
                 containment=containment,
                 launcher=launcher,
+                watch=watch,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened
             raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None

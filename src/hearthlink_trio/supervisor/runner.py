@@ -42,6 +42,11 @@ class Runner:
             ),
         )
         self._restart = trio.Event()
+        #: Why the restart asked for happens (None: by hand), and whether a cascade asked.
+        self._reason: str | None = None
+        self._cascaded = False
+        #: Processes started so far: every start after the first is a restart.
+        self._starts = 0
         #: Stopped by hand (``hearthlink stop NAME``): kept stopped until started again.
         self.held = False
         self._released = trio.Event()
@@ -54,24 +59,33 @@ class Runner:
         #: Set once :meth:`run` has returned and its process is gone.
         self.done = trio.Event()
 
-    def request_restart(self) -> str:
-        """A manual restart; returns what will happen, truthfully, for the caller to show.
+    def request_restart(self, reason: str | None = None, *, cascade: bool = False) -> str:
+        """A restart; returns what will happen, truthfully, for the caller to show.
 
-        Running: stopped and started at once, not counted. In backoff: keeps its wait.
-        Failed: its count is reset and it starts. Waiting for dependencies: it starts once
-        they are healthy (nothing to restart yet).
+        ``reason`` None is a manual restart. Running: stopped and started at once, not
+        counted. In backoff: keeps its wait. Failed: its count is reset and it starts.
+        Waiting for dependencies: it starts once they are healthy (nothing to restart yet).
+        A manual restart starts a service stopped by hand.
+
+        With a ``reason`` (a change to its files, a dependency's restart) the restart is the
+        supervisor's own: a service stopped by hand stays stopped, and one in backoff starts
+        now with its count reset (what it failed on may be what changed). ``cascade``: the
+        restart is part of a dependency's, which restarts this service's dependents itself.
         """
         record = self.record
         if self.held:
-            return self.release()
+            return self.release() if reason is None else "stopped by hand; not started"
         if self.ctx.shutting_down or record.state in (State.STOPPING, State.STOPPED):
             return "the supervisor is stopping it"
         if record.state is State.WAITING:
             return f"not started yet ({record.error_message or 'waiting for its dependencies'})"
-        if record.state is State.BACKOFF:
+        if record.state is State.BACKOFF and reason is None:
             return "in backoff; it restarts when its wait is over"
-        if record.state is State.FAILED:
+        if record.state in (State.FAILED, State.BACKOFF):
             record.restart_count = 0
+        record.restart_because(reason or "manual restart")
+        self._reason = reason
+        self._cascaded = cascade
         self._restart.set()
         return "restarting"
 
@@ -129,7 +143,10 @@ class Runner:
         ctx, record = self.ctx, self.record
         attempt = 0
         while True:
-            self._restart = trio.Event()
+            if self._starts and not self._cascaded:
+                ctx.restarted(self.name)
+            self._starts += 1
+            self._restart, self._reason, self._cascaded = trio.Event(), None, False
             outcome = await run_incarnation(
                 ctx,
                 self.service,
@@ -139,6 +156,7 @@ class Runner:
                 attempt=attempt,
                 restart_requested=self._restart,
                 stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
+                restart_reason=lambda: self._reason,
             )
             attempt = 0
             if outcome.end is End.MANUAL:
@@ -176,7 +194,10 @@ class Runner:
         record.restart_backoff = delay
         record.change_state(State.BACKOFF, error=outcome.detail)
         events.emit(self.ctx.log, events.restarting(self.name, delay))
-        await trio.sleep(delay)
+        self._restart = trio.Event()
+        # A restart the supervisor asks for itself (a change, a dependency) ends the wait.
+        with trio.move_on_after(delay):
+            await self._restart.wait()
 
     def _give_up(self, event: events.Event, error: str) -> None:
         events.emit(self.ctx.log, event)
@@ -190,7 +211,8 @@ class Runner:
     async def _wait_for_manual_restart(self) -> None:
         self._restart = trio.Event()
         await self._restart.wait()
-        events.emit(self.ctx.log, events.manual_restart(self.name))
+        if self._reason is None:
+            events.emit(self.ctx.log, events.manual_restart(self.name))
 
     async def _wait_for_dependencies(self) -> None:
         ctx, record = self.ctx, self.record

@@ -88,6 +88,9 @@ class ServiceState:
     restart_backoff: float = 0.0
     #: Has passed a probe at least once since the supervisor started.
     ever_healthy: bool = False
+    #: Why the service is being restarted (a change to its files, a dependency's restart, a
+    #: manual request), carried by its state changes until it is healthy again.
+    reason: str | None = None
     on_change: Callable[[ServiceState, State], None] = field(default=_ignore, repr=False)
 
     def change_state(self, new: State, *, error: str | object | None = _UNSET) -> None:
@@ -103,6 +106,12 @@ class ServiceState:
             assert error is None or isinstance(error, str)
             self.error_message = error
         self.on_change(self, old)
+        if new is State.HEALTHY or (new not in RUNNING_STATES and new is not State.STOPPING):
+            self.reason = None
+
+    def restart_because(self, reason: str) -> None:
+        """Record why the coming restart happens (its state changes carry it)."""
+        self.reason = reason
 
     def note(self, error: str | None) -> None:
         """Change only the error message (what a waiting service waits for, say)."""

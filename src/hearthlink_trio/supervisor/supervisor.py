@@ -39,6 +39,7 @@ from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.cascade import Cascade
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.output import Console
 from hearthlink_trio.supervisor.prelaunch import EarlyStart
@@ -67,8 +68,12 @@ class Supervisor:
         control: bool = True,
         handle_signals: bool = True,
         containment: Containment | None = None,
+        watch: bool = True,
     ) -> None:
         self.notifier = notifier or Notifier(None)
+        #: Restart services whose watched files change (``--no-watch``: False).
+        self._watch = watch
+        self._watching: trio.CancelScope | None = None
         self.exit_code = ExitCode.OK
         self._control = control
         self._handle_signals = handle_signals
@@ -176,6 +181,35 @@ class Supervisor:
         """Start a service stopped by hand again. KeyError if unknown."""
         return self._ask(name, Runner.release, events.start_requested)
 
+    def _follow(self, name: str, reason: str) -> str:
+        """Restart ``name`` as part of a dependency's restart (a cascade)."""
+        runner = self.runners.get(name)
+        return "removed" if runner is None else runner.request_restart(reason, cascade=True)
+
+    def _on_change(self, name: str, reason: str) -> str:
+        """Restart ``name`` because its watched files changed."""
+        runner = self.runners.get(name)
+        return "removed" if runner is None else runner.request_restart(reason)
+
+    def _start_watching(self) -> None:
+        """Watch the files of the services that ask for it (again, after a reload)."""
+        if self._watching is not None:
+            self._watching.cancel()
+            self._watching = None
+        services = [svc for svc in self.config.services if svc.watch]
+        if not self._watch or not services or self._root is None:
+            return
+        # Loaded only here: a run that watches nothing does not pay for watchfiles.
+        from hearthlink_trio.supervisor.watch import watch_files
+
+        scope = self._watching = trio.CancelScope()
+
+        async def watching() -> None:
+            with scope:
+                await watch_files(self.ctx, services, self._on_change)
+
+        self._root.start_soon(watching)
+
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
         if not self.ctx.shutting_down:
@@ -225,6 +259,8 @@ class Supervisor:
                 with self._services_scope:
                     async with trio.open_nursery() as root:
                         self._root = root
+                        ctx.restarted = Cascade(ctx, root, self._follow).restarted
+                        self._start_watching()
                         for runner in self.runners.values():
                             root.start_soon(runner.run)
                         root.start_soon(self._announce_steady_phase)
@@ -313,4 +349,6 @@ class Supervisor:
         assert self._root is not None
         for name in plan.start:
             self._root.start_soon(self.runners[name].run)
+        if plan.stop or plan.start:
+            self._start_watching()
         self.ctx.changed()

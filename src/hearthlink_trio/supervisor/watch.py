@@ -1,0 +1,273 @@
+"""Watching files: a change to a watched file restarts its service.
+
+One watcher (watchfiles: inotify through Rust's notify, run under trio through anyio) covers
+the folders of every watched service. Each change is matched against each service's globs
+(gitignore-style, relative to its cwd); what a service wants is gathered for
+:data:`BATCH_SECONDS` from the first change, then the service is restarted with the changed
+files as the reason. A service whose own writes keep restarting it is caught by a
+:class:`StormGuard`. ``watchfiles`` is imported only when some service watches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pathspec
+import trio
+
+from hearthlink_trio.config import Service
+from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.state import State
+
+#: Changes are gathered this long from the first one, then the service restarts once.
+BATCH_SECONDS = 0.2
+#: How often the watcher thread looks for changes: the delay before a change is seen.
+WATCH_STEP_MS = 20
+#: A storm: this many restarts in a row, within STORM_SECONDS, each caused by changes that
+#: arrived while the service was starting (or within STORM_GRACE of its first pass).
+STORM_RESTARTS = 5
+STORM_SECONDS = 10.0
+#: Writes a service makes right after it passed its probe still count as its own.
+STORM_GRACE = 1.0
+#: Never watched: version control, caches, dependencies, editors' swap and backup files.
+BUILTIN_IGNORES = (
+    ".git/",
+    ".hg/",
+    "__pycache__/",
+    "*.pyc",
+    "node_modules/",
+    ".venv/",
+    ".mypy_cache/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    "*.swp",
+    "*.swo",
+    "*.swx",
+    "*~",
+    ".#*",
+    "4913",
+)
+_BUILTIN = pathspec.PathSpec.from_lines("gitwildmatch", BUILTIN_IGNORES)
+
+#: Restart a service with a reason: (name, reason) -> what will happen.
+Request = Callable[[str, str], str]
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """Which changed paths concern one service: under its cwd, matching ``watch``, not
+    ignored (built in, ``watch_ignore``, the data dir, the log dir)."""
+
+    cwd: Path
+    watch: pathspec.PathSpec[Any]
+    ignore: pathspec.PathSpec[Any]
+    skip: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, service: Service, skip: Iterable[Path] = ()) -> Matcher:
+        return cls(
+            cwd=service.cwd,
+            watch=pathspec.PathSpec.from_lines("gitwildmatch", service.watch),
+            ignore=pathspec.PathSpec.from_lines("gitwildmatch", service.watch_ignore),
+            skip=tuple(skip),
+        )
+
+    def wants(self, path: Path) -> str | None:
+        """``path`` relative to the cwd if a change to it restarts the service, else None."""
+        if any(path == folder or path.is_relative_to(folder) for folder in self.skip):
+            return None
+        if not path.is_relative_to(self.cwd):
+            return None
+        relative = path.relative_to(self.cwd).as_posix()
+        if _BUILTIN.match_file(relative) or self.ignore.match_file(relative):
+            return None
+        return relative if self.watch.match_file(relative) else None
+
+
+def watch_roots(folders: Iterable[Path]) -> list[Path]:
+    """The folders to watch recursively: each once, none inside another."""
+    roots: list[Path] = []
+    for folder in sorted({Path(f) for f in folders}, key=lambda f: len(f.parts)):
+        if not any(folder.is_relative_to(root) for root in roots):
+            roots.append(folder)
+    return roots
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed file, as a service sees it."""
+
+    path: str  # relative to the service's cwd
+    own: bool  # arrived while its process was starting or stopping: maybe its own write
+
+
+async def batches(
+    receive: trio.MemoryReceiveChannel[Change], window: float = BATCH_SECONDS
+) -> AsyncIterator[list[Change]]:
+    """The changes from ``receive``, gathered from each batch's first change for ``window``
+    seconds (trio's clock), each path once."""
+    async for first in receive:
+        batch = {first.path: first}
+        with trio.move_on_after(window):
+            async for change in receive:
+                seen = batch.get(change.path)
+                batch[change.path] = Change(change.path, change.own and (seen is None or seen.own))
+        yield list(batch.values())
+
+
+class Decision(enum.Enum):
+    RESTART = "restart"
+    IGNORE = "ignore"  # only files of a storm changed
+    STORM = "storm"  # a storm begins: say so once, do not restart
+
+
+@dataclass
+class StormGuard:
+    """Tells a service that keeps restarting itself by writing its own watched files.
+
+    A restart counts toward a storm when every change that caused it arrived while the
+    service was starting (or within :data:`STORM_GRACE` of its first pass). After
+    ``restarts`` such restarts in a row within ``seconds``, the next one is a storm: not
+    restarted, said once, and from then on changes to the files of the storm are ignored,
+    until another file changes: that restarts the service and ends the storm.
+    """
+
+    restarts: int = STORM_RESTARTS
+    seconds: float = STORM_SECONDS
+    files: set[str] = field(default_factory=set)
+    _recent: deque[tuple[float, frozenset[str]]] = field(default_factory=deque)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.files)
+
+    def decide(self, batch: Sequence[Change], now: float) -> Decision:
+        paths = frozenset(change.path for change in batch)
+        if self.files:
+            if paths <= self.files:
+                return Decision.IGNORE
+            self.files.clear()  # another file changed: the storm is over
+            self._recent.clear()
+            return Decision.RESTART
+        if not all(change.own for change in batch):
+            self._recent.clear()
+            return Decision.RESTART
+        while self._recent and self._recent[0][0] <= now - self.seconds:
+            self._recent.popleft()
+        if len(self._recent) >= self.restarts:
+            self.files = set(paths).union(*(files for _, files in self._recent))
+            self._recent.clear()
+            return Decision.STORM
+        self._recent.append((now, paths))
+        return Decision.RESTART
+
+
+class ServiceWatch:
+    """The changes of one service: their batches, its storm guard, its restarts."""
+
+    def __init__(self, ctx: Context, service: Service, request: Request) -> None:
+        self.ctx = ctx
+        self.name = service.name
+        self.matcher = Matcher.of(service, skip=(ctx.config.data_dir, ctx.config.log_dir))
+        self.guard = StormGuard()
+        self._send, self._receive = trio.open_memory_channel[Change](10_000)
+        self._request = request
+        #: Its process is starting or stopping: what changes now may be its own writes.
+        self._busy = False
+        #: When its process last passed its first probe (None: not since its last start).
+        self._settled_at: float | None = None
+
+    def offer(self, path: Path) -> None:
+        """A file changed; keep it if it concerns this service."""
+        relative = self.matcher.wants(path)
+        if relative is None:
+            return
+        settled = self._settled_at
+        own = self._busy or (settled is not None and trio.current_time() - settled < STORM_GRACE)
+        # A batch already full of changes restarts the service anyway: drop the rest.
+        with contextlib.suppress(trio.WouldBlock):
+            self._send.send_nowait(Change(relative, own))
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow_state)
+            async for batch in batches(self._receive):
+                self._act(batch)
+
+    def _act(self, batch: list[Change]) -> None:
+        decision = self.guard.decide(batch, trio.current_time())
+        files = [change.path for change in batch]
+        if decision is Decision.STORM:
+            events.emit(
+                self.ctx.log,
+                events.watch_storm(self.name, self.guard.restarts, self.guard.seconds, files),
+            )
+        elif decision is Decision.RESTART:
+            reason = events.describe_changes(files)
+            what = self._request(self.name, reason)
+            events.emit(self.ctx.log, events.files_changed(self.name, files, restarting=what))
+
+    async def _follow_state(self) -> None:
+        # Whether the service's process is starting or stopping, and when it passed its
+        # probe: for telling its own writes from the developer's. A service in backoff or
+        # failed has no process, so what changes then is not its doing.
+        while True:
+            changed = self.ctx.next_change()
+            record = self.ctx.records.get(self.name)
+            state = record.state if record is not None else State.STOPPED
+            self._busy = state in (State.STARTING, State.STOPPING)
+            if state in (State.HEALTHY, State.UNHEALTHY, State.COMPLETED):
+                if self._settled_at is None:
+                    self._settled_at = trio.current_time()
+            else:
+                self._settled_at = None
+            await changed.wait()
+
+
+async def watch_files(ctx: Context, services: Sequence[Service], request: Request) -> None:
+    """Watch the files of ``services`` and restart each on its changes, until cancelled.
+
+    A failure of the watcher itself (a watched folder removed, the inotify limit reached)
+    is logged once; the services keep running, unwatched.
+    """
+    import watchfiles
+
+    watches = [ServiceWatch(ctx, svc, request) for svc in services]
+    roots = watch_roots(folder for svc in services for folder in svc.watch_folders)
+    # Set when this task is cancelled: the watcher thread sees it within a step and returns
+    # (a cancellation alone would wait for the thread's next change or timeout).
+    stop = trio.Event()
+
+    async def stop_on_cancel() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            stop.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_on_cancel)
+        for watch in watches:
+            nursery.start_soon(watch.run)
+        try:
+            async for changes in watchfiles.awatch(
+                *roots,
+                watch_filter=None,
+                step=WATCH_STEP_MS,
+                stop_event=stop,
+                ignore_permission_denied=True,
+            ):
+                for _, path in changes:
+                    for watch in watches:
+                        watch.offer(Path(path))
+        except (OSError, RuntimeError) as exc:
+            events.emit(ctx.log, events.watch_failed(str(exc)))
+        finally:
+            stop.set()
+        nursery.cancel_scope.cancel()
