@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pathspec
 import trio
@@ -54,7 +53,7 @@ BUILTIN_IGNORES = (
     ".#*",
     "4913",
 )
-_BUILTIN = pathspec.PathSpec.from_lines("gitwildmatch", BUILTIN_IGNORES)
+_BUILTIN = pathspec.GitIgnoreSpec.from_lines(BUILTIN_IGNORES)
 
 #: Restart a service with a reason: (name, reason) -> what will happen.
 Request = Callable[[str, str], str]
@@ -66,16 +65,16 @@ class Matcher:
     ignored (built in, ``watch_ignore``, the data dir, the log dir)."""
 
     cwd: Path
-    watch: pathspec.PathSpec[Any]
-    ignore: pathspec.PathSpec[Any]
+    watch: pathspec.GitIgnoreSpec
+    ignore: pathspec.GitIgnoreSpec
     skip: tuple[Path, ...] = ()
 
     @classmethod
     def of(cls, service: Service, skip: Iterable[Path] = ()) -> Matcher:
         return cls(
             cwd=service.cwd,
-            watch=pathspec.PathSpec.from_lines("gitwildmatch", service.watch),
-            ignore=pathspec.PathSpec.from_lines("gitwildmatch", service.watch_ignore),
+            watch=pathspec.GitIgnoreSpec.from_lines(service.watch),
+            ignore=pathspec.GitIgnoreSpec.from_lines(service.watch_ignore),
             skip=tuple(skip),
         )
 
