@@ -33,8 +33,9 @@ WATCH_STEP_MS = 20
 #: arrived while the service was starting (or within STORM_GRACE of its first pass).
 STORM_RESTARTS = 5
 STORM_SECONDS = 10.0
-#: Writes a service makes right after it passed its probe still count as its own.
-STORM_GRACE = 1.0
+#: Writes a service makes right after it passed its probe still count as its own (a change
+#: takes some tens of milliseconds to be seen, and the probe may pass meanwhile).
+STORM_GRACE = 0.5
 #: Never watched: version control, caches, dependencies, editors' swap and backup files.
 BUILTIN_IGNORES = (
     ".git/",
@@ -132,10 +133,11 @@ class StormGuard:
     """Tells a service that keeps restarting itself by writing its own watched files.
 
     A restart counts toward a storm when every change that caused it arrived while the
-    service was starting (or within :data:`STORM_GRACE` of its first pass). After
-    ``restarts`` such restarts in a row within ``seconds``, the next one is a storm: not
-    restarted, said once, and from then on changes to the files of the storm are ignored,
-    until another file changes: that restarts the service and ends the storm.
+    service was starting or stopping (or within :data:`STORM_GRACE` of its first pass).
+    After ``restarts`` such restarts in a row within ``seconds``, the next one is a storm:
+    not restarted, and said once. From then on, a batch made only of such changes to the
+    files of the storm is ignored; any other change (another file, or one of these changed
+    while the service was running) restarts it as usual.
     """
 
     restarts: int = STORM_RESTARTS
@@ -150,11 +152,9 @@ class StormGuard:
     def decide(self, batch: Sequence[Change], now: float) -> Decision:
         paths = frozenset(change.path for change in batch)
         if self.files:
-            if paths <= self.files:
+            if all(change.own and change.path in self.files for change in batch):
                 return Decision.IGNORE
-            self.files.clear()  # another file changed: the storm is over
-            self._recent.clear()
-            return Decision.RESTART
+            return Decision.RESTART  # another file, or one of them changed while it ran
         if not all(change.own for change in batch):
             self._recent.clear()
             return Decision.RESTART
