@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from hearthlink_trio.supervisor.watch import BATCH_SECONDS
 from tests.helpers import wait_for
 from tests.sup import Running, Stack, all_gone, run_command, running
 
@@ -96,8 +97,10 @@ def test_fifty_saves_in_100ms_restart_once(tmp_path: Path) -> None:
         began = time.monotonic()
         for n in range(50):
             save(cwd / f"m{n % 5}.py", f"v{n}\n")
-            time.sleep(0.002)
-        assert time.monotonic() - began < 0.15, "the saves took too long to test one batch"
+        # Meant to take 100 ms; on a loaded machine it may take longer, but all of it must
+        # fall in one batch for the test to mean anything.
+        took = time.monotonic() - began
+        assert took < BATCH_SECONDS * 0.75, f"the 50 saves took {took:.3f}s"
         sup.wait_line(r"^web: 5 files changed \(m0.py, m1.py, …\), restarting$")
         sup.wait_line(r"^web service is healthy$", count=2)
         save(cwd / "app.py", "marker\n")
