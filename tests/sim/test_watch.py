@@ -36,11 +36,16 @@ def svc(port: int, **more: object) -> dict[str, object]:
 
 @asynccontextmanager
 async def watching(sim: Sim, name: str) -> AsyncIterator[ServiceWatch]:
-    """``name``'s watch of ``**/*.py``, running, fed by the test instead of the watcher."""
+    """Table ``name``'s watch of ``**/*.py``, running, fed by the test instead of the
+    watcher."""
     supervisor = sim.supervisor
-    service = dataclasses.replace(supervisor.config.service(name), watch=("**/*.py",))
+    replicas = [
+        dataclasses.replace(svc, watch=("**/*.py",))
+        for svc in supervisor.config.services
+        if svc.group == name
+    ]
     watch = ServiceWatch(
-        supervisor.ctx, service, lambda n, why: supervisor.runners[n].request_restart(why)
+        supervisor.ctx, replicas, lambda n, why: supervisor.runners[n].request_restart(why)
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch.run)
@@ -191,3 +196,22 @@ async def test_dependents_follow_a_crash_restart_once_it_is_healthy_again(
         assert len(sim.launcher.times("plain")) == 1
         assert sim.status("db")["restart_count"] == 1
         assert sim.status("api")["restart_count"] == 0
+
+
+async def test_replicas_restart_one_at_a_time_on_a_change(tmp_path: Path, clock: MockClock) -> None:
+    cfg = config(web=svc(1, replicas=3))
+    scripts = {f"web-{n}": Script(ready_after=2) for n in (1, 2, 3)}
+    async with simulate(tmp_path, cfg, scripts) as sim:
+        await sim.until(lambda: all(sim.state(n) is State.HEALTHY for n in scripts))
+        await trio.sleep(10)
+        async with watching(sim, "web") as watch:
+            watch.offer(tmp_path / "app.py")
+            await sim.until(lambda: len(sim.launcher.times("web-3")) == 2)
+            await sim.until_state("web-3", State.HEALTHY)
+        first, second, third = (sim.launcher.times(n)[1] for n in scripts)
+        # Each starts once the one before is healthy again (2 s): never two down at once.
+        assert 2 <= second - first < 2.1
+        assert 2 <= third - second < 2.1
+        assert sim.messages("files_changed") == [
+            f"web-{n}: 1 file changed (app.py), restarting" for n in (1, 2, 3)
+        ]

@@ -68,7 +68,7 @@ class Cascade:
         self, origin: str, before: float | None, order: list[str], scope: trio.CancelScope
     ) -> None:
         with scope:
-            if not await self._settled(origin, before):
+            if not await healthy_again(self._ctx, origin, before):
                 return
             for name in order:
                 record = self._ctx.records.get(name)
@@ -78,24 +78,25 @@ class Cascade:
                 what = self._request(name, f"{origin} restarted")
                 events.emit(self._ctx.log, events.dependency_restart(name, origin, what))
                 if what == "restarting":
-                    await self._settled(name, started)
+                    await healthy_again(self._ctx, name, started)
         if self._running.get(origin) is scope:
             del self._running[origin]
 
-    async def _settled(self, name: str, before: float | None) -> bool:
-        """Wait until ``name`` runs a process started after ``before`` that is healthy
-        (True), or has given up or been stopped (False)."""
-        outcome: list[bool] = []
 
-        def done() -> bool:
-            record: ServiceState | None = self._ctx.records.get(name)
-            if record is None:
-                outcome.append(False)
-            elif record.started_at != before and record.state in _SETTLED:
-                outcome.append(True)
-            elif record.started_at != before and record.state in _GIVEN_UP:
-                outcome.append(False)
-            return bool(outcome)
+async def healthy_again(ctx: Context, name: str, before: float | None) -> bool:
+    """Wait until service ``name`` runs a process started after ``before`` (the start time of
+    the one it had) that is healthy (True), or has given up or been stopped (False)."""
+    outcome: list[bool] = []
 
-        await self._ctx.wait_until(done)
-        return outcome[-1]
+    def done() -> bool:
+        record: ServiceState | None = ctx.records.get(name)
+        if record is None:
+            outcome.append(False)
+        elif record.started_at != before and record.state in _SETTLED:
+            outcome.append(True)
+        elif record.started_at != before and record.state in _GIVEN_UP:
+            outcome.append(False)
+        return bool(outcome)
+
+    await ctx.wait_until(done)
+    return outcome[-1]

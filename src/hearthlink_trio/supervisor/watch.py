@@ -22,6 +22,7 @@ import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor.cascade import healthy_again
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.state import State
 
@@ -173,18 +174,21 @@ class StormGuard:
 
 
 class ServiceWatch:
-    """The changes of one service: their batches, its storm guard, its restarts."""
+    """The changes of one service table (all its replicas): their batches, its storm guard,
+    its restarts. Replicas restart one at a time, each once the one before is healthy
+    again, so a replicated service keeps answering through a change."""
 
-    def __init__(self, ctx: Context, service: Service, request: Request) -> None:
+    def __init__(self, ctx: Context, replicas: Sequence[Service], request: Request) -> None:
         self.ctx = ctx
-        self.name = service.name
-        self.matcher = Matcher.of(service, skip=(ctx.config.data_dir, ctx.config.log_dir))
+        self.name = replicas[0].group or replicas[0].name
+        self.replicas = [svc.name for svc in replicas]
+        self.matcher = Matcher.of(replicas[0], skip=(ctx.config.data_dir, ctx.config.log_dir))
         self.guard = StormGuard()
         self._send, self._receive = trio.open_memory_channel[Change](10_000)
         self._request = request
-        #: Its process is starting or stopping: what changes now may be its own writes.
+        #: A process of it is starting or stopping: what changes now may be its own writes.
         self._busy = False
-        #: When its process last passed its first probe (None: not since its last start).
+        #: When its processes last passed their probe (None: not since the last start).
         self._settled_at: float | None = None
 
     def offer(self, path: Path) -> None:
@@ -202,9 +206,9 @@ class ServiceWatch:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_state)
             async for batch in batches(self._receive, BATCH_FROM_ARRIVAL):
-                self._act(batch)
+                await self._act(batch)
 
-    def _act(self, batch: list[Change]) -> None:
+    async def _act(self, batch: list[Change]) -> None:
         decision = self.guard.decide(batch, trio.current_time())
         files = [change.path for change in batch]
         if decision is Decision.STORM:
@@ -214,19 +218,29 @@ class ServiceWatch:
             )
         elif decision is Decision.RESTART:
             reason = events.describe_changes(files)
-            what = self._request(self.name, reason)
-            events.emit(self.ctx.log, events.files_changed(self.name, files, restarting=what))
+            for n, name in enumerate(self.replicas, 1):
+                record = self.ctx.records.get(name)
+                before = record.started_at if record is not None else None
+                what = self._request(name, reason)
+                events.emit(self.ctx.log, events.files_changed(name, files, restarting=what))
+                if what == "restarting" and n < len(self.replicas):
+                    await healthy_again(self.ctx, name, before)
 
     async def _follow_state(self) -> None:
-        # Whether the service's process is starting or stopping, and when it passed its
-        # probe: for telling its own writes from the developer's. A service in backoff or
-        # failed has no process, so what changes then is not its doing.
+        # Whether a process of the service is starting or stopping, and when they passed
+        # their probe: for telling its own writes from the developer's. A service in backoff
+        # or failed has no process, so what changes then is not its doing.
         while True:
             changed = self.ctx.next_change()
-            record = self.ctx.records.get(self.name)
-            state = record.state if record is not None else State.STOPPED
-            self._busy = state in (State.STARTING, State.STOPPING)
-            if state in (State.HEALTHY, State.UNHEALTHY, State.COMPLETED):
+            states = [
+                record.state if (record := self.ctx.records.get(name)) else State.STOPPED
+                for name in self.replicas
+            ]
+            self._busy = any(state in (State.STARTING, State.STOPPING) for state in states)
+            settled = any(
+                state in (State.HEALTHY, State.UNHEALTHY, State.COMPLETED) for state in states
+            )
+            if settled and not self._busy:
                 if self._settled_at is None:
                     self._settled_at = trio.current_time()
             else:
@@ -242,7 +256,10 @@ async def watch_files(ctx: Context, services: Sequence[Service], request: Reques
     """
     import watchfiles
 
-    watches = [ServiceWatch(ctx, svc, request) for svc in services]
+    tables: dict[str, list[Service]] = {}
+    for svc in services:
+        tables.setdefault(svc.group or svc.name, []).append(svc)
+    watches = [ServiceWatch(ctx, replicas, request) for replicas in tables.values()]
     roots = watch_roots(folder for svc in services for folder in svc.watch_folders)
     # Set when this task is cancelled: the watcher thread sees it within a step and returns
     # (a cancellation alone would wait for the thread's next change or timeout).
