@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hearthlink_trio.config import load_config
+from hearthlink_trio.config.cache import load_cached, load_config_cached
 from hearthlink_trio.config.resolved import glob_folder
 from hearthlink_trio.errors import ConfigError
 from hearthlink_trio.supervisor.cascade import followers
@@ -243,3 +244,29 @@ def test_followers_are_transitive_in_dependency_order(tmp_path: Path) -> None:
     assert followers(config.services, "api") == ["web"]
     assert followers(config.services, "plain") == ["worker"]
     assert followers(config.services, "web") == []
+
+
+def test_the_config_cache_keeps_the_new_keys_and_checks_the_watched_folders(
+    tmp_path: Path,
+) -> None:
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    (tmp_path / "src").mkdir()
+    path = _write(
+        tmp_path,
+        db={},
+        web={
+            "watch": ["src/**/*.py"],
+            "watch_ignore": ["src/gen/"],
+            "depends_on": {"db": {"restart": True}},
+        },
+    )
+    first = load_config_cached(path, environ)
+    hit = load_cached(path, environ)
+    assert hit == first == load_config(path, environ)
+    assert hit is not None and hit.service("web").watch == ("src/**/*.py",)
+    assert hit.service("web").restart_with == ("db",)
+    # A watched folder gone: no hit, and the full load says why.
+    (tmp_path / "src").rmdir()
+    assert load_cached(path, environ) is None
+    with pytest.raises(ConfigError):
+        load_config_cached(path, environ)
