@@ -46,9 +46,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install("ruff", "import-linter")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The layers (pyproject.toml [tool.importlinter]), read from the source: no install needed.
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 @nox.session(python="3.11")

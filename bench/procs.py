@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+from hearthlink_trio.process.procfs import proc_stat
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PR_SET_CHILD_SUBREAPER = 36
 T0 = time.monotonic()
@@ -33,31 +35,23 @@ def progress(message: str) -> None:
 # -- /proc ---------------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of the whole process (all its threads), in seconds."""
-    fields = _stat(pid)
-    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLK_TCK
+    stat = proc_stat(pid)
+    return None if stat is None else (stat.utime + stat.stime) / CLK_TCK
 
 
 def start_ticks(pid: int) -> int | None:
-    fields = _stat(pid)
-    return None if fields is None else int(fields[19])
+    stat = proc_stat(pid)
+    return None if stat is None else stat.start_ticks
 
 
 def alive(pid: int, ticks: int | None) -> bool:
     """True if ``pid`` is still the process that started at ``ticks`` and not a zombie."""
-    fields = _stat(pid)
-    if fields is None or fields[0] in (b"Z", b"X"):
+    stat = proc_stat(pid)
+    if stat is None or stat.state in ("Z", "X"):
         return False
-    return ticks is None or int(fields[19]) == ticks
+    return ticks is None or stat.start_ticks == ticks
 
 
 def rss_mib(pid: int) -> float | None:
@@ -77,8 +71,8 @@ def group_rss_mib(pgid: int) -> float | None:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        fields = _stat(int(entry))
-        if fields is not None and int(fields[3]) == pgid:
+        stat = proc_stat(int(entry))
+        if stat is not None and stat.pgid == pgid:
             rss = rss_mib(int(entry))
             if rss is not None:
                 total, found = total + rss, True
@@ -86,13 +80,13 @@ def group_rss_mib(pgid: int) -> float | None:
 
 
 def ppid(pid: int) -> int | None:
-    fields = _stat(pid)
-    return None if fields is None else int(fields[1])
+    stat = proc_stat(pid)
+    return None if stat is None else stat.ppid
 
 
 def pgid(pid: int) -> int | None:
-    fields = _stat(pid)
-    return None if fields is None else int(fields[2])
+    stat = proc_stat(pid)
+    return None if stat is None else stat.pgid
 
 
 def all_pids() -> set[int]:
@@ -103,9 +97,9 @@ def descendants(root: int) -> list[int]:
     """Every live (non-zombie) process below ``root``, from one scan of /proc."""
     parent: dict[int, int] = {}
     for pid in all_pids():
-        fields = _stat(pid)
-        if fields is not None and fields[0] not in (b"Z", b"X"):
-            parent[pid] = int(fields[1])
+        stat = proc_stat(pid)
+        if stat is not None and stat.state not in ("Z", "X"):
+            parent[pid] = stat.ppid
     below: list[int] = []
     frontier = {root}
     while frontier:

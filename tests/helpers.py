@@ -16,6 +16,8 @@ from typing import TypeVar
 
 import httpx
 
+from hearthlink_trio.process.procfs import proc_stat
+
 T = TypeVar("T")
 
 TOKEN = "test-token-0123456789"
@@ -46,12 +48,8 @@ def wait_for(
 
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    stat = proc_stat(pid)
+    return stat is not None and stat.state != "Z"
 
 
 def _children_map() -> dict[int, list[int]]:
@@ -59,12 +57,9 @@ def _children_map() -> dict[int, list[int]]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
+        stat = proc_stat(int(entry))
+        if stat is not None:
+            children.setdefault(stat.ppid, []).append(int(entry))
     return children
 
 

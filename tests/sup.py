@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hearthlink_trio.process.procfs import proc_stat
 from tests.helpers import free_port, pid_alive, wait_for
 
 TESTSVC = Path(__file__).parent / "fixtures" / "testsvc.py"
@@ -207,20 +208,12 @@ def all_gone(pids: list[int], timeout: float = 5.0) -> None:
     )
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def children(parent: int) -> dict[int, str]:
     """``{pid: state}`` of the children of ``parent`` (zombies included)."""
     found = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := _stat(int(entry))) and int(fields[1]) == parent:
-            found[int(entry)] = fields[0]
+        if entry.isdigit() and (stat := proc_stat(int(entry))) and stat.ppid == parent:
+            found[int(entry)] = stat.state
     return found
 
 

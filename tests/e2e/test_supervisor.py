@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from hearthlink_trio.process.procfs import proc_stat
 from hearthlink_trio.supervisor.output import MAX_LINE_BYTES
 from tests.helpers import free_port, pid_alive, wait_for
 from tests.sup import Stack, all_gone, run_command, running, sentinel_of
@@ -53,8 +54,8 @@ def test_cold_start_logs_environment_and_clean_sigint(tmp_path: Path) -> None:
         pids = stack.pids()
         for pid in pids:
             assert os.getsid(pid) == pid and os.getpgid(pid) == pid
-            with open(f"/proc/{pid}/stat") as f:
-                assert int(f.read().rsplit(")", 1)[1].split()[1]) == sup.pid
+            stat = proc_stat(pid)
+            assert stat is not None and stat.ppid == sup.pid
         wait_for(lambda: "alpha | alpha listening on" in sup.stdout(), what="prefixed output")
         sup.signal(signal.SIGINT)
         assert sup.wait() == 0

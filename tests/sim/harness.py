@@ -179,6 +179,9 @@ class FakeLauncher:
         scripts: list[Script] = list(entry)
         return scripts[min(nth, len(scripts) - 1)]
 
+    def take(self, service: Service, env: Mapping[str, str]) -> None:
+        return None  # nothing is started before the supervisor in a simulation
+
     def launch(self, service: Service, env: Mapping[str, str]) -> FakeProcess:
         script = self.script_for(service.name)
         if script.start_error:
@@ -314,8 +317,6 @@ async def simulate(
                 console=console,
                 launcher=launcher,
                 prober=prober,
-                control=False,
-                handle_signals=False,
             )
             sim = Sim(supervisor, launcher, prober, recorder, trio.current_time(), config.path)
 

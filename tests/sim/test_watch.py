@@ -11,11 +11,11 @@ import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import trio
 from trio.testing import MockClock
 
+from hearthlink_trio.control.stream import StateChange, StreamEvent
 from hearthlink_trio.supervisor.state import State
 from hearthlink_trio.supervisor.watch import BATCH_FROM_ARRIVAL, BATCH_SECONDS, ServiceWatch
 from tests.sim.harness import Script, Sim, simulate
@@ -54,14 +54,14 @@ async def watching(sim: Sim, name: str) -> AsyncIterator[ServiceWatch]:
         nursery.cancel_scope.cancel()
 
 
-def state_events(sim: Sim) -> list[dict[str, Any]]:
+def state_events(sim: Sim) -> list[StateChange]:
     """Every state event published from now on (the event stream's objects)."""
-    seen: list[dict[str, Any]] = []
+    seen: list[StateChange] = []
     ctx = sim.supervisor.ctx
     publish = ctx.publish
 
-    def record(event: dict[str, Any]) -> None:
-        if event["type"] == "state":
+    def record(event: StreamEvent) -> None:
+        if isinstance(event, StateChange):
             seen.append(event)
         publish(event)
 
@@ -98,7 +98,8 @@ async def test_changes_are_gathered_for_200ms_then_the_service_restarts_once(
         # Not counted; every state change of the restart says why, until it is healthy.
         assert sim.status("web")["restart_count"] == 0
         reason = "2 files changed (app.py, models.py)"
-        assert [(e["state"], e["reason"]) for e in seen[:3]] == [
+        moves = [(e.state, e.reason) for e in seen if e.state != e.previous]
+        assert moves[:3] == [
             ("stopping", reason),
             ("starting", reason),
             ("healthy", reason),

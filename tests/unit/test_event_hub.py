@@ -5,18 +5,28 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from unittest.mock import ANY
 
 import trio
 
 from hearthlink_trio.config import load_config
 from hearthlink_trio.config.locate import locate
-from hearthlink_trio.control.events import EventHub, EventLogHandler
+from hearthlink_trio.control.hub import EventHub, EventLogHandler
+from hearthlink_trio.control.stream import StateChange, StreamEvent, SupervisorLine, parse, to_json
 from hearthlink_trio.process.usage import UsageSampler
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 
 
-def state(service: str, value: str = "healthy") -> dict[str, object]:
-    return {"type": "state", "service": service, "state": value}
+def state(service: str, value: str = "healthy") -> StateChange:
+    return StateChange(
+        service=service,
+        state=value,
+        status="running",
+        previous="starting",
+        pid=None,
+        error_message=None,
+        restart_count=0,
+    )
 
 
 async def test_each_subscriber_gets_what_its_filters_let_through() -> None:
@@ -27,11 +37,11 @@ async def test_each_subscriber_gets_what_its_filters_let_through() -> None:
     hub.publish(state("a"))
     hub.publish(state("b"))
     hub.publish_lines("b", "stdout", ["one", "two"])
-    assert [e["type"] for e in _drain(everything)] == ["state", "state", "output", "output"]
-    assert [e.get("line") for e in _drain(only_b)] == [None, "one", "two"]
-    assert [(e["service"], e["stream"], e["line"]) for e in _drain(only_output)] == [
-        ("b", "stdout", "one"),
-        ("b", "stdout", "two"),
+    assert [e.type for e in _drain(everything)] == ["state", "state", "output", "output"]
+    assert [getattr(e, "line", None) for e in _drain(only_b)] == [None, "one", "two"]
+    assert [to_json(e) for e in _drain(only_output)] == [
+        {"type": "output", "service": "b", "stream": "stdout", "line": line, "ts": ANY}
+        for line in ("one", "two")
     ]
 
 
@@ -50,7 +60,7 @@ async def test_a_full_subscriber_is_dropped_and_publish_never_blocks() -> None:
     # What it had is still there to read; then its channel ends.
     assert len(_drain(slow)) == 3
     hub.publish(state("later"))
-    assert [e["service"] for e in _drain(fast)] == ["later"]
+    assert [e.service for e in _drain(fast)] == ["later"]
     hub.unsubscribe(fast)
     assert hub.subscribers == 0
 
@@ -64,17 +74,44 @@ async def test_supervisor_events_are_published_with_their_fields() -> None:
     handler = EventLogHandler(hub)
     log.addHandler(handler)
     try:
-        events.emit(log, events.restarted("vault", 2, 0.4))
+        log_lines.emit(log, log_lines.restarted("vault", 2, 0.4))
     finally:
         log.removeHandler(handler)
-    (event,) = _drain(sub)
+    (event,) = (to_json(e) for e in _drain(sub))
     assert event["type"] == "supervisor"
     assert event["message"] == "Service vault restarted (attempt 2), next backoff: 0.4s"
     assert event["service"] == "vault"
     assert event["level"] == "info"
+    # What a client reads back is the same event.
+    assert parse(event) == SupervisorLine(
+        event="restarted",
+        message=event["message"],
+        level="info",
+        fields={"service": "vault", "attempt": 2, "backoff": 0.4},
+        ts=event["ts"],
+    )
 
 
-def _drain(sub: object) -> list[dict[str, object]]:
+async def test_the_hub_closes_every_stream_with_a_last_line() -> None:
+    hub = EventHub(buffer=2)
+    roomy = hub.subscribe()
+    full = hub.subscribe()
+    hub.publish(state("a"))
+    _drain(roomy)
+    hub.publish(state("b"))  # full has 2 waiting: no room for the last line
+    hub.close("the supervisor has stopped")
+    last = _drain(roomy)
+    assert [(e.type, getattr(e, "message", None)) for e in last] == [
+        ("state", None),
+        ("supervisor", "the supervisor has stopped"),
+    ]
+    assert [e.type for e in _drain(full)] == ["state", "state"]
+    assert hub.subscribers == 0
+    late = hub.subscribe()
+    assert _drain(late) == [] and hub.subscribers == 0
+
+
+def _drain(sub: object) -> list[StreamEvent]:
     got = []
     while True:
         try:

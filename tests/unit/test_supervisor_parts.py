@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
 
 from hearthlink_trio.config import load_config
+from hearthlink_trio.config.resolved import Restart
 from hearthlink_trio.errors import ConfigError, ExitCode, HearthlinkError, PreflightError
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.reload import ReloadRefused, diff
-from hearthlink_trio.supervisor.state import TRANSITIONS, ServiceState, State
+from hearthlink_trio.supervisor.state import TRANSITIONS, ServiceState, State, TransitionError
 from hearthlink_trio.supervisor.status import overall_status, systemd_status
 from tests.sup import write_config
 
@@ -21,16 +25,53 @@ def _config(tmp_path: Path, name: str, **services: dict[str, object]) -> object:
     return load_config(write_config(tmp_path / name, sections), environ={})
 
 
-def test_every_change_goes_through_change_state_and_is_observed() -> None:
+def test_every_change_goes_through_an_intent_method_and_is_observed() -> None:
     seen: list[tuple[str, str]] = []
-    record = ServiceState("svc", on_change=lambda r, old: seen.append((old.value, r.state.value)))
-    record.change_state(State.STARTING)
-    record.change_state(State.HEALTHY, error=None)
-    record.note("slow")
-    assert seen == [("waiting", "starting"), ("starting", "healthy"), ("healthy", "healthy")]
-    assert record.error_message == "slow"
-    with pytest.raises(AssertionError, match="healthy -> waiting"):
-        record.change_state(State.WAITING)
+    log = logging.getLogger("test.state")
+    record = ServiceState(
+        "svc", log=log, on_change=lambda r, old: seen.append((old.value, r.state.value))
+    )
+    record.started(123, port=None, task=False, attempt=0, policy=Restart())
+    record.passed_probe(first=True)
+    record.failed_probe("slow")
+    record.failed_probe("slower")
+    assert seen == [
+        ("waiting", "starting"),
+        ("starting", "healthy"),
+        ("healthy", "unhealthy"),
+        ("unhealthy", "unhealthy"),
+    ]
+    assert (record.pid, record.error_message, record.ever_healthy) == (123, "slower", True)
+    record.backing_off(2.0, "exited")
+    assert (record.state, record.restart_count, record.restart_backoff) == (State.BACKOFF, 1, 2.0)
+    # A forbidden transition is a real error, not an assert that `python -O` removes.
+    with pytest.raises(TransitionError, match="from backoff to waiting"):
+        record.waiting()
+
+
+def test_no_module_but_the_state_object_writes_a_service_record() -> None:
+    import hearthlink_trio
+
+    fields = {f.name for f in dataclasses.fields(ServiceState)}
+    root = Path(hearthlink_trio.__file__).parent
+    writes = []
+    for path in root.rglob("*.py"):
+        if path.name == "state.py" and path.parent.name == "supervisor":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr in fields
+                    and "record" in ast.unparse(target.value)
+                ):
+                    writes.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert writes == []
 
 
 def test_every_state_can_be_left_and_stopped_is_reachable_from_all() -> None:
@@ -118,29 +159,33 @@ def test_systemd_status_line() -> None:
 
 
 def test_the_original_lines_word_for_word() -> None:
-    assert events.started("vault", 8001, 12345).message == (
+    assert log_lines.started("vault", 8001, 12345).message == (
         "Started vault service on port 8001 with PID 12345"
     )
-    assert events.healthy("vault").message == "vault service is healthy"
-    assert events.steady_state(30).message == (
+    assert log_lines.healthy("vault").message == "vault service is healthy"
+    assert log_lines.steady_state(30).message == (
         "Health monitoring: Switching to steady-state mode (30s intervals)"
     )
-    assert events.unhealthy("vault", "Connection refused").message == (
+    assert log_lines.unhealthy("vault", "Connection refused").message == (
         "vault service unhealthy (Connection refused), scheduling restart"
     )
-    assert events.restarted("vault", 1, 2.0).message == (
+    assert log_lines.restarted("vault", 1, 2.0).message == (
         "Service vault restarted (attempt 1), next backoff: 2s"
     )
-    assert events.restarted("vault", 1, 0.2).message.endswith("next backoff: 0.2s")
-    assert events.gave_up("vault", 5).message == "Service vault has failed 5 times, not restarting"
-    assert events.port_available("vault", 8001).message == "✓ Port 8001 available for vault service"
+    assert log_lines.restarted("vault", 1, 0.2).message.endswith("next backoff: 0.2s")
+    assert (
+        log_lines.gave_up("vault", 5).message == "Service vault has failed 5 times, not restarting"
+    )
+    assert (
+        log_lines.port_available("vault", 8001).message == "✓ Port 8001 available for vault service"
+    )
 
 
 def test_a_requested_stop_says_stopped_and_keeps_the_signal_in_the_fields() -> None:
-    event = events.stopped("vault", -15, detail=None)
+    event = log_lines.stopped("vault", -15, detail=None)
     assert event.message == "Stopped vault service"
     assert event.fields == {"service": "vault", "exit_code": -15, "signal": 15}
-    assert events.stopped("x", -9, detail="killed by SIGKILL").message == (
+    assert log_lines.stopped("x", -9, detail="killed by SIGKILL").message == (
         "Stopped x service (killed by SIGKILL)"
     )
 

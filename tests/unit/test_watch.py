@@ -13,7 +13,7 @@ from hearthlink_trio.config.cache import load_cached, load_config_cached
 from hearthlink_trio.config.resolved import glob_folder
 from hearthlink_trio.errors import ConfigError
 from hearthlink_trio.supervisor.cascade import followers
-from hearthlink_trio.supervisor.events import describe_changes, files_changed
+from hearthlink_trio.supervisor.log_lines import describe_changes, files_changed
 from hearthlink_trio.supervisor.watch import Change, Decision, Matcher, StormGuard, watch_roots
 from tests.sup import write_config
 

@@ -13,6 +13,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from hearthlink_trio.cli.statusview import render_status_table
 from hearthlink_trio.control.errors import ControlError
+from hearthlink_trio.control.stream import (
+    Dropped,
+    ProbeResult,
+    Snapshot,
+    StateChange,
+    SupervisorLine,
+    parse,
+)
 
 if TYPE_CHECKING:
     from hearthlink_trio.control.client import ControlClient
@@ -44,18 +52,18 @@ def _follow(client: ControlClient, out: TextIO) -> bool:
     """Draw from one event stream; True if the stream dropped us (too slow: connect again),
     False once it ended (the supervisor has gone)."""
     health: dict[str, Any] | None = None
-    for event in client.events(types=WATCHED_TYPES):
-        kind = event["type"]
-        if kind == "dropped":
+    for line in client.events(types=WATCHED_TYPES):
+        event = parse(line)
+        if isinstance(event, Dropped):
             return True
-        if kind == "snapshot":
-            health = event
-        elif kind in ("state", "supervisor"):
+        if isinstance(event, Snapshot):
+            health = dict(event.health)
+        elif isinstance(event, StateChange | SupervisorLine):
             health = client.health()
-        elif kind == "probe" and event["ok"] and health is not None:
+        elif isinstance(event, ProbeResult) and event.ok and health is not None:
             for service in health["services"]:
-                if service["name"] == event["service"]:
-                    service["last_health_check"] = event["ts"]
+                if service["name"] == event.service:
+                    service["last_health_check"] = event.ts
         if health is not None:
             out.write(CLEAR + render_status_table(health))
             out.flush()

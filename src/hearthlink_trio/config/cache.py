@@ -14,24 +14,29 @@ Entries live in ``$XDG_CACHE_HOME/hearthlink/`` (``~/.cache/hearthlink``), 0600 
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
+import dataclasses
+import enum
+import functools
 import hashlib
 import json
 import os
 import pwd
 import re
-import signal
 import sys
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hearthlink_trio
 from hearthlink_trio._util import ensure_private_dir, write_private_file
-from hearthlink_trio.config.resolved import Config, Health, Probe, Restart, Service
+from hearthlink_trio.config.resolved import Config
 
-FORMAT = 1
+FORMAT = 2
 #: ``${NAME}`` or ``$NAME`` in an env file: loading read that variable.
 _REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -147,65 +152,68 @@ def _checks(config: Config) -> dict[str, list[str]]:
 
 
 def _config_to(config: Config) -> dict[str, Any]:
-    data = {
-        "path": str(config.path),
-        "data_dir": str(config.data_dir),
-        "log_dir": str(config.log_dir),
-        "run_dir": str(config.run_dir),
-        "control_socket": str(config.control_socket),
-        "python": config.python,
-        "health": vars(config.health),
-        "restart": vars(config.restart),
-        "log_max_bytes": config.log_max_bytes,
-        "log_backups": config.log_backups,
-        "services": [_service_to(svc) for svc in config.services],
-    }
-    return data
+    return _plain(config)  # type: ignore[no-any-return]
 
 
-def _service_to(service: Service) -> dict[str, Any]:
-    data = dict(vars(service))
-    data["argv"] = list(service.argv)
-    data["cwd"] = str(service.cwd)
-    data["stop_signal"] = int(service.stop_signal)
-    data["probe"] = {**vars(service.probe), "argv": list(service.probe.argv)}
-    data["conditions"] = dict(service.conditions)
-    data["env"] = dict(service.env)
-    data["file_env"] = dict(service.file_env)
-    data["secrets"] = dict(service.secrets)
-    return data
+def _plain(value: Any) -> Any:
+    """A resolved config (or any part of it) as JSON can carry it."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return value
 
 
 def _config_from(data: dict[str, Any]) -> Config:
-    return Config(
-        path=Path(data["path"]),
-        data_dir=Path(data["data_dir"]),
-        log_dir=Path(data["log_dir"]),
-        run_dir=Path(data["run_dir"]),
-        control_socket=Path(data["control_socket"]),
-        python=data["python"],
-        health=Health(**data["health"]),
-        restart=Restart(**data["restart"]),
-        log_max_bytes=data["log_max_bytes"],
-        log_backups=data["log_backups"],
-        services=tuple(_service_from(svc) for svc in data["services"]),
-    )
+    return _build(Config, data)  # type: ignore[no-any-return]
 
 
-def _service_from(data: dict[str, Any]) -> Service:
-    probe = data.pop("probe")
-    return Service(
-        **{
-            **data,
-            "argv": tuple(data["argv"]),
-            "cwd": Path(data["cwd"]),
-            "stop_signal": signal.Signals(data["stop_signal"]),
-            "probe": Probe(**{**probe, "argv": tuple(probe["argv"])}),
-            "watch": tuple(data.get("watch", ())),
-            "watch_ignore": tuple(data.get("watch_ignore", ())),
-            "restart_with": tuple(data.get("restart_with", ())),
-        }
-    )
+def _build(kind: Any, data: Any) -> Any:
+    """The value of type ``kind`` that :func:`_plain` turned into ``data``.
+
+    Driven by the dataclasses' own type hints, so a new field needs no code here.
+
+    Raises:
+        TypeError or ValueError: ``data`` does not fit ``kind`` (a corrupt entry).
+    """
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        hints = _hints(kind)
+        if not isinstance(data, dict):
+            raise TypeError(f"{kind.__name__}: not an object")
+        return kind(**{name: _build(hints[name], item) for name, item in data.items()})
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if data is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _build(inner, data)
+    if origin is tuple:
+        return tuple(_build(args[0], item) for item in data)
+    if origin in (dict, Mapping, collections.abc.Mapping):
+        return {key: _build(args[1], item) for key, item in data.items()}
+    if origin is typing.Literal:
+        if data not in args:
+            raise ValueError(f"{data!r} is not one of {args}")
+        return data
+    if isinstance(kind, type) and issubclass(kind, enum.Enum | Path):
+        return kind(data)
+    if kind is float and isinstance(data, int):
+        return float(data)
+    if isinstance(kind, type) and not isinstance(data, kind):
+        raise TypeError(f"{data!r} is not a {kind.__name__}")
+    return data
+
+
+@functools.cache
+def _hints(kind: type) -> dict[str, Any]:
+    return typing.get_type_hints(kind, vars(sys.modules[kind.__module__]))
 
 
 def load_config_cached(path: Path, environ: Mapping[str, str] | None = None) -> Config:

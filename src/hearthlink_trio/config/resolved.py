@@ -10,11 +10,21 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from hearthlink_trio.config.graph import longest_chain
 
 #: The API token's file in the data dir; a declared secret cannot use its name.
 TOKEN_FILE = "api.token"
+
+#: A long-running service, or a task that runs to completion.
+Kind = Literal["service", "task"]
+#: When a process that ended is started again.
+RestartPolicy = Literal["always", "on-failure", "never"]
+#: Where the stop signal goes: the whole process group, or the main process only.
+KillMode = Literal["group", "mixed"]
+#: How a service shows it is ready and well.
+ProbeKind = Literal["http", "tcp", "exec", "log", "none"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class Restart:
 class Probe:
     """How a service shows it is ready and well: one of http, tcp, exec, log, none."""
 
-    kind: str
+    kind: ProbeKind
     path: str = ""  # http: the path to GET
     status: int = 200  # http: the status that passes
     json: bool = True  # http: also require a JSON body whose "status" is "healthy"
@@ -70,13 +80,12 @@ class Service:
     #: Environment variable -> secret file name in the data dir.
     secrets: Mapping[str, str]
     probe: Probe = field(default_factory=lambda: Probe("http", path="/health"))
-    kind: str = "service"  # or "task"
-    #: "always", "on-failure" or "never".
-    restart: str = "always"
+    kind: Kind = "service"
+    restart: RestartPolicy = "always"
     #: From the dotenv files (the supervisor's, then the service's own): below ``env``.
     file_env: Mapping[str, str] = field(default_factory=dict)
     user: str = ""
-    kill_mode: str = "group"
+    kill_mode: KillMode = "group"
     #: The service's table name: ``web`` for the replicas ``web-1`` … ``web-N``.
     group: str = ""
     replica: int | None = None

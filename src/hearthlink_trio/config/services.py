@@ -10,6 +10,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
@@ -17,6 +18,7 @@ from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSec
 from hearthlink_trio.config.resolved import (
     TOKEN_FILE,
     Probe,
+    ProbeKind,
     Service,
     glob_folder,
     service_url,
@@ -60,10 +62,11 @@ class Where:
     euid: int = field(default_factory=os.geteuid)
 
 
-def _probe_kind(svc: ServiceSection) -> str:
+def _probe_kind(svc: ServiceSection) -> ProbeKind:
     if svc.probe is None:
         return "none" if svc.kind == "task" else "http"
-    return svc.probe.kind if isinstance(svc.probe, ProbeTable) else svc.probe
+    kind = svc.probe.kind if isinstance(svc.probe, ProbeTable) else svc.probe
+    return cast(ProbeKind, kind)
 
 
 def _port_need(svc: ServiceSection) -> str | None:

@@ -20,13 +20,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import trio
 
-from hearthlink_trio.control.events import EVENT_TYPES, EventHub, Subscription
+from hearthlink_trio.control.hub import EventHub, Subscription
+from hearthlink_trio.control.stream import (
+    EVENT_TYPES,
+    Dropped,
+    Snapshot,
+    StreamEvent,
+    to_json,
+)
 
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
@@ -36,6 +43,8 @@ log = logging.getLogger("hearthlink.control")
 _SERVICE_ROUTE = re.compile(r"/v1/services/([^/]+)/(restart|stop|start)")
 #: How long a dropped reader gets to take the line that says why, before it is cut off.
 DROP_NOTICE_TIMEOUT = 1.0
+#: The most events written in one chunk of the stream.
+MAX_BATCH_EVENTS = 32
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
@@ -175,7 +184,7 @@ class ControlApp:
             services = health["services"]
             if service is not None:
                 services = [s for s in services if s["name"] == service]
-            snapshot = {"type": "snapshot", **health, "services": services}
+            snapshot = Snapshot({**health, "services": services})
             await send(
                 {
                     "type": "http.response.start",
@@ -198,11 +207,14 @@ class ControlApp:
 
 
 async def _pump(sub: Subscription, send: ASGISendCallable) -> None:
-    """Send the subscription's events as they come, a batch per chunk."""
+    """Send the subscription's events as they come, a batch of at most
+    :data:`MAX_BATCH_EVENTS` per chunk: what a slow reader has not taken yet stays in its
+    buffer, where falling :data:`~hearthlink_trio.control.hub.SUBSCRIBER_BUFFER` events
+    behind drops it with its last line, rather than in one chunk it may never finish."""
     with sub.scope:
         async for event in sub.receive:
             batch = [event]
-            while True:
+            while len(batch) < MAX_BATCH_EVENTS:
                 try:
                     batch.append(sub.receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
@@ -210,11 +222,11 @@ async def _pump(sub: Subscription, send: ASGISendCallable) -> None:
             await _send_chunk(send, batch)
     if sub.dropped is not None:
         with trio.move_on_after(DROP_NOTICE_TIMEOUT):
-            await _send_chunk(send, [{"type": "dropped", "reason": sub.dropped}])
+            await _send_chunk(send, [Dropped(sub.dropped)])
 
 
-async def _send_chunk(send: ASGISendCallable, events: list[dict[str, Any]]) -> None:
-    body = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
+async def _send_chunk(send: ASGISendCallable, events: Sequence[StreamEvent]) -> None:
+    body = "".join(json.dumps(to_json(event), separators=(",", ":")) + "\n" for event in events)
     await send({"type": "http.response.body", "body": body.encode(), "more_body": True})
 
 

@@ -16,6 +16,7 @@ import os
 import socket
 import stat
 import struct
+import weakref
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,8 @@ log = logging.getLogger("hearthlink.control")
 #: A peer that takes none of what we send for this long is cut off (an event stream's
 #: reader that stopped reading), so its connection never holds a task forever.
 SEND_STALL_TIMEOUT = 10.0
+#: The most bytes handed to the kernel in one send (progress is measured per piece).
+SEND_PIECE_BYTES = 16 * 1024
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -86,6 +89,7 @@ async def serve_control(
                 allowed_uids=frozenset({os.getuid(), 0}),
             )
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(_close_all_when_cancelled, listener)
                 await nursery.start(partial(_serve, app, config, listener))
                 task_status.started()
                 task_status = trio.TASK_STATUS_IGNORED
@@ -96,6 +100,15 @@ async def serve_control(
             sock.close()
             _remove_if_ours(socket_path, identity)
         sock, identity = await _bind_again(socket_path)
+
+
+async def _close_all_when_cancelled(listener: PeerCheckedListener) -> None:
+    # The moment the server is told to stop, not once its connections have ended on their
+    # own: a connection whose reader stopped reading would hold the end up otherwise.
+    try:
+        await trio.sleep_forever()
+    finally:
+        listener.close_all()
 
 
 #: How often the supervisor checks that its control socket is still there.
@@ -174,13 +187,17 @@ class PeerCheckedListener(trio.abc.Listener["GuardedStream"]):
     def __init__(self, inner: trio.SocketListener, *, allowed_uids: frozenset[int]) -> None:
         self._inner = inner
         self._allowed = allowed_uids
+        #: Every connection accepted and not yet closed.
+        self.open: weakref.WeakSet[GuardedStream] = weakref.WeakSet()
 
     async def accept(self) -> GuardedStream:
         while True:
             stream = await self._inner.accept()
             pid, uid = peer_credentials(stream.socket)
             if uid in self._allowed:
-                return GuardedStream(stream)
+                guarded = GuardedStream(stream)
+                self.open.add(guarded)
+                return guarded
             log.warning(
                 "control API: refused a connection from pid %s running as uid %s "
                 "(only uid %s and root may use it)",
@@ -193,6 +210,12 @@ class PeerCheckedListener(trio.abc.Listener["GuardedStream"]):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
+    def close_all(self) -> None:
+        """Close every open connection now: a task blocked sending on one (a reader that
+        stopped reading) is woken with an error instead of holding up the server's end."""
+        for stream in list(self.open):
+            stream.socket.close()
+
 
 def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int]:
     """``(pid, uid)`` of the process at the other end of a Unix socket connection."""
@@ -203,10 +226,13 @@ def peer_credentials(sock: trio.socket.SocketType) -> tuple[int, int]:
 
 
 class GuardedStream(trio.abc.HalfCloseableStream):
-    """A connection whose sends give up (and close it) after :data:`SEND_STALL_TIMEOUT`.
+    """A connection that is closed once its peer has taken nothing for
+    :data:`SEND_STALL_TIMEOUT`, and that the server can close at once when it stops.
 
     hypercorn shields its writes from cancellation, so without this a peer that stops
     reading an endless response would hold the writing task, and the connection, forever.
+    A peer that reads slowly but keeps reading is not cut here: its event stream drops it,
+    with a last line, once it falls too far behind.
     """
 
     def __init__(self, inner: trio.SocketStream) -> None:
@@ -214,11 +240,14 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         self.socket = inner.socket
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        with trio.move_on_after(SEND_STALL_TIMEOUT):
-            await self._inner.send_all(data)
-            return
-        await trio.aclose_forcefully(self._inner)
-        raise trio.BrokenResourceError(f"the peer took nothing for {SEND_STALL_TIMEOUT:g}s")
+        view = memoryview(data)
+        while view:
+            with trio.move_on_after(SEND_STALL_TIMEOUT):
+                sent = await self.socket.send(view[:SEND_PIECE_BYTES])
+                view = view[sent:]
+                continue
+            await trio.aclose_forcefully(self._inner)
+            raise trio.BrokenResourceError(f"the peer took nothing for {SEND_STALL_TIMEOUT:g}s")
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._inner.wait_send_all_might_not_block()

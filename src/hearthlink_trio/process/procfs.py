@@ -15,17 +15,40 @@ class ProcStat(NamedTuple):
     pgid: int
     start_ticks: int  # start time in clock ticks since boot: with the pid, an identity
     ppid: int = 0
+    utime: int = 0  # CPU time in user mode, clock ticks (all its threads)
+    stime: int = 0  # CPU time in kernel mode, clock ticks
+
+
+def parse_stat(data: bytes) -> ProcStat:
+    """The fields we use of the text of a /proc/<pid>/stat file.
+
+    Raises:
+        ValueError: ``data`` is not such a text.
+    """
+    # The command name (field 2) may hold spaces and ')': split after its last ')'. Field
+    # N of proc(5) is then fields[N - 3].
+    try:
+        fields = data.rsplit(b")", 1)[1].split()
+        return ProcStat(
+            state=fields[0].decode(),
+            pgid=int(fields[2]),
+            start_ticks=int(fields[19]),
+            ppid=int(fields[1]),
+            utime=int(fields[11]),
+            stime=int(fields[12]),
+        )
+    except IndexError:
+        raise ValueError(f"not a /proc/<pid>/stat line: {data[:80]!r}") from None
 
 
 def proc_stat(pid: int) -> ProcStat | None:
-    """Fields 3, 5, 22 and 4 of /proc/<pid>/stat; None if there is no such process."""
+    """State, group, parent, start time and CPU times of ``pid``; None if there is no such
+    process (or its stat cannot be read)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            # The command name (field 2) may hold spaces and ')': split after its last ')'.
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
+            return parse_stat(f.read())
+    except (OSError, ValueError):
         return None
-    return ProcStat(fields[0].decode(), int(fields[2]), int(fields[19]), int(fields[1]))
 
 
 def proc_environ(pid: int, *names: str) -> dict[str, str]:

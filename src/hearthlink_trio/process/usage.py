@@ -11,6 +11,8 @@ import os
 import time
 from typing import NamedTuple
 
+from hearthlink_trio.process.procfs import proc_stat
+
 __all__ = ["UsageSampler"]
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -63,17 +65,15 @@ class UsageSampler:
 
 
 def _read(pid: int) -> tuple[int, float, int] | None:
+    stat = proc_stat(pid)
+    if stat is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # The command name (field 2) may hold spaces and ')': split after its last ')'.
-            fields = f.read().rsplit(b")", 1)[1].split()
         with open(f"/proc/{pid}/statm", "rb") as f:
             resident_pages = int(f.read().split()[1])
     except (OSError, IndexError, ValueError):
         return None
-    # Fields 14 and 15 (utime, stime) and 22 (starttime), counted from field 3 here.
-    cpu_ticks = int(fields[11]) + int(fields[12])
-    return int(fields[19]), cpu_ticks / _TICKS, resident_pages * _PAGE
+    return stat.start_ticks, (stat.utime + stat.stime) / _TICKS, resident_pages * _PAGE
 
 
 def _uptime() -> float:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from hearthlink_trio.config import Service
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.state import ServiceState, State
 
@@ -76,7 +76,7 @@ class Cascade:
                     continue
                 started = record.started_at
                 what = self._request(name, f"{origin} restarted")
-                events.emit(self._ctx.log, events.dependency_restart(name, origin, what))
+                log_lines.emit(self._ctx.log, log_lines.dependency_restart(name, origin, what))
                 if what == "restarting":
                     await healthy_again(self._ctx, name, started)
         if self._running.get(origin) is scope:

@@ -9,16 +9,16 @@ notification that everything waiting on another service's state uses.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
 from hearthlink_trio.config import Config
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.control.stream import StateChange, StreamEvent
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.output import Console
 from hearthlink_trio.supervisor.seams import Launcher, Prober
 from hearthlink_trio.supervisor.secrets import Secrets
@@ -54,8 +54,8 @@ class Context:
     #: One spawn per scheduler batch: a spawn blocks the loop for a few milliseconds (fork
     #: and exec), and N of them back to back kept every probe waiting at start-up.
     spawn_lock: trio.Lock = field(default_factory=trio.Lock)
-    #: Receives every event for the event stream: ``{"type": "state"|"probe"|..., ...}``.
-    publish: Callable[[dict[str, Any]], None] = field(default=lambda event: None)
+    #: Receives every event for the event stream.
+    publish: Callable[[StreamEvent], None] = field(default=lambda event: None)
     #: Receives every batch of output lines: ``(service, "stdout"|"stderr", lines)``.
     publish_lines: Callable[[str, str, list[str]], None] = field(default=lambda *lines: None)
     #: Told when a service begins a restart that no cascade asked for (its dependents with
@@ -72,18 +72,16 @@ class Context:
         """The observer of every service record."""
         self.changed()
         self.publish(
-            {
-                "type": "state",
-                "service": record.name,
-                "ts": time.time(),
-                "state": record.state.value,
-                "status": record.state.status,
-                "previous": old.value,
-                "pid": record.pid,
-                "error_message": self.secrets.redact(record.error_message or "") or None,
-                "restart_count": record.restart_count,
-                "reason": record.reason,
-            }
+            StateChange(
+                service=record.name,
+                state=record.state.value,
+                status=record.state.status,
+                previous=old.value,
+                pid=record.pid,
+                error_message=self.secrets.redact(record.error_message or "") or None,
+                restart_count=record.restart_count,
+                reason=record.reason,
+            )
         )
 
     def next_change(self) -> trio.Event:
@@ -101,9 +99,9 @@ class Context:
     def log_write_failed(self, path: Path, error: OSError | None) -> None:
         """A service's log file stopped taking writes (``error``), or took them again (None)."""
         if error is None:
-            events.emit(self.log, events.log_write_resumed(path))
+            log_lines.emit(self.log, log_lines.log_write_resumed(path))
         else:
-            events.emit(self.log, events.log_write_failed(path, error.strerror or str(error)))
+            log_lines.emit(self.log, log_lines.log_write_failed(path, error.strerror or str(error)))
 
     def dependents_running(self, name: str) -> list[str]:
         """Services depending on ``name`` that still have a process."""

@@ -3,16 +3,16 @@ unhealthy, reset its restart count once stable, and return when it must be resta
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import trio
 
 from hearthlink_trio.config import Service
+from hearthlink_trio.control.stream import ProbeResult
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
-from hearthlink_trio.supervisor.policy import ProbeTracker, Verdict, backoff_delay
+from hearthlink_trio.supervisor.policy import ProbeTracker, Verdict
 from hearthlink_trio.supervisor.state import ServiceState, State
 
 
@@ -31,7 +31,7 @@ async def watch_health(
     ``none`` probe passes at once, and then only an exit ends the process.
     """
     if service.probe.kind == "none":
-        _first_pass(ctx, service, record)
+        record.passed_probe(first=True)
         await trio.sleep_forever()
     tracker = ProbeTracker(ctx.config.health, ctx.started, process_start=trio.current_time())
     healthy_since: float | None = None
@@ -52,49 +52,28 @@ async def watch_health(
             result = await ctx.prober.probe(service, ctx.config.health.timeout, env)
         now = trio.current_time()
         ctx.publish(
-            {
-                "type": "probe",
-                "service": service.name,
-                "ts": time.time(),
-                "ok": result is None,
-                "latency_ms": round((now - began) * 1000, 3),
-                "reason": result,
-            }
+            ProbeResult(
+                service=service.name,
+                ok=result is None,
+                latency_ms=round((now - began) * 1000, 3),
+                reason=result,
+            )
         )
         verdict = tracker.observe(result is None, now)
-        if result is None:
-            record.last_health_check = time.time()
-        else:
+        if result is not None:
             reason = result
         if verdict is Verdict.FIRST_PASS:
             healthy_since = now
-            _first_pass(ctx, service, record)
+            record.passed_probe(first=True)
         elif verdict is Verdict.PASSED:
             if record.state is State.UNHEALTHY:
                 healthy_since = now
-                record.change_state(State.HEALTHY, error=None)
-                events.emit(ctx.log, events.healthy(service.name, again=True))
-            if (
-                record.restart_count
-                and healthy_since is not None
-                and now - healthy_since >= policy.stable_after
-            ):
-                record.restart_count = 0
-                record.restart_backoff = backoff_delay(1, policy)
-                ctx.changed()
+            record.passed_probe(first=False)
+            if healthy_since is not None and now - healthy_since >= policy.stable_after:
+                record.stable(policy)
         elif verdict is Verdict.FAILED:
             healthy_since = None
-            if record.state is State.UNHEALTHY:
-                record.note(reason)
-            else:
-                record.change_state(State.UNHEALTHY, error=reason)
+            record.failed_probe(reason)
         elif verdict is Verdict.UNHEALTHY:
-            events.emit(ctx.log, events.unhealthy(service.name, reason))
+            log_lines.emit(ctx.log, log_lines.unhealthy(service.name, reason))
             return f"unhealthy ({reason})"
-
-
-def _first_pass(ctx: Context, service: Service, record: ServiceState) -> None:
-    record.ever_healthy = True
-    record.last_health_check = time.time()
-    record.change_state(State.HEALTHY, error=None)
-    events.emit(ctx.log, events.healthy(service.name))

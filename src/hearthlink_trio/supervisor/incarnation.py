@@ -11,7 +11,6 @@ behind: the guarantee is in the shape of the code.
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,14 +21,13 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.process.spawn import KillMode, describe_exit, describe_signal
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.process.spawn import describe_exit, describe_signal
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
-from hearthlink_trio.supervisor.policy import backoff_delay
 from hearthlink_trio.supervisor.seams import Process
-from hearthlink_trio.supervisor.state import ServiceState, State
+from hearthlink_trio.supervisor.state import ServiceState
 
 #: How long the pumps may keep reading after their process exited.
 PUMP_DRAIN_SECONDS = 1.0
@@ -80,23 +78,30 @@ async def run_incarnation(
     attempt: int,
     restart_requested: trio.Event,
     stop_asked: Callable[[], bool],
+    process: Process | None = None,
     restart_reason: Callable[[], str | None] = lambda: None,
 ) -> Outcome:
     """Start ``service`` once and watch it until it exits, fails its health or is restarted.
 
     ``attempt`` is the restart number (0 for a first start or a manual restart).
-    ``restart_reason()`` tells why a restart was asked (None: by hand).
     ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
-    shutdown or a reload), which is logged as such.
+    shutdown, a reload, a stop by hand), which is logged as such; once it holds nothing is
+    started. ``process``: one already started and announced (taken over), to watch instead.
+    ``restart_reason()`` tells why a restart was asked (None: by hand).
     """
-    try:
+    if process is None:
         async with ctx.spawn_lock:
-            process = ctx.launcher.launch(service, env)
-    except OSError as exc:
-        reason = f"could not start: {exc.strerror or exc}"
-        events.emit(ctx.log, events.spawn_failed(service.name, reason))
-        return Outcome(End.SPAWN_FAILED, reason)
-    _started(ctx, service, record, process, attempt)
+            if stop_asked():
+                # The stop began while this waited its turn: its cancellation is pending, and
+                # the checkpoint below delivers it. Nothing starts after a stop began.
+                await trio.sleep_forever()
+            try:
+                process = ctx.launcher.launch(service, env)
+            except OSError as exc:
+                reason = f"could not start: {exc.strerror or exc}"
+                log_lines.emit(ctx.log, log_lines.spawn_failed(service.name, reason))
+                return Outcome(End.SPAWN_FAILED, reason)
+        started(ctx, service, record, process, attempt)
     watchers = [
         lambda: _exit_of(ctx, service, process),
         lambda: _manual(ctx, service, restart_requested, restart_reason),
@@ -114,22 +119,18 @@ async def run_incarnation(
             out.watchers.remove(log_watch.feed)
 
 
-def _started(
+def started(
     ctx: Context, service: Service, record: ServiceState, process: Process, attempt: int
 ) -> None:
-    now = time.time()
-    record.pid = process.pid
-    record.started_at = now
-    if attempt:
-        record.last_restart = now
+    """Record and announce a process of ``service`` that has just started."""
     ctx.groups.add(service.name, process.pid, process.start_ticks)
-    record.change_state(State.STARTING)
-    events.emit(
-        ctx.log, events.started(service.name, service.port, process.pid, task=service.is_task)
+    record.started(
+        process.pid,
+        port=service.port,
+        task=service.is_task,
+        attempt=attempt,
+        policy=ctx.config.restart,
     )
-    if attempt:
-        record.restart_backoff = backoff_delay(attempt + 1, ctx.config.restart)
-        events.emit(ctx.log, events.restarted(service.name, attempt, record.restart_backoff))
 
 
 @asynccontextmanager
@@ -184,25 +185,28 @@ async def _stop(
     if ctx.shutting_down:
         # Dependents stop before what they depend on.
         await ctx.wait_until(lambda: not ctx.dependents_running(service.name))
-    if record.running:
-        record.change_state(State.STOPPING)
+    record.stopping()
     signal_name = describe_signal(service.stop_signal)
 
     def waiting(waited: float, left: int) -> None:
         sent = "SIGKILL" if ctx.force.is_set() else signal_name
-        events.emit(ctx.log, events.waiting_to_stop(service.name, process.pid, sent, waited, left))
+        log_lines.emit(
+            ctx.log, log_lines.waiting_to_stop(service.name, process.pid, sent, waited, left)
+        )
 
-    kill_mode: KillMode = "mixed" if service.kill_mode == "mixed" else "group"
     code = await process.stop(
-        service.stop_signal, service.stop_timeout, ctx.force, kill_mode=kill_mode, waiting=waiting
+        service.stop_signal,
+        service.stop_timeout,
+        ctx.force,
+        kill_mode=service.kill_mode,
+        waiting=waiting,
     )
     ctx.groups.remove(service.name)
-    record.pid = None
-    ctx.changed()
+    record.process_gone()
     if stop_asked():
         as_asked = code in (0, -service.stop_signal)
         detail = None if as_asked else describe_exit(code)
-        events.emit(ctx.log, events.stopped(service.name, code, detail=detail))
+        log_lines.emit(ctx.log, log_lines.stopped(service.name, code, detail=detail))
 
 
 async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
@@ -212,10 +216,10 @@ async def _exit_of(ctx: Context, service: Service, process: Process) -> Outcome:
         return Outcome(End.CONFIG, "configuration error")
     detail = describe_exit(code)
     if code == 0 and (service.is_task or service.restart != "always"):
-        events.emit(ctx.log, events.completed(service.name, task=service.is_task))
+        log_lines.emit(ctx.log, log_lines.completed(service.name, task=service.is_task))
         return Outcome(End.COMPLETED, f"exited ({detail})")
     if not ctx.shutting_down:
-        events.emit(ctx.log, events.exited(service.name, detail, code))
+        log_lines.emit(ctx.log, log_lines.exited(service.name, detail, code))
     return Outcome(End.EXITED, f"exited ({detail})")
 
 
@@ -228,7 +232,7 @@ async def _manual(
     await restart_requested.wait()
     reason = restart_reason()
     if reason is None:
-        events.emit(ctx.log, events.manual_restart(service.name))
+        log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
         return Outcome(End.MANUAL, "manual restart")
     return Outcome(End.MANUAL, reason)  # its requester has said why
 

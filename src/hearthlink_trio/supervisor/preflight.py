@@ -8,7 +8,6 @@ are collected and raised together.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import pwd
@@ -17,52 +16,35 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from hearthlink_trio import lockfile
 from hearthlink_trio._util import ensure_private_dir
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.errors import PreflightError
+from hearthlink_trio.lockfile import LockFile, LockHeld
 from hearthlink_trio.process.groups import GROUPS_NAME, MalformedRecord, reap_leftovers
 from hearthlink_trio.process.procfs import port_holder
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
 
 LOCK_NAME = "supervisor.lock"
 
 
-@dataclass
-class RunLock:
-    """The data dir's lock: held (an open, flock'ed file) while a supervisor runs."""
-
-    path: Path
-    fd: int
-    #: What the file said before we took it: a previous run's pid, or garbage.
-    previous: str = ""
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+#: The data dir's lock: held (an open, flock'ed file) while a supervisor runs.
+RunLock = LockFile
 
 
 def acquire_lock(run_dir: Path) -> RunLock:
     """Take the data dir's lock, or raise PreflightError naming the supervisor holding it."""
-    ensure_private_dir(run_dir)
-    path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+        return lockfile.acquire(run_dir / LOCK_NAME)
+    except LockHeld as exc:
         raise PreflightError(
             [
-                f"Another hearthlink supervisor (pid {holder}) is already running with data dir "
-                f"{run_dir.parent}; stop it first (hearthlink stop) or use another data dir"
+                f"Another hearthlink supervisor (pid {exc.holder or 'unknown'}) is already "
+                f"running with data dir {run_dir.parent}; stop it first (hearthlink stop) or "
+                "use another data dir"
             ]
         ) from None
-    previous = os.pread(fd, 64, 0).decode(errors="replace").strip()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return RunLock(path, fd, previous)
 
 
 def check_port(service: Service) -> str | None:
@@ -110,10 +92,10 @@ def _reap(run_dir: Path, log: logging.Logger) -> None:
         record = run_dir / GROUPS_NAME
         aside = record.with_name(GROUPS_NAME + ".corrupt")
         os.replace(record, aside)
-        events.emit(log, events.group_record_unusable(record, str(exc), aside))
+        log_lines.emit(log, log_lines.group_record_unusable(record, str(exc), aside))
         return
     if killed:
-        events.emit(log, events.reaped(killed))
+        log_lines.emit(log, log_lines.reaped(killed))
 
 
 def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready | None:
@@ -138,7 +120,7 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
             [*problems, f"Data dir {config.data_dir} is not usable: {exc.strerror or exc}"]
         ) from None
     if lock.previous and not lock.previous.isdigit():
-        events.emit(log, events.lock_file_corrupt(lock.path, lock.previous))
+        log_lines.emit(log, log_lines.lock_file_corrupt(lock.path, lock.previous))
     try:
         try:
             secrets = load_secrets(config, create=keep_lock)
@@ -165,7 +147,7 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
             raise PreflightError(problems)
         for service in available:
             assert service.port is not None
-            events.emit(log, events.port_available(service.name, service.port))
+            log_lines.emit(log, log_lines.port_available(service.name, service.port))
     except BaseException:
         lock.release()
         raise

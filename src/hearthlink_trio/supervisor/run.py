@@ -1,43 +1,86 @@
-"""``hearthlink run``: preflight, the services that wait for nothing, then the supervisor
-under ``trio.run``.
+"""``hearthlink run``, the composition root: preflight, the services that wait for nothing,
+then, under ``trio.run``, the supervisor with what surrounds it: the signal watcher, the
+control API and sd_notify.
 
 The order is what makes the start quick: everything up to the first spawn is light (no
 trio, no control server); the services that wait for nothing are started right after the
-preflight, and boot while trio and the supervisor load (see ``prelaunch``).
+preflight, and boot while trio and the supervisor load (see ``launcher``).
+
+And what makes a stop graceful at every moment: SIGINT, SIGTERM and SIGHUP are caught from
+the start of the run (:class:`PendingSignals`), before the first spawn; a signal that comes
+before trio's own receiver exists is kept, stops the early start, and is handed to the
+supervisor once it has taken over every process started so far.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from hearthlink_trio.config import Config
-from hearthlink_trio.errors import PreflightError
+from hearthlink_trio.errors import ExitCode, PreflightError
 from hearthlink_trio.process.containment import Containment
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
+from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console, setup_event_log
 from hearthlink_trio.supervisor.preflight import preflight
-from hearthlink_trio.supervisor.prelaunch import EarlyStart
-from hearthlink_trio.systemd.notify import Notifier
+
+if TYPE_CHECKING:
+    import trio
+
+    from hearthlink_trio.supervisor.supervisor import Supervisor
+    from hearthlink_trio.systemd.notify import Notifier
+
+#: The signals a run answers: stop (twice: by force) and reload.
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class PendingSignals:
+    """Keeps the signals that come before the supervisor's own receiver exists."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def install(self) -> None:
+        for signum in HANDLED:
+            signal.signal(signum, self._keep)
+
+    def _keep(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+    def stop_asked(self) -> bool:
+        return any(signum != signal.SIGHUP for signum in self.received)
+
+    def take(self) -> list[int]:
+        received, self.received = self.received, []
+        return received
 
 
 def run_supervisor(config: Config, *, log_format: str, watch: bool = True) -> int:
     """Run the supervisor in the foreground; returns the exit code. ``watch`` False: no
     service is restarted on changes to its files."""
+    pending = PendingSignals()
+    pending.install()
     log = setup_event_log(log_format)
     ready = preflight(config, log, keep_lock=True)
     assert ready is not None
     # Before the services: the subreaper, the run's cgroup and the sentinel come first.
     containment = Containment.start()
     sentinel = containment.sentinel
-    events.emit(log, events.containment(containment.guarantee, sentinel.pid if sentinel else None))
+    log_lines.emit(
+        log, log_lines.containment(containment.guarantee, sentinel.pid if sentinel else None)
+    )
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
-    launcher = EarlyStart(containment)
+    launcher = ServiceLauncher(containment)
     try:
-        launcher.start(config, ready.secrets)
+        launcher.start(config, ready.secrets, stop_asked=pending.stop_asked)
         # Loaded only now, while the first services boot.
         import trio
 
         from hearthlink_trio.supervisor.supervisor import Supervisor
+        from hearthlink_trio.systemd.notify import Notifier
 
         try:
             supervisor = Supervisor(
@@ -45,16 +88,68 @@ def run_supervisor(config: Config, *, log_format: str, watch: bool = True) -> in
                 log,
                 secrets=ready.secrets,
                 console=console,
-                notifier=Notifier.from_environ(),
                 containment=containment,
                 launcher=launcher,
                 watch=watch,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened
             raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None
-        return trio.run(supervisor.run)
+        return trio.run(_supervise, supervisor, pending, Notifier.from_environ())
     finally:
         launcher.close()
         containment.close()
         console.close()
         ready.lock.release()
+
+
+async def _supervise(supervisor: Supervisor, pending: PendingSignals, notifier: Notifier) -> int:
+    import trio
+
+    from hearthlink_trio.control.errors import ControlSocketError
+    from hearthlink_trio.control.server import serve_control
+
+    # Before any signal is handled: every process started so far becomes a runner's.
+    supervisor.take_over()
+    async with trio.open_nursery() as outer:
+        await outer.start(_watch_signals, supervisor, pending)
+        try:
+            await outer.start(serve_control, supervisor.config.control_socket, supervisor)
+        except (ControlSocketError, OSError) as exc:
+            log_lines.emit(
+                supervisor.ctx.log,
+                log_lines.control_error(supervisor.config.control_socket, str(exc)),
+            )
+            supervisor.exit_code = ExitCode.PREFLIGHT
+            supervisor.shutdown("Control socket unusable")
+        if notifier.enabled:
+            outer.start_soon(notifier.watchdog_loop)
+            outer.start_soon(_notify_systemd, supervisor, notifier)
+        code = await supervisor.run()
+        outer.cancel_scope.cancel()
+    return code
+
+
+async def _watch_signals(
+    supervisor: Supervisor,
+    pending: PendingSignals,
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    import trio
+
+    with trio.open_signal_receiver(*HANDLED) as signals:
+        # Installed: nothing reaches the keeper any more. What it kept goes first.
+        task_status.started()
+        for signum in pending.take():
+            supervisor.on_signal(signum)
+        async for signum in signals:
+            supervisor.on_signal(signum)
+
+
+async def _notify_systemd(supervisor: Supervisor, notifier: Notifier) -> None:
+    await notifier.follow(
+        status=supervisor.systemd_status,
+        started=lambda: supervisor.overall_status() != "starting",
+        stopping=lambda: supervisor.shutting_down,
+        next_change=supervisor.ctx.next_change,
+    )

@@ -7,12 +7,13 @@ import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
-from hearthlink_trio.supervisor.incarnation import End, Outcome, run_incarnation
+from hearthlink_trio.supervisor.incarnation import End, Outcome, run_incarnation, running, started
 from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
 from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
 
 
@@ -27,6 +28,7 @@ class Runner:
         self.env = child_environment(ctx.config, service, ctx.secrets)
         self.record = ServiceState(
             service.name,
+            log=ctx.log,
             restart_backoff=backoff_delay(1, ctx.config.restart),
             on_change=ctx.on_change,
         )
@@ -58,6 +60,8 @@ class Runner:
         self.retiring = False
         #: Set once :meth:`run` has returned and its process is gone.
         self.done = trio.Event()
+        #: A process started before the supervisor loaded, taken over, not yet supervised.
+        self._taken: Process | None = None
 
     def request_restart(self, reason: str | None = None, *, cascade: bool = False) -> str:
         """A restart; returns what will happen, truthfully, for the caller to show.
@@ -82,8 +86,8 @@ class Runner:
         if record.state is State.BACKOFF and reason is None:
             return "in backoff; it restarts when its wait is over"
         if record.state in (State.FAILED, State.BACKOFF):
-            record.restart_count = 0
-        record.restart_because(reason or "manual restart")
+            record.forgiven()
+        record.restarting_because(reason or "manual restart")
         self._reason = reason
         self._cascaded = cascade
         self._restart.set()
@@ -102,6 +106,8 @@ class Runner:
 
     def release(self) -> str:
         """Start a service stopped by hand again (after its dependencies, as at start-up)."""
+        if self.ctx.shutting_down:
+            return "the supervisor is stopping"
         if not self.held:
             return f"not stopped ({self.record.state.value})"
         self._released.set()
@@ -114,6 +120,17 @@ class Runner:
             self.env[var] = self.ctx.secrets.current(var)
         return self.env
 
+    def take_over(self) -> None:
+        """Take over the process the launcher started early for this service, if any, and
+        announce it. From here on it is this runner's: it is stopped (signal, grace, kill)
+        whenever the runner ends, even before its first incarnation began."""
+        if self._taken is not None:
+            return
+        process = self.ctx.launcher.take(self.service, self._environment())
+        if process is not None:
+            self._taken = process
+            started(self.ctx, self.service, self.record, process, attempt=0)
+
     def retire(self) -> None:
         """Stop this service for good (a reload removed or changed it)."""
         self.retiring = True
@@ -125,17 +142,23 @@ class Runner:
                 while True:
                     with trio.CancelScope() as self._activity:
                         if self.record.state is State.STOPPED:
-                            self.record.change_state(State.WAITING)
+                            self.record.waiting()
                         await self._wait_for_dependencies()
                         await self._supervise()
                     # Only a hold() ends the activity: stay stopped until released.
                     self._activity = None
-                    self.record.change_state(State.STOPPED, error=None)
+                    self.record.stopped(by_hand=True)
                     await self._released.wait()
                     self.held, self._released = False, trio.Event()
         finally:
-            if self.record.state is not State.STOPPED:
-                self.record.change_state(State.STOPPED)
+            if self._taken is not None:
+                # Ended before its first incarnation could watch it: stopped the same way.
+                with trio.CancelScope(shield=True):
+                    async with running(
+                        self.ctx, self.service, self.record, self._taken, self.out, lambda: True
+                    ):
+                        self._taken = None
+            self.record.stopped()
             self.out.log.close()
             self.done.set()
 
@@ -147,6 +170,7 @@ class Runner:
                 ctx.restarted(self.name)
             self._starts += 1
             self._restart, self._reason, self._cascaded = trio.Event(), None, False
+            taken, self._taken = self._taken, None
             outcome = await run_incarnation(
                 ctx,
                 self.service,
@@ -156,6 +180,7 @@ class Runner:
                 attempt=attempt,
                 restart_requested=self._restart,
                 stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
+                process=taken,
                 restart_reason=lambda: self._reason,
             )
             attempt = 0
@@ -163,48 +188,42 @@ class Runner:
                 continue
             if outcome.end is End.COMPLETED:
                 # Done; not run again by a dependency's restart, only by a manual one.
-                record.ever_healthy = True
-                record.change_state(State.COMPLETED, error=None)
+                record.completed()
                 await self._wait_for_manual_restart()
                 continue
             if outcome.end is End.CONFIG:
                 self._give_up(
-                    events.config_exit(self.name, EX_CONFIG),
+                    log_lines.config_exit(self.name, EX_CONFIG),
                     self.out.last_line or f"configuration error (exit status {EX_CONFIG})",
                 )
                 await self._wait_for_manual_restart()
                 continue
             if self.service.restart == "never":
                 self._give_up(
-                    events.not_restarting(self.name, "never", outcome.detail), outcome.detail
+                    log_lines.not_restarting(self.name, "never", outcome.detail), outcome.detail
                 )
                 await self._wait_for_manual_restart()
                 continue
             if record.restart_count >= ctx.config.restart.max_attempts:
-                self._give_up(events.gave_up(self.name, record.restart_count), outcome.detail)
+                self._give_up(log_lines.gave_up(self.name, record.restart_count), outcome.detail)
                 await self._wait_for_manual_restart()
                 continue
             await self._back_off(outcome)
             attempt = record.restart_count
 
     async def _back_off(self, outcome: Outcome) -> None:
-        record = self.record
-        record.restart_count += 1
-        delay = backoff_delay(record.restart_count, self.ctx.config.restart)
-        record.restart_backoff = delay
-        record.change_state(State.BACKOFF, error=outcome.detail)
-        events.emit(self.ctx.log, events.restarting(self.name, delay))
+        delay = backoff_delay(self.record.restart_count + 1, self.ctx.config.restart)
+        self.record.backing_off(delay, outcome.detail)
         self._restart = trio.Event()
         # A restart the supervisor asks for itself (a change, a dependency) ends the wait.
         with trio.move_on_after(delay):
             await self._restart.wait()
 
-    def _give_up(self, event: events.Event, error: str) -> None:
-        events.emit(self.ctx.log, event)
+    def _give_up(self, line: log_lines.Event, error: str) -> None:
         # The error may be the service's own last output line: it is shown by `status` and
         # logged, so the secrets the supervisor handed out are masked in it.
         error = self.ctx.secrets.redact(error)
-        self.record.change_state(State.FAILED, error=error)
+        self.record.gave_up(line, error)
         if self.service.critical:
             self.ctx.fatal(f"critical service {self.name} gave up: {error}")
 
@@ -212,7 +231,7 @@ class Runner:
         self._restart = trio.Event()
         await self._restart.wait()
         if self._reason is None:
-            events.emit(self.ctx.log, events.manual_restart(self.name))
+            log_lines.emit(self.ctx.log, log_lines.manual_restart(self.name))
 
     async def _wait_for_dependencies(self) -> None:
         ctx, record = self.ctx, self.record
@@ -226,11 +245,11 @@ class Runner:
                 if not condition_holds(ctx.records.get(dep), condition)
             ]
             if waiting:
-                record.note(_waiting_for(waiting, ctx.records))
+                record.waiting_for(_waiting_for(waiting, ctx.records))
             return not waiting
 
         await ctx.wait_until(ready)
-        record.note(None)
+        record.waiting_for(None)
 
 
 _AWAITED = {"started": "start", "healthy": "be healthy", "completed": "complete"}

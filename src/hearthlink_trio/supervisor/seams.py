@@ -1,7 +1,7 @@
 """The supervisor's two seams to the world: the launcher that starts processes, the prober.
 
 The supervisor is handed one of each. The real ones start service processes
-(:class:`hearthlink_trio.supervisor.prelaunch.EarlyStart`) and probe them
+(:class:`hearthlink_trio.supervisor.launcher.ServiceLauncher`) and probe them
 (:class:`ServiceProber`); the tests' fakes script both on trio's virtual clock.
 """
 
@@ -59,6 +59,9 @@ class Process(Protocol):
 
 
 class Launcher(Protocol):
+    def take(self, service: Service, env: Mapping[str, str]) -> Process | None:
+        """The process started for ``service`` before the supervisor loaded, if any."""
+
     def launch(self, service: Service, env: Mapping[str, str]) -> Process:
         """Start ``service``'s process now.
 

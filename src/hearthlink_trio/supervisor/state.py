@@ -1,15 +1,26 @@
-"""A service's states, the transitions allowed between them, and the one place that changes them.
+"""What can happen to a service: its states, the transitions allowed between them, and the
+one object that changes its record.
 
-Depends on nothing else of the supervisor. Every change goes through
-:meth:`ServiceState.change_state`, which checks the transition and calls the observer (the
-supervisor wakes whoever waits on a change and tells systemd).
+:class:`ServiceState` is the only writer of a service's record. The runner, the incarnation
+and the health loop decide *what* happens and say so through its intent methods
+(:meth:`~ServiceState.started`, :meth:`~ServiceState.passed_probe`,
+:meth:`~ServiceState.backing_off`, …); each method checks the transition, changes the
+fields, writes the matching log line and tells the observer, which publishes the stream's
+``state`` event and wakes whoever waits on a change. A forbidden transition raises
+:class:`TransitionError`.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from hearthlink_trio.config.resolved import Restart
+from hearthlink_trio.supervisor import log_lines
+from hearthlink_trio.supervisor.policy import backoff_delay
 
 
 class State(enum.Enum):
@@ -62,22 +73,29 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.COMPLETED: frozenset({State.WAITING, State.STARTING, State.STOPPED}),
 }
 
-_UNSET = object()
+
+class TransitionError(RuntimeError):
+    """A service was asked to move between two states that have no transition (a bug)."""
 
 
 def _ignore(record: ServiceState, old: State) -> None:
     """The default observer."""
 
 
+_UNSET = object()
+
+
 @dataclass
 class ServiceState:
     """The live record of one service, as the control API and ``status`` show it.
 
-    ``state`` and ``error_message`` change only through :meth:`change_state` (the other
-    fields are counters and times kept beside them).
+    Read its fields freely; change them only through the methods below.
     """
 
     name: str
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("hearthlink"))
+    #: Told of every change: (the record, the state before it).
+    on_change: Callable[[ServiceState, State], None] = field(default=_ignore, repr=False)
     state: State = State.WAITING
     error_message: str | None = None
     pid: int | None = None
@@ -86,21 +104,18 @@ class ServiceState:
     restart_count: int = 0
     last_restart: float | None = None
     restart_backoff: float = 0.0
-    #: Has passed a probe at least once since the supervisor started.
+    #: Has passed a probe (or completed) at least once since the supervisor started.
     ever_healthy: bool = False
     #: Why the service is being restarted (a change to its files, a dependency's restart, a
-    #: manual request), carried by its state changes until it is healthy again.
+    #: manual request): carried by its state changes until it is healthy again.
     reason: str | None = None
-    on_change: Callable[[ServiceState, State], None] = field(default=_ignore, repr=False)
 
-    def change_state(self, new: State, *, error: str | object | None = _UNSET) -> None:
-        """Move to ``new`` (the error message too, if given) and tell the observer.
+    # -- the one place a state changes ---------------------------------------------------
 
-        Raises:
-            AssertionError: the transition is not one of :data:`TRANSITIONS`.
-        """
+    def _move(self, new: State, *, error: str | object | None = _UNSET) -> None:
         old = self.state
-        assert new in TRANSITIONS[old], f"{self.name}: {old.value} -> {new.value}"
+        if new not in TRANSITIONS[old]:
+            raise TransitionError(f"{self.name}: no transition from {old.value} to {new.value}")
         self.state = new
         if error is not _UNSET:
             assert error is None or isinstance(error, str)
@@ -109,16 +124,110 @@ class ServiceState:
         if new is State.HEALTHY or (new not in RUNNING_STATES and new is not State.STOPPING):
             self.reason = None
 
-    def restart_because(self, reason: str) -> None:
-        """Record why the coming restart happens (its state changes carry it)."""
-        self.reason = reason
-
-    def note(self, error: str | None) -> None:
-        """Change only the error message (what a waiting service waits for, say)."""
-        if error != self.error_message:
-            self.error_message = error
-            self.on_change(self, self.state)
+    def _changed(self) -> None:
+        self.on_change(self, self.state)
 
     @property
     def running(self) -> bool:
         return self.state in RUNNING_STATES
+
+    # -- before a process ------------------------------------------------------------------
+
+    def waiting(self) -> None:
+        """Waits for its dependencies again (started after a stop by hand)."""
+        self._move(State.WAITING)
+
+    def waiting_for(self, what: str | None) -> None:
+        """What it waits for (``waiting for db to be healthy``), or None once it waits no more."""
+        if what != self.error_message:
+            self.error_message = what
+            self._changed()
+
+    # -- a process's life ------------------------------------------------------------------
+
+    def started(
+        self, pid: int, *, port: int | None, task: bool, attempt: int, policy: Restart
+    ) -> None:
+        """A process started (``attempt``: the restart number, 0 for a first or manual start)."""
+        now = time.time()
+        self.pid = pid
+        self.started_at = now
+        if attempt:
+            self.last_restart = now
+            self.restart_backoff = backoff_delay(attempt + 1, policy)
+        self._move(State.STARTING)
+        log_lines.emit(self.log, log_lines.started(self.name, port, pid, task=task))
+        if attempt:
+            log_lines.emit(self.log, log_lines.restarted(self.name, attempt, self.restart_backoff))
+
+    def passed_probe(self, *, first: bool) -> None:
+        """A probe passed: the first of this process (healthy), or a later one (healthy
+        again if it was failing)."""
+        self.last_health_check = time.time()
+        if first:
+            self.ever_healthy = True
+            self._move(State.HEALTHY, error=None)
+            log_lines.emit(self.log, log_lines.healthy(self.name))
+        elif self.state is State.UNHEALTHY:
+            self._move(State.HEALTHY, error=None)
+            log_lines.emit(self.log, log_lines.healthy(self.name, again=True))
+
+    def failed_probe(self, reason: str) -> None:
+        """A probe failed after the first pass (below the threshold: still running)."""
+        if self.state is State.UNHEALTHY:
+            self.waiting_for(reason)
+        else:
+            self._move(State.UNHEALTHY, error=reason)
+
+    def stable(self, policy: Restart) -> None:
+        """Healthy for ``stable_after``: its restarts are forgiven."""
+        if self.restart_count:
+            self.restart_count = 0
+            self.restart_backoff = backoff_delay(1, policy)
+            self._changed()
+
+    def stopping(self) -> None:
+        """Its process is being stopped (if it still runs)."""
+        if self.running:
+            self._move(State.STOPPING)
+
+    def process_gone(self) -> None:
+        """Its process has been reaped."""
+        self.pid = None
+        self._changed()
+
+    # -- after a process -------------------------------------------------------------------
+
+    def backing_off(self, delay: float, reason: str) -> None:
+        """It ended and restarts after ``delay`` seconds: one more attempt counted."""
+        self.restart_count += 1
+        self.restart_backoff = delay
+        self._move(State.BACKOFF, error=reason)
+        log_lines.emit(self.log, log_lines.restarting(self.name, delay))
+
+    def gave_up(self, line: log_lines.Event, error: str) -> None:
+        """Given up: ``line`` says why; ``error`` is what status shows."""
+        log_lines.emit(self.log, line)
+        self._move(State.FAILED, error=error)
+
+    def completed(self) -> None:
+        """A task exited 0."""
+        self.ever_healthy = True
+        self._move(State.COMPLETED, error=None)
+
+    def forgiven(self) -> None:
+        """A manual restart of a failed service (or a restart on a change, of one in
+        backoff): its count starts again from 0."""
+        self.restart_count = 0
+        self._changed()
+
+    def restarting_because(self, reason: str) -> None:
+        """A restart was asked for ``reason``; its state changes carry it."""
+        self.reason = reason
+
+    def stopped(self, *, by_hand: bool = False) -> None:
+        """Stopped (by hand: kept stopped until started; else at the end of its runner)."""
+        if by_hand:
+            self._move(State.STOPPED, error=None)
+        elif self.state is not State.STOPPED:
+            self._move(State.STOPPED)

@@ -1,9 +1,9 @@
 """The supervisor: a root nursery, one runner per service, cancellation to stop.
 
-Shape, top-down::
+Shape, top-down (the composition root, ``run.py``, holds the signal watcher, the control
+API and sd_notify beside it, in a nursery that outlives the shutdown)::
 
-    Supervisor.run                 outer nursery, outlives the shutdown: signals, the
-      │                            control API, sd_notify and its watchdog
+    Supervisor.run
       └─ services scope            cancelled on the first SIGINT/SIGTERM, `hearthlink stop`
            │                       or a fatal error (a critical service gave up)
            └─ root nursery
@@ -13,11 +13,16 @@ Shape, top-down::
                 ├─ steady-phase announcement
                 └─ reloads         (SIGHUP) retire removed/changed runners, start new ones
 
-What happens on SIGTERM: :meth:`Supervisor._watch_signals` calls :meth:`shutdown`, which
-cancels the services scope. Each running incarnation leaves its ``running`` block through
-its shielded stop: wait until its dependents' processes are gone, send ``stop_signal`` to its
-process group, wait up to ``stop_timeout``, SIGKILL the group, reap, drain the output. A
-second signal sets ``force``: every stop that is waiting SIGKILLs at once.
+What happens on SIGTERM: the watcher of ``run.py`` calls :meth:`Supervisor.on_signal`, and
+so :meth:`shutdown`, which cancels the services scope (a signal that came before the watcher
+existed, even before the first spawn, was kept and is handed over first). Each running
+incarnation leaves its ``running`` block through its shielded stop: wait until its
+dependents' processes are gone, send ``stop_signal`` to its process group, wait up to
+``stop_timeout``, SIGKILL the group, reap, drain the output. A second signal sets
+``force``: every stop that is waiting SIGKILLs at once. Processes started before the
+supervisor loaded are taken over by :meth:`take_over` before anything else, so
+they are announced and stopped like every other, whenever the stop comes; once the stop has
+begun nothing new is started.
 """
 
 from __future__ import annotations
@@ -31,25 +36,21 @@ from typing import Any
 import trio
 
 from hearthlink_trio.config import Config
-from hearthlink_trio.control.errors import ControlSocketError
-from hearthlink_trio.control.events import EventHub, EventLogHandler
-from hearthlink_trio.control.server import serve_control
+from hearthlink_trio.control.hub import EventHub, EventLogHandler
 from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.usage import UsageSampler
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.cascade import Cascade
 from hearthlink_trio.supervisor.context import Context
+from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console
-from hearthlink_trio.supervisor.prelaunch import EarlyStart
-from hearthlink_trio.supervisor.reload import Plan
-from hearthlink_trio.supervisor.reloading import prepare_reload
+from hearthlink_trio.supervisor.reload import Plan, prepare_reload
 from hearthlink_trio.supervisor.runner import Runner
 from hearthlink_trio.supervisor.seams import Launcher, Prober, ServiceProber
 from hearthlink_trio.supervisor.secrets import Secrets
 from hearthlink_trio.supervisor.status import overall_status, service_status, systemd_status
-from hearthlink_trio.systemd.notify import Notifier
 
 
 class Supervisor:
@@ -62,26 +63,20 @@ class Supervisor:
         *,
         secrets: Secrets,
         console: Console,
-        notifier: Notifier | None = None,
         launcher: Launcher | None = None,
         prober: Prober | None = None,
-        control: bool = True,
-        handle_signals: bool = True,
         containment: Containment | None = None,
         watch: bool = True,
     ) -> None:
-        self.notifier = notifier or Notifier(None)
+        self.exit_code = ExitCode.OK
         #: Restart services whose watched files change (``--no-watch``: False).
         self._watch = watch
         self._watching: trio.CancelScope | None = None
-        self.exit_code = ExitCode.OK
-        self._control = control
-        self._handle_signals = handle_signals
         self._containment = containment
         self.ctx = Context(
             config=config,
             log=log,
-            launcher=launcher or EarlyStart(containment),
+            launcher=launcher or ServiceLauncher(containment),
             prober=prober or ServiceProber(),
             console=console,
             secrets=secrets,
@@ -136,7 +131,7 @@ class Supervisor:
         return {"status": self.overall_status(), "pid": os.getpid(), "services": services}
 
     def _reader_dropped(self, reason: str) -> None:
-        events.emit(self.ctx.log, events.stream_reader_dropped(reason))
+        log_lines.emit(self.ctx.log, log_lines.stream_reader_dropped(reason))
 
     # -- requests -------------------------------------------------------------------------
 
@@ -157,29 +152,29 @@ class Supervisor:
         self,
         name: str,
         act: Callable[[Runner], str],
-        said: Callable[[str, str], events.Event],
+        said: Callable[[str, str], log_lines.Event],
     ) -> str:
         """``act`` on service ``name`` (on each replica of table ``name``), each answer
         logged with ``said``; returns the answers."""
         answers = []
         for runner in self._targets(name):
             what = act(runner)
-            events.emit(self.ctx.log, said(runner.name, what))
+            log_lines.emit(self.ctx.log, said(runner.name, what))
             answers.append(what if runner.name == name else f"{runner.name}: {what}")
         return "; ".join(answers)
 
     def restart(self, name: str) -> str:
         """Manual restart of service ``name`` (every replica of a table ``name``); returns
         what will happen. KeyError if unknown."""
-        return self._ask(name, Runner.request_restart, events.restart_requested)
+        return self._ask(name, Runner.request_restart, log_lines.restart_requested)
 
     def stop_service(self, name: str) -> str:
         """Stop service ``name`` by hand and keep it stopped. KeyError if unknown."""
-        return self._ask(name, Runner.hold, events.stop_requested)
+        return self._ask(name, Runner.hold, log_lines.stop_requested)
 
     def start_service(self, name: str) -> str:
         """Start a service stopped by hand again. KeyError if unknown."""
-        return self._ask(name, Runner.release, events.start_requested)
+        return self._ask(name, Runner.release, log_lines.start_requested)
 
     def _follow(self, name: str, reason: str) -> str:
         """Restart ``name`` as part of a dependency's restart (a cascade)."""
@@ -213,7 +208,7 @@ class Supervisor:
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
         if not self.ctx.shutting_down:
-            events.emit(self.ctx.log, events.shutdown(reason))
+            log_lines.emit(self.ctx.log, log_lines.shutdown(reason))
             self.ctx.shutting_down = True
             self.ctx.changed()
         self._services_scope.cancel()
@@ -229,58 +224,41 @@ class Supervisor:
 
     # -- the run --------------------------------------------------------------------------
 
+    def take_over(self) -> None:
+        """Take over the processes the launcher started before the supervisor loaded (each
+        is announced now). Synchronous, and called before any signal is handled: from here
+        on every process of the run is a runner's, and is stopped as any other."""
+        for runner in self.runners.values():
+            runner.take_over()
+
     async def run(self) -> int:
         """Supervise until stopped; returns the exit code."""
         ctx = self.ctx
         ctx.started = trio.current_time()
         feed = EventLogHandler(self.events)
         ctx.log.addHandler(feed)
+        self.take_over()
         try:
-            return await self._run()
+            with self._services_scope:
+                async with trio.open_nursery() as root:
+                    self._root = root
+                    ctx.restarted = Cascade(ctx, root, self._follow).restarted
+                    self._start_watching()
+                    for runner in self.runners.values():
+                        root.start_soon(runner.run)
+                    root.start_soon(self._announce_steady_phase)
+                    await trio.sleep_forever()
         finally:
+            with trio.CancelScope(shield=True):
+                await ctx.prober.aclose()
+            if isinstance(ctx.groups, GroupRecord):
+                ctx.groups.clear()
             ctx.log.removeHandler(feed)
-
-    async def _run(self) -> int:
-        ctx = self.ctx
-        async with trio.open_nursery() as outer:
-            if self._handle_signals:
-                await outer.start(self._watch_signals)
-            if self._control:
-                try:
-                    await outer.start(serve_control, ctx.config.control_socket, self)
-                except (ControlSocketError, OSError) as exc:
-                    events.emit(ctx.log, events.control_error(ctx.config.control_socket, str(exc)))
-                    outer.cancel_scope.cancel()
-                    return ExitCode.PREFLIGHT
-            if self.notifier.enabled:
-                outer.start_soon(self.notifier.watchdog_loop)
-                outer.start_soon(self._notify_systemd)
-            try:
-                with self._services_scope:
-                    async with trio.open_nursery() as root:
-                        self._root = root
-                        ctx.restarted = Cascade(ctx, root, self._follow).restarted
-                        self._start_watching()
-                        for runner in self.runners.values():
-                            root.start_soon(runner.run)
-                        root.start_soon(self._announce_steady_phase)
-                        await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await ctx.prober.aclose()
-                if isinstance(ctx.groups, GroupRecord):
-                    ctx.groups.clear()
+            # Every reader of the event stream gets its last line now, if it has room for
+            # it, and its stream ends: none of them holds up the exit.
+            self.events.close(f"the supervisor has stopped (exit code {int(self.exit_code)})")
             self.stopped.set()
-            outer.cancel_scope.cancel()
         return int(self.exit_code)
-
-    async def _watch_signals(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.on_signal(signum)
 
     def on_signal(self, signum: int) -> None:
         """SIGHUP reloads; the first SIGINT/SIGTERM stops gracefully, the second by force."""
@@ -291,21 +269,17 @@ class Supervisor:
         elif not self.shutting_down:
             self.shutdown(f"Received {name}")
         elif not self.ctx.force.is_set():
-            events.emit(self.ctx.log, events.forced(name))
+            log_lines.emit(self.ctx.log, log_lines.forced(name))
             self.force()
 
     async def _announce_steady_phase(self) -> None:
         health = self.config.health
         await trio.sleep_until(self.ctx.started + health.startup_period)
-        events.emit(self.ctx.log, events.steady_state(self.config.health.steady_interval))
+        log_lines.emit(self.ctx.log, log_lines.steady_state(self.config.health.steady_interval))
 
-    async def _notify_systemd(self) -> None:
-        await self.notifier.follow(
-            status=lambda: systemd_status(self.ctx.records, shutting_down=self.shutting_down),
-            started=lambda: self.overall_status() != "starting",
-            stopping=lambda: self.shutting_down,
-            next_change=self.ctx.next_change,
-        )
+    def systemd_status(self) -> str:
+        """One line for systemd's STATUS=."""
+        return systemd_status(self.ctx.records, shutting_down=self.shutting_down)
 
     # -- reload (SIGHUP) ------------------------------------------------------------------
 
@@ -315,7 +289,7 @@ class Supervisor:
         if self.shutting_down:
             return "ignored: the supervisor is stopping"
         if self._root is None:
-            events.emit(self.ctx.log, events.reload_ignored())
+            log_lines.emit(self.ctx.log, log_lines.reload_ignored())
             return "ignored: the supervisor is still starting; ask again"
         self._root.start_soon(self._reload)
         if self._reload_lock.locked():

@@ -21,7 +21,7 @@ import pathspec
 import trio
 
 from hearthlink_trio.config import Service
-from hearthlink_trio.supervisor import events
+from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.cascade import healthy_again
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.state import State
@@ -212,17 +212,17 @@ class ServiceWatch:
         decision = self.guard.decide(batch, trio.current_time())
         files = [change.path for change in batch]
         if decision is Decision.STORM:
-            events.emit(
+            log_lines.emit(
                 self.ctx.log,
-                events.watch_storm(self.name, self.guard.restarts, self.guard.seconds, files),
+                log_lines.watch_storm(self.name, self.guard.restarts, self.guard.seconds, files),
             )
         elif decision is Decision.RESTART:
-            reason = events.describe_changes(files)
+            reason = log_lines.describe_changes(files)
             for n, name in enumerate(self.replicas, 1):
                 record = self.ctx.records.get(name)
                 before = record.started_at if record is not None else None
                 what = self._request(name, reason)
-                events.emit(self.ctx.log, events.files_changed(name, files, restarting=what))
+                log_lines.emit(self.ctx.log, log_lines.files_changed(name, files, restarting=what))
                 if what == "restarting" and n < len(self.replicas):
                     await healthy_again(self.ctx, name, before)
 
@@ -287,7 +287,7 @@ async def watch_files(ctx: Context, services: Sequence[Service], request: Reques
                     for watch in watches:
                         watch.offer(Path(path))
         except (OSError, RuntimeError) as exc:
-            events.emit(ctx.log, events.watch_failed(str(exc)))
+            log_lines.emit(ctx.log, log_lines.watch_failed(str(exc)))
         finally:
             stop.set()
         nursery.cancel_scope.cancel()

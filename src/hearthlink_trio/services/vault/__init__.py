@@ -6,9 +6,10 @@ base64); keeps its data in ``$HEARTHLINK_DATA_DIR/vault/``:
 
 - ``vault.db``: SQLite (WAL, ``synchronous=FULL``); each value sealed with AES-256-GCM
   under a fresh nonce, bound to its namespace, key and version (:mod:`.store`,
-  :mod:`.crypto`).
+  :mod:`.schema`, :mod:`.crypto`).
 - ``audit.jsonl``: one keyed-hash-chained line per request (:mod:`.audit`).
-- ``vault.lock``: held while the Vault runs, so a key rotation cannot run beside it.
+- ``vault.lock``: held while the Vault runs, so a key rotation cannot run beside it
+  (:mod:`.lock`).
 
 The key files beside that folder, ``vault.key`` and, after an interrupted rotation,
 ``vault.key.new``, belong to :mod:`.keys`; the Vault settles such a rotation itself when it

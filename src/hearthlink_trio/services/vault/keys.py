@@ -37,7 +37,7 @@ from hearthlink_trio._util import ensure_private_dir, fsync_dir, write_private_f
 from hearthlink_trio.services.vault.layout import DB_FILE, KEY_FILE, NEW_KEY_FILE, VAULT_DIR
 
 if TYPE_CHECKING:
-    from hearthlink_trio.services.vault.store import VaultLock
+    from hearthlink_trio.services.vault.lock import VaultLock
 
 __all__ = [
     "KEY_BYTES",
@@ -144,7 +144,7 @@ def settle_interrupted_rotation(data_dir: Path, key: str) -> str:
     removed, and the kept one is returned. Otherwise ``key`` is returned and no file is
     touched: a key from elsewhere (the user's environment) is not second-guessed.
 
-    The caller holds the Vault lock (:class:`~hearthlink_trio.services.vault.store.VaultLock`).
+    The caller holds the Vault lock (:class:`~hearthlink_trio.services.vault.lock.VaultLock`).
 
     Raises:
         ValueError: a key file is malformed or readable by other users, or neither key
@@ -183,11 +183,8 @@ def rotate_key(data_dir: Path, *, current_key: str | None = None) -> str:
             key to rotate; the Vault is running; or a record fails authentication (it
             names the record; nothing is changed).
     """
-    from hearthlink_trio.services.vault.store import (
-        KeyMismatchError,
-        StoreError,
-        VaultStore,
-    )
+    from hearthlink_trio.services.vault.errors import KeyMismatchError, StoreError
+    from hearthlink_trio.services.vault.store import VaultStore
 
     data_dir = Path(data_dir).expanduser()
     key_path = data_dir / KEY_FILE
@@ -252,7 +249,8 @@ def _settle_rotation(data_dir: Path) -> str:
 
     The caller holds the Vault lock.
     """
-    from hearthlink_trio.services.vault.store import StoreError, probe_key
+    from hearthlink_trio.services.vault.errors import StoreError
+    from hearthlink_trio.services.vault.schema import probe_key
 
     key_path = data_dir / KEY_FILE
     new_path = data_dir / NEW_KEY_FILE
@@ -286,7 +284,8 @@ def _settle_rotation(data_dir: Path) -> str:
 @contextlib.contextmanager
 def _lock(data_dir: Path, *, purpose: str) -> Iterator[VaultLock]:
     """The Vault folder lock, with a busy folder reported as ``ValueError``."""
-    from hearthlink_trio.services.vault.store import VaultBusyError, VaultLock
+    from hearthlink_trio.services.vault.errors import VaultBusyError
+    from hearthlink_trio.services.vault.lock import VaultLock
 
     try:
         lock = VaultLock.acquire(data_dir / VAULT_DIR, purpose=purpose)
@@ -304,7 +303,7 @@ def _discard_unused_key(vault_dir: Path, new_path: Path, new: bytes) -> None:
     The rotation may have failed after its commit (an interrupt during the WAL
     checkpoint, say); then the new key is the only one that opens the data and stays.
     """
-    from hearthlink_trio.services.vault.store import probe_key
+    from hearthlink_trio.services.vault.schema import probe_key
 
     try:
         under_new = probe_key(vault_dir, new)

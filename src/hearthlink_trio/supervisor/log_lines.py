@@ -1,4 +1,5 @@
-"""Every line the supervisor writes about itself: its wording and its JSON fields, in one place.
+"""The supervisor's log lines: every line it writes about itself, its wording and its JSON
+fields, in one place.
 
 Each function returns an :class:`Event`; :func:`emit` writes it to the event log, where the
 human format prints ``message`` and ``--log-format json`` prints ``event``, ``message`` and

@@ -4,26 +4,26 @@ The supervisor publishes from its own tasks (state changes, probe results, outpu
 must never wait for a reader: :meth:`EventHub.publish` is synchronous, puts the event in
 each interested subscriber's bounded buffer and returns. A subscriber whose buffer is full
 (its reader is that far behind) is dropped on the spot: it gets no more events, its stream
-ends with ``{"type": "dropped", "reason": ...}``, and the supervisor says so in its log.
+ends with a :class:`~hearthlink_trio.control.stream.Dropped` line, and the supervisor says so
+in its log. The events are the typed ones of :mod:`hearthlink_trio.control.stream`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
-__all__ = ["EVENT_TYPES", "SUBSCRIBER_BUFFER", "EventHub", "EventLogHandler", "Subscription"]
+from hearthlink_trio.control.stream import Output, StreamEvent, SupervisorLine
+
+__all__ = ["SUBSCRIBER_BUFFER", "EventHub", "EventLogHandler", "Subscription"]
 
 #: Events a subscriber may have waiting before it counts as too slow and is dropped.
 SUBSCRIBER_BUFFER = 1000
-#: The kinds of event the stream carries (the snapshot and the drop notice always come).
-EVENT_TYPES = frozenset({"state", "probe", "output", "supervisor"})
 
 
 @dataclass(eq=False)
@@ -32,16 +32,16 @@ class Subscription:
 
     service: str | None
     types: frozenset[str] | None
-    send: trio.MemorySendChannel[dict[str, Any]]
-    receive: trio.MemoryReceiveChannel[dict[str, Any]]
+    send: trio.MemorySendChannel[StreamEvent]
+    receive: trio.MemoryReceiveChannel[StreamEvent]
     #: Cancelled when the subscriber is dropped, so a reader waiting on its peer stops.
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     dropped: str | None = None
 
-    def wants(self, event: dict[str, Any]) -> bool:
-        if self.types is not None and event["type"] not in self.types:
+    def wants(self, event: StreamEvent) -> bool:
+        if self.types is not None and event.type not in self.types:
             return False
-        return self.service is None or event.get("service") == self.service
+        return self.service is None or event.service == self.service
 
 
 class EventHub:
@@ -61,6 +61,8 @@ class EventHub:
         self._buffer = buffer
         self._subscribers: list[Subscription] = []
         self._on_drop = on_drop
+        #: Why the hub was closed (the supervisor exits), once it is.
+        self._closed: str | None = None
 
     @property
     def subscribers(self) -> int:
@@ -70,14 +72,17 @@ class EventHub:
         self, *, service: str | None = None, types: Iterable[str] | None = None
     ) -> Subscription:
         """A new subscription; end it with :meth:`unsubscribe`."""
-        send, receive = trio.open_memory_channel[dict[str, Any]](self._buffer)
+        send, receive = trio.open_memory_channel[StreamEvent](self._buffer)
         sub = Subscription(
             service=service,
             types=None if types is None else frozenset(types),
             send=send,
             receive=receive,
         )
-        self._subscribers.append(sub)
+        if self._closed is None:
+            self._subscribers.append(sub)
+        else:
+            send.close()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -86,7 +91,19 @@ class EventHub:
         sub.send.close()
         sub.receive.close()
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def close(self, message: str) -> None:
+        """End every subscription now (the supervisor is exiting): each gets a last
+        ``supervisor`` event saying ``message`` if its buffer has room for it, and its
+        stream ends. Later subscriptions end at once."""
+        self._closed = message
+        last = SupervisorLine(event="exiting", message=message, level="info")
+        for sub in self._subscribers:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                sub.send.send_nowait(last)
+            sub.send.close()
+        self._subscribers.clear()
+
+    def publish(self, event: StreamEvent) -> None:
         """Give ``event`` to every subscriber that wants it; never blocks."""
         if not self._subscribers:
             return
@@ -100,11 +117,9 @@ class EventHub:
             return
         ts = time.time()
         for line in lines:
-            self.publish(
-                {"type": "output", "service": service, "ts": ts, "stream": stream, "line": line}
-            )
+            self.publish(Output(service=service, stream=stream, line=line, ts=ts))
 
-    def _offer(self, sub: Subscription, event: dict[str, Any]) -> None:
+    def _offer(self, sub: Subscription, event: StreamEvent) -> None:
         try:
             sub.send.send_nowait(event)
         except trio.WouldBlock:
@@ -131,27 +146,12 @@ class EventLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not self._hub.subscribers:
             return
-        fields = getattr(record, "fields", None) or {}
-        event: dict[str, Any] = {
-            "type": "supervisor",
-            "ts": record.created,
-            "event": getattr(record, "event", "message"),
-            "message": record.getMessage(),
-            "level": record.levelname.lower(),
-        }
-        for key, value in fields.items():
-            event.setdefault(key, _plain(value))
-        self._hub.publish(event)
-
-
-def _plain(value: Any) -> Any:
-    """A field value as JSON can carry it (paths and the like become strings)."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
+        self._hub.publish(
+            SupervisorLine(
+                event=getattr(record, "event", "message"),
+                message=record.getMessage(),
+                level=record.levelname.lower(),
+                fields=getattr(record, "fields", None) or {},
+                ts=record.created,
+            )
+        )

@@ -1,0 +1,77 @@
+"""The launcher of a run: starts every service process, the first ones before trio loads.
+
+``hearthlink run`` spends about 0.2 s importing trio and the rest of the supervisor. The
+services that wait for nothing need none of it to start: once the preflight has passed,
+:meth:`ServiceLauncher.start` spawns them at once (from the main thread, with the
+parent-death signal, in their cgroups), and they boot while the supervisor loads. The
+supervisor then takes each of them over (:meth:`ServiceLauncher.take`) before it handles
+any signal, so a stop at any moment finds them announced and owned by their runner, and
+stops them like any other process. Nothing here imports trio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Mapping
+
+from hearthlink_trio.config import Config, Service
+from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.spawn import Child, spawn
+from hearthlink_trio.supervisor.environment import child_environment
+from hearthlink_trio.supervisor.secrets import Secrets
+
+
+class ServiceLauncher:
+    """Starts service processes in the run's containment (its mark, the service's cgroup),
+    and keeps those started before the supervisor loaded until it takes them over."""
+
+    def __init__(self, containment: Containment | None) -> None:
+        self._containment = containment
+        self._early: dict[str, tuple[Child, dict[str, str]]] = {}
+
+    def start(self, config: Config, secrets: Secrets, *, stop_asked: Callable[[], bool]) -> None:
+        """Start every service that depends on nothing, until ``stop_asked()`` (a signal
+        came meanwhile: nothing more is started). One that cannot start is left to the
+        supervisor, which tries again and reports why."""
+        for service in config.services:
+            if stop_asked():
+                return
+            if service.conditions:
+                continue
+            env = child_environment(config, service, secrets)
+            with contextlib.suppress(OSError, ValueError):
+                self._early[service.name] = (self.launch(service, env), env)
+
+    def take(self, service: Service, env: Mapping[str, str]) -> Child | None:
+        """The process started early for ``service`` (None if there is none). One started
+        with another environment than ``env`` (a secret file replaced meanwhile) is killed:
+        the service starts anew."""
+        early = self._early.pop(service.name, None)
+        if early is None:
+            return None
+        child, early_env = early
+        if early_env == dict(env):
+            return child
+        _discard(child)
+        return None
+
+    def launch(self, service: Service, env: Mapping[str, str]) -> Child:
+        lineage = self._containment.lineage(service.name) if self._containment else None
+        return spawn(service.argv, env=env, cwd=service.cwd, user=service.user, lineage=lineage)
+
+    def close(self) -> None:
+        """Kill what was started early and never taken over (the run failed before the
+        supervisor began: nothing else can stop them)."""
+        for child, _ in self._early.values():
+            _discard(child)
+        self._early.clear()
+
+
+def _discard(child: Child) -> None:
+    """Kill a process started early (its whole group) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.reap()
+    child.close_streams()
