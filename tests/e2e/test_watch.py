@@ -3,11 +3,13 @@ processes restarted, dependents following their dependency's restart."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -85,6 +87,37 @@ def test_a_save_restarts_the_service_once_and_the_line_names_the_file(tmp_path: 
         assert sup.wait() == 0
         # The watcher's thread does not hold the exit up.
         assert time.monotonic() - began < 2.0
+    all_gone(stack.pids())
+
+
+def test_the_state_events_of_a_watch_restart_carry_what_changed(tmp_path: Path) -> None:
+    cwd = project(tmp_path)
+    stack = Stack(tmp_path)
+    stack.add("web", cwd=str(cwd), watch=["**/*.py"])
+    with running(stack.write()) as sup:
+        sup.wait_line(r"^web service is healthy$")
+        transport = httpx.HTTPTransport(uds=str(stack.data_dir / "run" / "hearthlink.sock"))
+        with (
+            httpx.Client(transport=transport, timeout=15, trust_env=False) as client,
+            client.stream("GET", "http://x/v1/events?service=web&types=state") as response,
+        ):
+            lines = (json.loads(line) for line in response.iter_lines() if line)
+            assert next(lines)["type"] == "snapshot"
+            save(cwd / "app.py", "v1\n")
+            save(cwd / "pkg" / "models.py", "v1\n")
+            moves: list[dict[str, Any]] = []
+            for event in lines:
+                if event["state"] != event["previous"]:
+                    moves.append(event)
+                if event["state"] == "healthy":
+                    break
+        reason = "2 files changed (app.py, pkg/models.py)"
+        assert [(e["state"], e["reason"]) for e in moves] == [
+            ("stopping", reason),
+            ("starting", reason),
+            ("healthy", reason),
+        ]
+        sup.wait_line(r"^web: 2 files changed \(app.py, pkg/models.py\), restarting$")
     all_gone(stack.pids())
 
 
