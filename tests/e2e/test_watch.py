@@ -281,3 +281,26 @@ def test_a_watch_on_a_missing_folder_is_refused_before_anything_starts(tmp_path:
         f"hearthlink.toml: services.web.watch: 'src/**/*.py': no such folder: {cwd}/src"
     ]
     assert stack.pids() == []
+
+
+def test_a_reload_that_adds_a_watch_starts_watching(tmp_path: Path) -> None:
+    cwd = project(tmp_path)
+    stack = Stack(tmp_path)
+    stack.add("web", cwd=str(cwd))
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line(r"^web service is healthy$")
+        assert not watches(sup.pid)
+        stack.services["web"]["watch"] = ["*.py"]
+        stack.write()
+        sup.signal(signal.SIGHUP)
+        sup.wait_line(r"^Config reloaded")
+        sup.wait_line(r"^web service is healthy$", count=2)  # a changed service restarts
+        # The watcher starts in the background: save until it has seen a save.
+        wait_for(
+            lambda: save(cwd / "app.py", f"{time.monotonic()}\n") or changed_lines(sup),
+            interval=0.5,
+            what="a save seen",
+        )
+        assert changed_lines(sup)[0] == "web: 1 file changed (app.py), restarting"
+    all_gone(stack.pids())
