@@ -1,9 +1,9 @@
 """The exception tree, and the one table of exit codes.
 
-``HearthlinkError`` → ``ConfigError`` (2) | ``PreflightError`` (3). The command line
-catches ``HearthlinkError`` and exits with its ``exit_code``; a run's own outcomes (a
-critical service given up, a stop forced by a second signal) are the supervisor's return
-value. This module imports nothing, so the services use it too.
+``HearthlinkError`` → ``ConfigError`` (2) | ``UsageError`` (2) | ``PreflightError`` (3).
+The command line catches ``HearthlinkError`` and exits with its ``exit_code``; a run's own
+outcomes (a critical service given up, a stop forced by a second signal) are the
+supervisor's return value. This module imports nothing, so the services use it too.
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ class HearthlinkError(Exception):
 
 class ConfigError(HearthlinkError):
     """The configuration is invalid."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class UsageError(HearthlinkError):
+    """The command line asks for what the config does not have (a service, a profile)."""
 
     exit_code = ExitCode.CONFIG
 

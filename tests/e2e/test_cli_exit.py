@@ -59,6 +59,25 @@ def test_version_and_help_import_neither_trio_nor_pydantic() -> None:
         assert not {"trio", "pydantic", "pydantic_core", "yaml", "httpx"} & modules
 
 
+def test_only_the_mcp_command_loads_the_mcp_sdk(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[supervisor]\ndata_dir = "{tmp_path / "d"}"\n[services.s]\ncommand = ["true"]\n'
+    )
+    for argv in (
+        ["--help"],
+        ["status", "--config", str(config)],
+        ["wait", "--config", str(config)],
+    ):
+        modules = _modules_after(*argv)
+        assert "hearthlink_trio.cli.app" in modules
+        assert not {m for m in modules if m.split(".")[0] in ("mcp", "mcp_types")}, argv
+    # The control: the mcp command's module does load it.
+    code = "import sys, hearthlink_trio.cli.mcpserver; print('mcp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
 def test_run_of_an_unchanged_config_does_not_build_the_file_model(tmp_path: Path) -> None:
     # A config checked once is cached: `run` then starts without pydantic.
     from tests.sup import write_config

@@ -145,7 +145,7 @@ def test_a_service_runs_in_its_own_cgroup_and_reports_its_usage(tmp_path: Path) 
     assert not list(Path("/sys/fs/cgroup/unified").glob(f"hearthlink-{sup.pid}"))
 
 
-def test_without_cgroups_status_has_no_usage(tmp_path: Path) -> None:
+def test_without_cgroups_status_has_the_groups_memory_and_no_cpu_usec(tmp_path: Path) -> None:
     stack = Stack(tmp_path)
     stack.add("web")
     config = stack.write()
@@ -154,7 +154,9 @@ def test_without_cgroups_status_has_no_usage(tmp_path: Path) -> None:
         sup.wait_line("^web service is healthy$")
         result = run_command("status", "--json", "--config", str(config), cwd=tmp_path)
         (status,) = json.loads(result.stdout)["services"]
-        assert status["cpu_usec"] is None and status["memory_bytes"] is None
+        assert status["cpu_usec"] is None
+        # The summed RSS of its process group (read a moment apart from the main process's).
+        assert status["memory_bytes"] > status["rss_bytes"] // 2 > 0
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
 

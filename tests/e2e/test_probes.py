@@ -56,3 +56,22 @@ async def test_exec_past_its_timeout_is_killed_with_its_whole_group(tmp_path: Pa
     leader, grandchild = (int(p) for p in pids.read_text().split())
     # Reaped (the leader) and killed (its child in the group): nothing is left behind.
     assert wait_for(lambda: not pid_alive(leader) and not pid_alive(grandchild), timeout=5)
+
+
+async def test_exec_cancelled_midway_leaves_nothing_behind(tmp_path: Path) -> None:
+    # The health loop cancels a probe under way when its service exits: the probe's group
+    # must go with it, at once, not when the program ends by itself.
+    pids = tmp_path / "pids"
+    argv = ["sh", "-c", f"sleep 60 & echo $$ $! > {pids}; wait"]
+    with trio.move_on_after(30) as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: probe_exec(argv, env=dict(os.environ), cwd=tmp_path, timeout=60)
+            )
+            while not pids.exists() or len(pids.read_text().split()) < 2:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+    leader, sleeper = (int(p) for p in pids.read_text().split())
+    # Gone on return: the shielded stop killed the group and reaped the leader.
+    assert not pid_alive(leader) and not pid_alive(sleeper)

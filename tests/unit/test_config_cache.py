@@ -63,3 +63,17 @@ def test_a_config_with_errors_is_never_cached(tmp_path: Path, environ: dict[str,
     with pytest.raises(ConfigError):
         load_config_cached(path, environ)
     assert not _entry_path(path, environ).exists()
+
+
+def test_a_hit_keeps_schedules_and_hooks(tmp_path: Path, environ: dict[str, str]) -> None:
+    path = _config(
+        tmp_path,
+        post_start=["warm", "{port}"],
+        pre_stop=["drain"],
+        on_failure=["notify", "{name}"],
+        hook_timeout=2.5,
+    )
+    first = load_config_cached(path, environ)
+    hit = load_cached(path, environ)
+    assert hit == first
+    assert hit is not None and hit.services[0].post_start == ("warm", "4000")

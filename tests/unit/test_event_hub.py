@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -153,3 +154,32 @@ def test_usage_of_this_process() -> None:
     assert rss is not None and rss > 1 << 20
     assert sampler.usage(None) == (None, None)
     assert sampler.usage(2**22 + 12345) == (None, None)
+
+
+def test_the_hub_keeps_recent_state_and_supervisor_events_without_subscribers() -> None:
+    from dataclasses import replace
+
+    from hearthlink_trio.control.hub import RECENT_EVENTS
+    from hearthlink_trio.control.stream import Output, ProbeResult
+
+    hub = EventHub()
+    now = time.time()
+    hub.publish(replace(state("a", "starting"), ts=now - 120))
+    hub.publish(replace(state("a", "healthy"), ts=now - 1))
+    hub.publish(ProbeResult(service="a", ok=True, latency_ms=1.0, reason=None))
+    hub.publish(Output(service="a", stream="stdout", line="not kept"))
+    hub.publish_lines("a", "stdout", ["not kept either"])
+    logger = logging.getLogger("test.recent")
+    logger.addHandler(EventLogHandler(hub))
+    logger.propagate = False
+    logger.warning("a restarted", extra={"event": "restarted", "fields": {"service": "a"}})
+    recent = [to_json(event) for event in hub.recent(60)]
+    assert [(e["type"], e.get("state") or e.get("event")) for e in recent] == [
+        ("state", "healthy"),
+        ("supervisor", "restarted"),
+    ]
+    assert recent[1]["service"] == "a"
+    assert len(hub.recent(600)) == 3
+    for _ in range(RECENT_EVENTS + 10):
+        hub.publish(state("b"))
+    assert len(hub.recent(600)) == RECENT_EVENTS

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 SERVICE_STACK = ("fastapi", "uvicorn", "starlette", "cryptography")
+#: The MCP SDK: loaded by `hearthlink mcp` only.
+MCP_SDK = ("mcp", "mcp_types")
 
 
 @pytest.mark.parametrize(
@@ -25,7 +27,7 @@ def test_the_supervisor_side_never_imports_the_services_stack(module: str) -> No
     code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    heavy = sorted(m for m in loaded if m.split(".")[0] in SERVICE_STACK)
+    heavy = sorted(m for m in loaded if m.split(".")[0] in SERVICE_STACK + MCP_SDK)
     assert heavy == []
     assert not any(m.startswith("hearthlink_trio.services") for m in loaded)
 

@@ -216,3 +216,50 @@ def test_follow_a_rotating_file_handler(tmp_path: Path) -> None:
         handler.close()
     assert seen == [f"line {i:03d}" for i in range(total)]
     assert len(os.listdir(tmp_path)) > 5  # it really rotated
+
+
+def _files(tmp_path: Path, contents: dict[str, str]) -> dict[str, Path]:
+    """One log file per replica, written in the order given, each a little later."""
+    paths = {}
+    for n, (name, text) in enumerate(contents.items()):
+        path = tmp_path / f"{name}.log"
+        path.write_text(text)
+        os.utime(path, (1_000_000 + n, 1_000_000 + n))
+        paths[name] = path
+    return paths
+
+
+def test_tail_many_prefixes_and_orders_blocks_by_last_write(tmp_path: Path) -> None:
+    paths = _files(tmp_path, {"web-2": "a\nb\nc\n", "web-1": "x\ny\n"})
+    paths["web-3"] = tmp_path / "web-3.log"  # not started yet: no file
+    assert logview.tail_many(dict(sorted(paths.items())), 2) == [
+        "web-2 | b",
+        "web-2 | c",
+        "web-1 | x",
+        "web-1 | y",
+    ]
+
+
+def _next_within(lines: Generator[str, None, None], seconds: float = 5.0) -> str:
+    """The next line, or a failure after ``seconds`` (instead of a hung test)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(next(lines)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert got, f"no line within {seconds}s"
+    return got[0]
+
+
+def test_follow_many_gives_the_last_lines_then_interleaves_new_ones(tmp_path: Path) -> None:
+    paths = _files(tmp_path, {"web-2": "a\nb\n", "web-1": "x\n"})
+    lines = logview.follow_many(dict(sorted(paths.items())), last=1, poll_interval=POLL)
+    assert [_next_within(lines), _next_within(lines)] == ["web-2 | b", "web-1 | x"]
+    assert {t.name for t in threading.enumerate()} >= {"follow web-1", "follow web-2"}
+    append(paths["web-1"], "new 1\n")
+    assert _next_within(lines) == "web-1 | new 1"
+    append(paths["web-2"], "new 2\n")
+    assert _next_within(lines) == "web-2 | new 2"
+    started = time.monotonic()
+    lines.close()  # the followers end with it
+    assert time.monotonic() - started < 1.0
+    assert not [t for t in threading.enumerate() if t.name.startswith("follow")]

@@ -134,3 +134,30 @@ def test_no_services() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_service_left_out_of_the_run_says_so() -> None:
+    health = {
+        "status": "healthy",
+        "services": [
+            service("web", state="healthy", selected=True),
+            service("tool", status="stopped", state="stopped", pid=None, selected=False),
+        ],
+    }
+    rows = render_status_table(health, now=NOW).splitlines()
+    assert rows[2].split()[:2] == ["web", "healthy"]
+    assert rows[3].split()[:4] == ["tool", "stopped", "(not", "selected)"]
+
+
+def test_a_scheduled_task_shows_when_it_runs_next() -> None:
+    health = {
+        "status": "healthy",
+        "services": [
+            service("backup", status="stopped", state="completed", pid=None, next_run=NOW + 270),
+            service("report", status="running", state="starting", next_run=NOW + 30),
+        ],
+    }
+    lines = render_status_table(health, now=NOW).splitlines()
+    assert "completed (next in 4m30s)" in lines[2]
+    # While a run goes, its state is what shows.
+    assert "next in" not in lines[3]

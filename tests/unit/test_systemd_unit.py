@@ -250,3 +250,22 @@ def test_enable_commands() -> None:
         "systemctl --user enable --now hearthlink.service",
         "systemctl --user status hearthlink.service",
     ]
+
+
+def test_several_config_files_each_get_their_config_option() -> None:
+    unit = render_unit(
+        exec_start=["/opt/hl/bin/hearthlink", "run"],
+        config_path=[Path("/etc/hl/hearthlink.toml"), Path("/etc/hl/local.toml")],
+        data_dir=Path("/var/lib/hl"),
+        stop_timeout_worst=40.0,
+    )
+    assert settings(unit)["ExecStart"] == [
+        "/opt/hl/bin/hearthlink run --config /etc/hl/hearthlink.toml --config /etc/hl/local.toml"
+    ]
+    with pytest.raises(ValueError, match="absolute"):
+        render_unit(
+            exec_start=["/opt/hl/bin/hearthlink", "run"],
+            config_path=[Path("/etc/hl/hearthlink.toml"), Path("local.toml")],
+            data_dir=Path("/var/lib/hl"),
+            stop_timeout_worst=40.0,
+        )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from cyclopts import App, Parameter
 
 from hearthlink_trio import __version__
-from hearthlink_trio.config.lookup import config_path
+from hearthlink_trio.config.lookup import config_paths
 from hearthlink_trio.errors import ExitCode, HearthlinkError
 
 if TYPE_CHECKING:
@@ -31,10 +31,15 @@ app = App(
 )
 
 ConfigOption = Annotated[
-    Path | None,
+    list[Path] | None,
     Parameter(
         name="--config",
-        help="Config file (default: $HEARTHLINK_CONFIG, else the bundled four-service config).",
+        negative_iterable=(),
+        help=(
+            "Config file (default: $HEARTHLINK_CONFIG, else the bundled four-service config); "
+            "repeat it to merge later files onto earlier ones. A hearthlink.override.toml "
+            "beside the first is merged right after it."
+        ),
     ),
 ]
 
@@ -54,32 +59,61 @@ def _report(exc: HearthlinkError, log_format: str = "human") -> int:
     return exc.exit_code
 
 
-def _load(config: Path | None) -> Config:
+def _load(config: list[Path] | None) -> Config:
     from hearthlink_trio.config.load import load_config
 
-    return load_config(config_path(config))
+    return load_config(config_paths(config))
 
 
 @app.command
 def run(
-    *,
+    *names: str,
     config: ConfigOption = None,
     log_format: Annotated[
         Literal["human", "json"],
         Parameter(help="Supervisor events on stderr as text or JSON lines."),
     ] = "human",
-    no_watch: Annotated[
-        bool,
-        Parameter(name="--no-watch", negative=(), help="Do not restart services on file changes."),
-    ] = False,
+    profile: Annotated[
+        list[str] | None,
+        Parameter(
+            name="--profile",
+            negative_iterable=(),
+            help="Start the services of this profile too (repeatable).",
+        ),
+    ] = None,
+    watch: Annotated[
+        bool, Parameter(help="Restart a service when its watched files change.")
+    ] = True,
+    wait_timeout: Annotated[
+        float,
+        Parameter(help="With -- CMD: how long the services may take to get healthy (seconds)."),
+    ] = 60.0,
 ) -> int:
-    """Start every service of the config and supervise them until Ctrl-C or SIGTERM."""
+    """Start the services of the config (NAMES: only those and what they depend on) and
+    supervise them until Ctrl-C or SIGTERM.
+
+    With ``-- CMD ARG…`` at the end: once the services are healthy, run CMD in the
+    foreground with their environment, then stop them and exit with CMD's exit code.
+    """
     from hearthlink_trio.config.cache import load_config_cached
+    from hearthlink_trio.config.selection import Selection
     from hearthlink_trio.supervisor.run import run_supervisor
 
+    command = _COMMAND
+    if wait_timeout <= 0:
+        print("--wait-timeout must be more than 0", file=sys.stderr)
+        return ExitCode.CONFIG
     try:
+        cfg = load_config_cached(config_paths(config))
+        selection = Selection(tuple(names), tuple(profile or ()))
+        selection.check(cfg)
         code = run_supervisor(
-            load_config_cached(config_path(config)), log_format=log_format, watch=not no_watch
+            cfg,
+            log_format=log_format,
+            selection=selection,
+            watch=watch,
+            command=command,
+            wait_timeout=wait_timeout,
         )
     except HearthlinkError as exc:
         return _report(exc, log_format)
@@ -110,7 +144,23 @@ def check(*, config: ConfigOption = None) -> int:
     return 0
 
 
-def _locate(config: Path | None) -> tuple[Config | None, Location]:
+@app.command(name="config")
+def show_config(*, config: ConfigOption = None) -> int:
+    """Print the merged, validated config as TOML (every key with the value in effect)."""
+    from hearthlink_trio.config.load import read_model
+    from hearthlink_trio.config.render import render_toml
+
+    paths = config_paths(config)
+    try:
+        _load(config)  # every check, the ones across keys and of this machine too
+        parsed, _, _ = read_model(paths)
+    except HearthlinkError as exc:
+        return _report(exc)
+    print(render_toml(parsed), end="")
+    return 0
+
+
+def _locate(config: list[Path] | None) -> tuple[Config | None, Location]:
     """The config (None if the file does not load) and where its supervisor lives.
 
     A file with errors still names the data dir of the supervisor that runs it (which
@@ -119,14 +169,14 @@ def _locate(config: Path | None) -> tuple[Config | None, Location]:
     from hearthlink_trio.config.cache import load_config_cached
     from hearthlink_trio.config.locate import Location, locate
 
-    path = config_path(config)
+    paths = config_paths(config)
     try:
         # From the cache while the file is as the running supervisor loaded it: no pydantic.
-        cfg = load_config_cached(path)
+        cfg = load_config_cached(paths)
     except HearthlinkError:
-        where = locate(path)
+        where = locate(paths)
         print(
-            f"note: {path} has errors (hearthlink check shows them); "
+            f"note: {', '.join(map(str, paths))} has errors (hearthlink check shows them); "
             f"using its data dir {where.data_dir}",
             file=sys.stderr,
         )
@@ -134,7 +184,7 @@ def _locate(config: Path | None) -> tuple[Config | None, Location]:
     return cfg, Location(cfg.data_dir, cfg.control_socket, cfg.log_dir)
 
 
-def _target(config: Path | None) -> tuple[Config | None, ControlClient]:
+def _target(config: list[Path] | None) -> tuple[Config | None, ControlClient]:
     """The config (None if it does not load) and a client of its supervisor."""
     from hearthlink_trio.control.client import ControlClient
 
@@ -174,7 +224,7 @@ def status(
     return 0
 
 
-def _service_request(config: Path | None, name: str, action: str) -> int:
+def _service_request(config: list[Path] | None, name: str, action: str) -> int:
     """``restart``/``stop``/``start`` of one service through the control API."""
     from hearthlink_trio.control.errors import ControlError
 
@@ -201,8 +251,62 @@ def restart(name: str, /, *, config: ConfigOption = None) -> int:
 
 @app.command
 def start(name: str, /, *, config: ConfigOption = None) -> int:
-    """Start service NAME again after `hearthlink stop NAME`."""
+    """Start service NAME again after `hearthlink stop NAME`, or one the run left out (with
+    what it needs that was left out too)."""
     return _service_request(config, name, "start")
+
+
+#: How long `hearthlink wait` waits by default.
+DEFAULT_WAIT_TIMEOUT = 60.0
+
+
+@app.command
+def wait(
+    *names: str,
+    config: ConfigOption = None,
+    timeout: Annotated[
+        float, Parameter(help="Give up after this many seconds (exit 1, naming the laggards).")
+    ] = DEFAULT_WAIT_TIMEOUT,
+) -> int:
+    """Wait until the running supervisor's services NAME… (else all) are healthy (a task:
+    completed); exit 1 at the timeout, when one gives up, or if no supervisor runs."""
+    from hearthlink_trio.control.errors import ControlError
+
+    if timeout < 0:
+        print("--timeout must be 0 or more", file=sys.stderr)
+        return 2
+    _, client = _target(config)
+    try:
+        result = client.wait_ready(names, timeout=timeout)
+    except ControlError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if result.ready:
+        print(f"Ready: {result.describe()}")
+        return 0
+    if result.gave_up:
+        print(f"A service gave up: {result.describe()}", file=sys.stderr)
+    else:
+        print(f"Not ready after {timeout:g}s: {result.describe()}", file=sys.stderr)
+    return 1
+
+
+@app.command
+def mcp(*, config: ConfigOption = None) -> int:
+    """A Model Context Protocol server on stdio for the running supervisor (for coding
+    agents): tools status, logs, events, restart, stop, start, wait."""
+    # The SDK is imported by this command only: `run` and the other commands never load it.
+    import contextlib
+
+    from hearthlink_trio.cli.mcpserver import build_server
+    from hearthlink_trio.control.client import ControlClient
+
+    cfg, where = _locate(config)
+    client = ControlClient(where.control_socket, data_dir=where.data_dir)
+    # Ctrl-C where it was started by hand is a normal end, like stdin closing.
+    with contextlib.suppress(KeyboardInterrupt):
+        build_server(client, cfg, where.log_dir).run("stdio")
+    return 0
 
 
 #: How long `hearthlink stop` waits for a supervisor whose config does not load (its stop
@@ -238,8 +342,8 @@ def ui(*, config: ConfigOption = None) -> int:
     """A live full-screen view of the running supervisor (q quits; the supervisor goes on)."""
     from hearthlink_trio.cli.ui import run_ui
 
-    _, client = _target(config)
-    return run_ui(client.socket_path)
+    _, where = _locate(config)
+    return run_ui(where.control_socket, where.log_dir)
 
 
 @app.command
@@ -253,26 +357,28 @@ def logs(
     ] = False,
     lines: Annotated[int, Parameter(name=["--lines", "-n"], help="How many last lines.")] = 20,
 ) -> int:
-    """Print the last lines of service NAME's log file, and follow it with -f."""
+    """Print the last lines of service NAME's log file, and follow it with -f. For a
+    replicated table, every replica's lines, each prefixed with the replica's name."""
     from hearthlink_trio.cli.logview import follow as follow_lines
     from hearthlink_trio.cli.logview import tail_lines
 
     cfg, where = _locate(config)
+    replicas: list[str] = []
     if cfg is not None and name not in cfg.names:
         replicas = [svc.name for svc in cfg.group(name)]
-        if replicas:
-            print(f"{name} runs as {', '.join(replicas)}: name one of them", file=sys.stderr)
-        else:
+        if not replicas:
             print(
                 f"No service named {name!r} in {cfg.path} (services: {', '.join(cfg.names)})",
                 file=sys.stderr,
             )
-        return 1
+            return 1
     log_dir = where.log_dir
     path = log_dir / f"{name}.log"
     if lines < 0:
         print("--lines must be 0 or more", file=sys.stderr)
         return 2
+    if replicas:
+        return _replica_logs(name, {r: log_dir / f"{r}.log" for r in replicas}, follow, lines)
     if not follow:
         try:
             text = tail_lines(path, lines)
@@ -284,6 +390,27 @@ def logs(
         return 0
     try:
         for line in follow_lines(path, last=lines):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _replica_logs(table: str, paths: dict[str, Path], follow: bool, lines: int) -> int:
+    """``hearthlink logs TABLE`` of a replicated table: its replicas' lines interleaved."""
+    from hearthlink_trio.cli.logview import follow_many, tail_many
+
+    if not follow:
+        if not any(path.exists() for path in paths.values()):
+            print(
+                f"No log yet for {table} ({', '.join(map(str, paths.values()))})", file=sys.stderr
+            )
+            return 1
+        for line in tail_many(paths, lines):
+            print(line)
+        return 0
+    try:
+        for line in follow_many(paths, last=lines):
             print(line, flush=True)
     except KeyboardInterrupt:
         return 0
@@ -312,7 +439,7 @@ def systemd(
     try:
         text = render_unit(
             exec_start=default_exec_start(),
-            config_path=cfg.path if explicit else None,
+            config_path=cfg.files if explicit else None,
             data_dir=cfg.data_dir,
             stop_timeout_worst=cfg.worst_case_stop_seconds(),
         )
@@ -379,7 +506,7 @@ def export_compose(*, config: ConfigOption = None, output: OutputOption = None) 
     from hearthlink_trio.cli.export import write_output
 
     try:
-        text = render(config_path(config))
+        text = render(config_paths(config))
     except HearthlinkError as exc:
         return _report(exc)
     return write_output(text, output)
@@ -399,7 +526,7 @@ def export_kubernetes(
     from hearthlink_trio.cli.export import write_output
 
     try:
-        text = render(config_path(config), namespace=namespace)
+        text = render(config_paths(config), namespace=namespace)
     except HearthlinkError as exc:
         return _report(exc)
     return write_output(text, output)
@@ -415,6 +542,9 @@ def export_dockerfile(*, output: OutputOption = None) -> int:
 
 #: Set by main(): only the real program exits at once, not a test calling run() in-process.
 _EXIT_AT_ONCE = False
+#: ``hearthlink run … -- CMD ARG…``: the command, split off by main() (the argument parser
+#: would take its words for service names and its options for run's).
+_COMMAND: tuple[str, ...] = ()
 
 
 def main() -> int:
@@ -423,7 +553,14 @@ def main() -> int:
     A usage error is exit 2 (cyclopts' ``exit_on_error``); a command's returned int is the
     exit code, given back here rather than left to cyclopts to pass to ``sys.exit``.
     """
-    global _EXIT_AT_ONCE
+    global _EXIT_AT_ONCE, _COMMAND
     _EXIT_AT_ONCE = True
-    result = app(sys.argv[1:], result_action="return_value", exit_on_error=True)
+    args = sys.argv[1:]
+    if args[:1] == ["run"] and "--" in args:
+        cut = args.index("--")
+        args, _COMMAND = args[:cut], tuple(args[cut + 1 :])
+        if not _COMMAND:
+            print("hearthlink run: give a command after --", file=sys.stderr)
+            return ExitCode.CONFIG
+    result = app(args, result_action="return_value", exit_on_error=True)
     return result if isinstance(result, int) else ExitCode.OK

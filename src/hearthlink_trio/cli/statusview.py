@@ -81,7 +81,7 @@ def _row(service: dict[str, Any], now: float) -> list[str]:
     )
     return [
         _cell(service.get("name")),
-        _state(service, status),
+        _state(service, status, now),
         _cell(service.get("pid")),
         _cell(service.get("port")),
         uptime,
@@ -91,15 +91,21 @@ def _row(service: dict[str, Any], now: float) -> list[str]:
     ]
 
 
-def _state(service: dict[str, Any], status: str) -> str:
+def _state(service: dict[str, Any], status: str, now: float) -> str:
     """The finer ``state`` when the supervisor reports one, else ``status``; with the wait
-    of a pending restart and an unhealthy mark where they apply."""
+    of a pending restart, an unhealthy mark, and a scheduled task's next run where they
+    apply."""
     state = str(service.get("state") or status)
     backoff = service.get("restart_backoff")
     if state == "backoff" and backoff:
         state = f"backoff ({float(backoff):g}s)"
     if service.get("health") == "unhealthy" and state in _LIVE_STATUSES:
         state = f"{state} (unhealthy)"
+    if service.get("selected") is False:  # left out of the run: `hearthlink start` starts it
+        state = f"{state} (not selected)"
+    next_run = service.get("next_run")
+    if next_run is not None and status not in _LIVE_STATUSES:
+        state = f"{state} (next in {format_duration(float(next_run) - now)})"
     return _one_line(state)
 
 

@@ -6,6 +6,12 @@ A separate process and a client of the control API only: it follows ``GET /v1/ev
 restart/stop/start. When no supervisor answers it says so and keeps trying; the
 supervisor never depends on it. ``q`` quits the view, never the supervisor.
 
+A service's output pane starts with its last lines from its log file (a quiet service
+shows what it said before the view opened), then follows the stream. The log files have
+no timestamps, so the view of all services (``l``) starts with each service's last lines
+as one block, the blocks ordered by when each file was last written (the most recent
+last), and interleaves the streamed lines by their time after that.
+
 Textual is imported by this module only, and this module only by the ``ui`` command.
 """
 
@@ -27,12 +33,15 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Input, RichLog, Static
 
+from hearthlink_trio.cli.logview import tail_lines
 from hearthlink_trio.cli.statusview import format_duration
 
 __all__ = ["HearthlinkUI", "run_ui"]
 
 #: Lines of output kept per service, and for the view of all services together.
 KEPT_LINES = 2000
+#: Lines read from each service's log file when the view connects.
+HISTORY_LINES = 200
 #: Seconds between two ``GET /v1/health`` (CPU and RSS, uptimes).
 REFRESH_INTERVAL = 2.0
 #: Seconds between two tries to reach a supervisor that does not answer.
@@ -53,9 +62,9 @@ STATE_STYLES = {
 _LIVE_STATES = frozenset({"starting", "healthy", "unhealthy"})
 
 
-def run_ui(socket_path: Path) -> int:
+def run_ui(socket_path: Path, log_dir: Path | None = None) -> int:
     """Run the view until ``q``: 0 if it reached a supervisor, 1 if none ever answered."""
-    result = HearthlinkUI(socket_path).run()
+    result = HearthlinkUI(socket_path, log_dir).run()
     return 1 if result is None else result
 
 
@@ -79,9 +88,14 @@ class HearthlinkUI(App[int]):
         Binding("q", "quit_view", "quit"),
     ]
 
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, log_dir: Path | None = None) -> None:
         super().__init__()
         self.socket_path = socket_path
+        #: Where the services' log files are (None: the view starts with no history).
+        self.log_dir = log_dir
+        #: Per service: when its log file was read; streamed lines older than that are in
+        #: what was read (the supervisor writes a line to the file before it streams it).
+        self.history_read_at: dict[str, float] = {}
         self.connected = False
         self.ever_connected = False
         self.overall = "unknown"
@@ -178,6 +192,7 @@ class HearthlinkUI(App[int]):
         kind = event.get("type")
         if kind == "snapshot":
             self._load(event, replace=True)
+            self._load_history()
             self._show_connected(True)
             self.ever_connected = True
             self.query_one("#services", DataTable).focus()
@@ -204,7 +219,8 @@ class HearthlinkUI(App[int]):
                 self.probes[name] = "fail"
             self._render_row(name)
         elif kind == "output":
-            self._add_line(event["service"], event["line"])
+            if event.get("ts", 0.0) >= self.history_read_at.get(event["service"], 0.0):
+                self._add_line(event["service"], event["line"])
         elif kind == "supervisor" and event.get("event") in ("reloaded", "shutdown"):
             self.run_worker(self._refresh_health(), group="refresh")
 
@@ -283,6 +299,30 @@ class HearthlinkUI(App[int]):
         return self.row_styles.get(name, ("", 0.0))[0]
 
     # -- output ---------------------------------------------------------------------------
+
+    def _load_history(self) -> None:
+        """Start every service's output (and the view of all) with its log file's last
+        lines, anew at each (re)connection."""
+        self.lines.clear()
+        self.all_lines.clear()
+        self.history_read_at.clear()
+        if self.log_dir is None:
+            self._render_output()
+            return
+        blocks: list[tuple[float, str, list[str]]] = []
+        for name in self.services:
+            path = self.log_dir / f"{name}.log"
+            self.history_read_at[name] = time.time()
+            try:
+                written = path.stat().st_mtime
+                lines = tail_lines(path, HISTORY_LINES)
+            except OSError:  # no output yet, or a log dir this user cannot read
+                continue
+            self.lines[name] = deque(lines, maxlen=KEPT_LINES)
+            blocks.append((written, name, lines))
+        for _, name, lines in sorted(blocks):
+            self.all_lines.extend(f"{name} | {line}" for line in lines)
+        self._render_output()
 
     def _add_line(self, service: str, line: str) -> None:
         self.lines.setdefault(service, deque(maxlen=KEPT_LINES)).append(line)

@@ -1,8 +1,9 @@
 """A cache of validated configs, so that ``hearthlink run`` of an unchanged config starts its
 services without building the file model (pydantic): about 100 ms and 15 MiB less.
 
-An entry holds the resolved config and what its validity depended on: the hash of the
-config file and of every env file it reads, the environment variables that loading read,
+An entry holds the resolved config and what its validity depended on: the hash of every
+config file merged (the override file beside the first included) and of every env file
+they read, the environment variables that loading read,
 the interpreter, the user, and this version of hearthlink. It is used only while all of
 those are unchanged; what the machine must still provide (scripts, folders, users) is
 checked again each time, so a hit never skips a check a full load would make. Anything
@@ -25,16 +26,17 @@ import os
 import pwd
 import re
 import sys
-import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import hearthlink_trio
 from hearthlink_trio._util import ensure_private_dir, write_private_file
+from hearthlink_trio.config.merge import effective_files, read_merged
 from hearthlink_trio.config.resolved import Config
+from hearthlink_trio.errors import ConfigError
 
 FORMAT = 2
 #: ``${NAME}`` or ``$NAME`` in an env file: loading read that variable.
@@ -46,8 +48,10 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
     return Path(base) / "hearthlink"
 
 
-def _entry_path(path: Path, environ: Mapping[str, str]) -> Path:
-    name = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:24]
+def _entry_path(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> Path:
+    # Keyed on every file merged: the same base with another override is another entry.
+    key = "\n".join(str(path.absolute()) for path in effective_files(paths))
+    name = hashlib.sha256(key.encode()).hexdigest()[:24]
     return cache_dir(environ) / f"config-{name}.json"
 
 
@@ -58,18 +62,20 @@ def _digest(path: Path) -> str | None:
         return None
 
 
-def _inputs(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
-    """What loading ``path`` depends on, as recorded in (and compared with) an entry."""
-    raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    base = path.resolve().parent
-    files = [path.absolute()]
+def _inputs(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> dict[str, Any]:
+    """What loading ``paths`` depends on, as recorded in (and compared with) an entry."""
+    merged = read_merged(paths)
+    raw = merged.raw
+    base = merged.files[0].resolve().parent
+    files = [file.absolute() for file in merged.files]
+    configs = len(files)
     tables = [raw.get("supervisor", {}), *raw.get("services", {}).values()]
     for table in tables:
         if isinstance(table, dict) and isinstance(table.get("env_file"), str) and table["env_file"]:
             env_file = Path(table["env_file"]).expanduser()
             files.append(env_file if env_file.is_absolute() else base / env_file)
     variables = {"HEARTHLINK_DATA_DIR"}
-    for extra in files[1:]:
+    for extra in files[configs:]:
         with contextlib.suppress(OSError, UnicodeDecodeError):
             variables.update(_REFERENCE.findall(extra.read_text(encoding="utf-8")))
     return {
@@ -89,7 +95,7 @@ def _loader_fingerprint() -> list[list[int]]:
     write."""
     here = Path(__file__).parent
     fingerprint = []
-    for name in ("model.py", "load.py", "services.py", "resolved.py", "envfile.py"):
+    for name in ("model.py", "load.py", "merge.py", "services.py", "resolved.py", "envfile.py"):
         info = (here / name).stat()
         fingerprint.append([info.st_size, info.st_mtime_ns])
     return fingerprint
@@ -109,14 +115,14 @@ def _machine_ok(config: Config, checks: Mapping[str, list[str]]) -> bool:
     return True
 
 
-def load_cached(path: Path, environ: Mapping[str, str]) -> Config | None:
-    """The cached config for ``path`` if it is still valid, else None."""
+def load_cached(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> Config | None:
+    """The cached config for ``paths`` if it is still valid, else None."""
     try:
-        entry = json.loads(_entry_path(path, environ).read_text(encoding="utf-8"))
-        if entry["inputs"] != _inputs(path, environ):
+        entry = json.loads(_entry_path(paths, environ).read_text(encoding="utf-8"))
+        if entry["inputs"] != _inputs(paths, environ):
             return None
         config = _config_from(entry["config"])
-    except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
         return None
     return config if _machine_ok(config, entry.get("checks", {})) else None
 
@@ -124,17 +130,17 @@ def load_cached(path: Path, environ: Mapping[str, str]) -> Config | None:
 def store(config: Config, environ: Mapping[str, str]) -> None:
     """Record ``config`` (just loaded in full from its file) for the next run."""
     try:
-        inputs = _inputs(config.path, environ)
+        inputs = _inputs(config.files, environ)
         entry = {"inputs": inputs, "checks": _checks(config), "config": _config_to(config)}
         folder = cache_dir(environ)
         ensure_private_dir(folder)
-        write_private_file(_entry_path(config.path, environ), json.dumps(entry), replace=True)
-    except (OSError, ValueError, tomllib.TOMLDecodeError):
+        write_private_file(_entry_path(config.files, environ), json.dumps(entry), replace=True)
+    except (OSError, ValueError, ConfigError):
         return  # a cache that cannot be written costs only the next start's 100 ms
 
 
 def _checks(config: Config) -> dict[str, list[str]]:
-    raw = tomllib.loads(config.path.read_text(encoding="utf-8"))
+    raw = read_merged(config.files).raw
     base = config.path.resolve().parent
     scripts = []
     for table in raw.get("services", {}).values():
@@ -216,18 +222,21 @@ def _hints(kind: type) -> dict[str, Any]:
     return typing.get_type_hints(kind, vars(sys.modules[kind.__module__]))
 
 
-def load_config_cached(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """``load_config(path)``, answered from the cache while nothing it depends on changed.
+def load_config_cached(
+    paths: Path | Sequence[Path], environ: Mapping[str, str] | None = None
+) -> Config:
+    """``load_config(paths)``, answered from the cache while nothing it depends on changed.
 
     Raises:
         ConfigError: as ``load_config`` (a config with errors is never cached).
     """
     environ = os.environ if environ is None else environ
-    cached = load_cached(path, environ)
+    given = (paths,) if isinstance(paths, Path) else tuple(paths)
+    cached = load_cached(given, environ)
     if cached is not None:
         return cached
     from hearthlink_trio.config.load import load_config
 
-    config = load_config(path, environ)
+    config = load_config(given, environ)
     store(config, environ)
     return config

@@ -1,7 +1,9 @@
-"""Loading a config file: TOML, then the model, then the checks that span keys.
+"""Loading a config: TOML (one file or several merged), then the model, then the checks
+that span keys.
 
-:func:`load_config` reads and validates a file and returns a :class:`Config` whose paths are
-resolved (against the config file's folder) and whose services are in dependency order.
+:func:`load_config` reads, merges and validates the files and returns a :class:`Config`
+whose paths are resolved (against the first config file's folder) and whose services are
+in dependency order.
 Every problem is reported at once, one line each, as ``<file>: <dotted.key>: <problem>``.
 """
 
@@ -9,8 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,13 @@ from pydantic import ValidationError
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.lookup import config_path, default_config_path
+from hearthlink_trio.config.merge import Merged, drop_disabled, read_merged
 from hearthlink_trio.config.model import UNION_TAGS, ConfigFile, ServiceSection
 from hearthlink_trio.config.resolved import Config, Health, Restart
 from hearthlink_trio.config.services import Where, resolve_path, resolve_services
 from hearthlink_trio.errors import ConfigError
 
-__all__ = ["config_path", "default_config_path", "load_config"]
+__all__ = ["config_path", "default_config_path", "load_config", "read_model"]
 
 
 def _describe(err: Mapping[str, Any]) -> str:
@@ -42,39 +44,48 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def load_config(
-    path: Path, environ: Mapping[str, str] | None = None, *, local: bool = True
-) -> Config:
-    """Read, validate and resolve the config at ``path``.
-
-    ``local=False`` (``hearthlink export``) skips what only this machine can tell: that
-    scripts and folders exist, that a ``user`` exists and may be switched to.
+def read_model(paths: Path | Sequence[Path]) -> tuple[ConfigFile, Merged, list[str]]:
+    """The files of ``paths`` merged, services switched off removed, and validated by the
+    file model; with the problems found so far that the model does not see (a dependency
+    on a removed service).
 
     Raises:
-        ConfigError: with one ``<file>: <key>: <problem>`` line per problem.
+        ConfigError: a file cannot be read, or the model refuses the merged tables (with
+            those problems too), one line each naming the file that set the key.
     """
-    environ = os.environ if environ is None else environ
-    label = path.name
+    merged = read_merged(paths)
+    label = merged.base_label
+    problems = drop_disabled(merged)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: cannot read config: file not found"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{label}: not valid UTF-8"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{label}: TOML syntax error: {exc}"]) from None
-
-    try:
-        parsed = ConfigFile.model_validate(raw)
+        parsed = ConfigFile.model_validate(merged.raw)
     except ValidationError as exc:
         lines = [f"{label}: {_dotted(e['loc'])}: {_describe(e)}" for e in exc.errors()]
-        raise ConfigError(lines) from None
+        raise ConfigError([merged.relabel(line) for line in problems + lines]) from None
+    return parsed, merged, problems
 
+
+def load_config(
+    paths: Path | Sequence[Path], environ: Mapping[str, str] | None = None, *, local: bool = True
+) -> Config:
+    """Read, merge, validate and resolve the config at ``paths``.
+
+    ``paths`` is one file or several, merged in order (see :mod:`.merge`; the override
+    file beside the first is merged right after it). Relative paths resolve against the
+    first file's folder. ``local=False`` (``hearthlink export``) skips what only this
+    machine can tell: that scripts and folders exist, that a ``user`` exists and may be
+    switched to.
+
+    Raises:
+        ConfigError: with one ``<file>: <key>: <problem>`` line per problem, naming the
+            file that set the key.
+    """
+    environ = os.environ if environ is None else environ
+    given = (paths,) if isinstance(paths, Path) else tuple(paths)
+    path = given[0]
+    parsed, merged, problems = read_model(given)
+    label = merged.base_label
     base = path.resolve().parent
     sup = parsed.supervisor
-    problems: list[str] = []
 
     data_dir_value = environ.get("HEARTHLINK_DATA_DIR") or sup.data_dir
     data_dir = resolve_path(base, data_dir_value).absolute()
@@ -93,6 +104,7 @@ def load_config(
         python=python,
         data_dir=data_dir,
         stop_timeout=sup.stop_timeout,
+        hook_timeout=sup.hook_timeout,
         file_env={},
         local=local,
     )
@@ -105,9 +117,11 @@ def load_config(
     services, service_problems = resolve_services(parsed.services, where)
     problems += service_problems
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([merged.relabel(line) for line in problems])
     return Config(
         path=path.absolute(),
+        sources=tuple(file.absolute() for file in given),
+        file_env=dict(where.file_env),
         data_dir=data_dir,
         log_dir=log_dir.absolute(),
         run_dir=run_dir,

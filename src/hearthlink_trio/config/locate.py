@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hearthlink_trio.config.merge import effective_files
 
 __all__ = ["DEFAULT_DATA_DIR", "Location", "locate"]
 
@@ -31,22 +33,26 @@ class Location:
     log_dir: Path
 
 
-def locate(path: Path, environ: Mapping[str, str] | None = None) -> Location:
-    """The data dir, control socket and log dir of the config at ``path``.
+def locate(paths: Path | Sequence[Path], environ: Mapping[str, str] | None = None) -> Location:
+    """The data dir, control socket and log dir of the config at ``paths`` (merged as the
+    loader merges them, the override file beside the first included).
 
-    Whatever in the file cannot be read (the whole file, or one of the three keys) falls
-    back to its default; this never raises for a broken file.
+    Whatever in a file cannot be read (the whole file, or one of the three keys) falls
+    back to what the files before it said, else the default; this never raises for a
+    broken file.
     """
     environ = os.environ if environ is None else environ
-    supervisor: Mapping[str, Any] = {}
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        raw = {}
-    section = raw.get("supervisor")
-    if isinstance(section, dict):
-        supervisor = section
-    base = path.resolve().parent
+    files = effective_files(paths)
+    supervisor: dict[str, Any] = {}
+    for file in files:
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        section = raw.get("supervisor")
+        if isinstance(section, dict):
+            supervisor.update(section)
+    base = files[0].resolve().parent
 
     def text(key: str) -> str:
         value = supervisor.get(key)

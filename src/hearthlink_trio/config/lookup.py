@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 #: The package is installed as files (a wheel or an editable install, never a zip), so its
@@ -24,3 +24,13 @@ def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None)
     if environ.get("HEARTHLINK_CONFIG"):
         return Path(environ["HEARTHLINK_CONFIG"])
     return default_config_path()
+
+
+def config_paths(
+    explicit: Sequence[Path] | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, ...]:
+    """The config files a command merges: every ``--config`` in order, else the one of
+    :func:`config_path` (the override file beside the first is added when loading)."""
+    if explicit:
+        return tuple(explicit)
+    return (config_path(None, environ),)

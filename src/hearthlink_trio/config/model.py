@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     field_validator,
     model_validator,
@@ -24,12 +25,43 @@ from pydantic import (
 
 SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PROFILE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SECRET_FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
 #: Variables the supervisor gives every service; a secret cannot take their name.
 RESERVED_VARIABLES = frozenset(
     {"HEARTHLINK_DATA_DIR", "HEARTHLINK_SERVICE", "HEARTHLINK_API_TOKEN", "PYTHONPATH"}
 )
 DEFAULT_DATA_DIR = "~/.local/share/hearthlink"
+
+#: ``max_memory`` suffixes: binary multiples, as the kernel's and compose's ``512M`` mean.
+MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?)\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: object) -> int | None:
+    """``max_memory`` in bytes: ``"512M"`` (K, M, G: binary multiples), ``"1.5G"``, or a
+    number of bytes (an int, or a string without a suffix); ``""`` means no limit (None).
+
+    Raises:
+        ValueError: anything else, or a size that is not above 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError('give a size such as "512M" (K, M or G), or a number of bytes')
+    if isinstance(value, int):
+        size = value
+    elif not value.strip():
+        return None
+    else:
+        match = MEMORY_RE.match(value)
+        if match is None:
+            raise ValueError(
+                f'{value!r} is not a size: give a number with K, M or G ("512M"), or bytes'
+            )
+        size = int(float(match.group(1)) * MEMORY_UNITS[match.group(2).upper()])
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return size
+
 
 NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
@@ -51,6 +83,8 @@ class SupervisorSection(_Section):
     log_backups: Annotated[int, Field(ge=0)] = 3
     #: A dotenv file read for every service ("" = none).
     env_file: str = ""
+    #: How long a hook (post_start, pre_stop, on_failure) may run before it is killed.
+    hook_timeout: Positive = 10.0
 
 
 class HealthSection(_Section):
@@ -178,6 +212,27 @@ class ServiceSection(_Section):
     watch: list[str] = Field(default_factory=list)
     #: Globs never watched, on top of the built-in ignores.
     watch_ignore: list[str] = Field(default_factory=list)
+    #: Started only when one of these profiles is selected, or when named.
+    profiles: list[Annotated[str, Field(pattern=PROFILE_RE)]] = Field(default_factory=list)
+    #: false removes the service (an override file switching one off); dropped before
+    #: validation, so a table that only says ``enabled = false`` needs nothing else.
+    enabled: StrictBool = True
+    #: A task only: a 5-field cron expression (local time) or "every N" seconds.
+    schedule: str = ""
+    #: Hooks: argv run once each process is healthy, before its stop signal, on giving up.
+    post_start: list[str] = Field(default_factory=list)
+    pre_stop: list[str] = Field(default_factory=list)
+    on_failure: list[str] = Field(default_factory=list)
+    #: Overrides [supervisor] hook_timeout for this service.
+    hook_timeout: Positive | None = None
+    #: Restarted when its memory stays above this: "512M" (K, M, G) or bytes; "" = no limit.
+    max_memory: int | str = ""
+
+    @field_validator("max_memory", mode="before")
+    @classmethod
+    def _memory_size(cls, value: object) -> object:
+        parse_memory(value)  # raises, naming the problem; the file's form is kept
+        return value
 
     @field_validator("secrets")
     @classmethod

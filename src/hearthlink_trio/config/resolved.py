@@ -96,6 +96,17 @@ class Service:
     watch_ignore: tuple[str, ...] = ()
     #: Dependencies (replicas expanded) whose every restart restarts this service too.
     restart_with: tuple[str, ...] = ()
+    #: Started only when one of these profiles is selected, or it is named (or needed).
+    profiles: tuple[str, ...] = ()
+    #: A task's schedule ("" = none): a cron expression or "every N".
+    schedule: str = ""
+    #: Hooks (argv, placeholders filled; empty = none) and how long each may run.
+    post_start: tuple[str, ...] = ()
+    pre_stop: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+    hook_timeout: float = 10.0
+    #: Restarted when its memory stays above this many bytes (None: no limit).
+    max_memory: int | None = None
 
     @property
     def depends_on(self) -> tuple[str, ...]:
@@ -132,6 +143,16 @@ class Config:
     services: tuple[Service, ...]
     log_max_bytes: int
     log_backups: int
+    #: The config files as given (the first is ``path``); the override file beside the
+    #: first is found again at each load.
+    sources: tuple[Path, ...] = ()
+    #: The ``[supervisor]`` env_file's values (every service's ``file_env`` starts from them).
+    file_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files given for this config (``path`` alone for a config built by hand)."""
+        return self.sources or (self.path,)
 
     def group(self, name: str) -> tuple[Service, ...]:
         """The services of table ``name``: itself, or its replicas."""

@@ -14,7 +14,12 @@ from typing import cast
 
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
-from hearthlink_trio.config.model import SERVICE_NAME_RE, ProbeTable, ServiceSection
+from hearthlink_trio.config.model import (
+    SERVICE_NAME_RE,
+    ProbeTable,
+    ServiceSection,
+    parse_memory,
+)
 from hearthlink_trio.config.resolved import (
     TOKEN_FILE,
     Probe,
@@ -23,6 +28,7 @@ from hearthlink_trio.config.resolved import (
     glob_folder,
     service_url,
 )
+from hearthlink_trio.config.schedule import parse_schedule
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:
@@ -60,6 +66,8 @@ class Where:
     local: bool
     #: Who hearthlink runs as: only root may run a service as another user.
     euid: int = field(default_factory=os.geteuid)
+    #: [supervisor] hook_timeout: a service's own hook_timeout wins.
+    hook_timeout: float = 10.0
 
 
 def _probe_kind(svc: ServiceSection) -> ProbeKind:
@@ -76,7 +84,8 @@ def _port_need(svc: ServiceSection) -> str | None:
         return f"the {kind} probe connects to it"
     if svc.script is not None:
         return "a script is started with --port"
-    texts = [*(svc.command or []), *svc.env.values()]
+    texts = [*(svc.command or []), *svc.env.values(), *svc.post_start, *svc.pre_stop]
+    texts += svc.on_failure
     if isinstance(svc.probe, ProbeTable) and svc.probe.exec:
         texts += svc.probe.exec
     if any("{port}" in text for text in texts):
@@ -115,6 +124,7 @@ def _check_table(name: str, svc: ServiceSection, where: Where) -> list[str]:
         )
     if svc.kind == "task" and svc.probe not in (None, "none"):
         problems.append(f"{at}.probe: a task is not probed (it is done when it exits 0)")
+    problems += _check_schedule_and_hooks(at, svc)
     for var, filename in svc.secrets.items():
         if filename == TOKEN_FILE:
             problems.append(
@@ -122,6 +132,29 @@ def _check_table(name: str, svc: ServiceSection, where: Where) -> list[str]:
             )
     if where.local:
         problems += _check_machine(name, svc, where)
+    return problems
+
+
+def _check_schedule_and_hooks(at: str, svc: ServiceSection) -> list[str]:
+    problems = []
+    if svc.schedule:
+        if svc.kind != "task":
+            problems.append(
+                f'{at}.schedule: only a task can have a schedule (set kind = "task"; a service '
+                "keeps running)"
+            )
+        elif svc.replicas > 1:
+            problems.append(
+                f"{at}.schedule: a scheduled task runs as one process (remove replicas)"
+            )
+        try:
+            parse_schedule(svc.schedule)
+        except ValueError as exc:
+            problems.append(f"{at}.schedule: {exc}")
+    for hook in ("post_start", "pre_stop", "on_failure"):
+        argv = getattr(svc, hook)
+        if argv and not argv[0]:
+            problems.append(f"{at}.{hook}: the program (first item) must not be empty")
     return problems
 
 
@@ -295,6 +328,13 @@ def _service(
             for dep in svc.restarts_with
             for dep_replica in replica_names(dep, sections[dep])
         ),
+        profiles=tuple(svc.profiles),
+        schedule=svc.schedule,
+        post_start=tuple(fill(part, values) for part in svc.post_start),
+        pre_stop=tuple(fill(part, values) for part in svc.pre_stop),
+        on_failure=tuple(fill(part, values) for part in svc.on_failure),
+        hook_timeout=where.hook_timeout if svc.hook_timeout is None else svc.hook_timeout,
+        max_memory=parse_memory(svc.max_memory),
     )
 
 

@@ -5,6 +5,8 @@ Routes::
     GET  /v1/health                   200 {"status": ..., "services": [ServiceStatus, ...]}
     GET  /v1/events                   200, newline-delimited JSON until the client leaves:
                                       a snapshot, then every event (?service=, ?types=)
+    GET  /v1/events/recent?seconds=S  200 {"events": [...]}: the state changes and supervisor
+                                      events of the last S seconds (default 60) still kept
     POST /v1/services/{name}/restart  202 {"accepted": true, "result": "<what happens>"};
     POST /v1/services/{name}/stop     404 for an unknown name
     POST /v1/services/{name}/start
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("hearthlink.control")
 
 _SERVICE_ROUTE = re.compile(r"/v1/services/([^/]+)/(restart|stop|start)")
+#: The window of ``GET /v1/events/recent`` without ``?seconds=``.
+DEFAULT_RECENT_SECONDS = 60.0
 #: How long a dropped reader gets to take the line that says why, before it is cut off.
 DROP_NOTICE_TIMEOUT = 1.0
 #: The most events written in one chunk of the stream.
@@ -122,6 +126,10 @@ class ControlApp:
                 return _json(202, {"accepted": True, "action": "shutdown"})
             if path == "/v1/events":
                 return _method_not_allowed(method, path, "GET")
+            if path == "/v1/events/recent":
+                if method != "GET":
+                    return _method_not_allowed(method, path, "GET")
+                return self._recent(scope)
             if path == "/v1/reload":
                 if method != "POST":
                     return _method_not_allowed(method, path, "POST")
@@ -137,6 +145,18 @@ class ControlApp:
             log.exception("control API: %s %s failed", method, path)
             return _error(500, "internal", f"{method} {path} failed inside the supervisor")
         return _error(404, "not_found", f"no route for {method} {path}")
+
+    def _recent(self, scope: HTTPScope) -> Answer:
+        query = parse_qs(scope["query_string"].decode("latin-1"))
+        raw = (query.get("seconds") or [str(DEFAULT_RECENT_SECONDS)])[-1]
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds < float("inf"):
+            return _error(400, "bad_request", f"seconds must be a number 0 or more, not {raw!r}")
+        events = [to_json(event) for event in self._controller.events.recent(seconds)]
+        return _json(200, {"seconds": seconds, "events": events})
 
     def _service_action(self, name: str, action: str) -> Answer:
         act: Callable[[str], str]

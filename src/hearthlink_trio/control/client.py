@@ -1,5 +1,5 @@
 """The synchronous client of the control API, used by ``status``, ``restart``, ``stop``,
-``start`` and ``status --watch``."""
+``start``, ``wait``, ``status --watch`` and ``mcp``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,42 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from hearthlink_trio.control.errors import ControlError, NotRunning, UnknownService
+from hearthlink_trio.control.stream import StateChange, parse
+
+#: How often ``wait`` tries again to reach a supervisor that is still starting.
+STARTING_RETRY_SECONDS = 0.05
+#: States in which a waited-for service counts as ready (a task that completed, too).
+READY_STATES = frozenset({"healthy", "completed"})
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    """What :meth:`ControlClient.wait_ready` found.
+
+    ``ready`` is True when every waited-for service was ready; otherwise ``laggards`` maps
+    each service that was not to its state (and error message, where it has one), and
+    ``gave_up`` is True when one of them had given up (``failed``) rather than the time
+    running out.
+    """
+
+    ready: bool
+    services: tuple[str, ...]
+    laggards: dict[str, str]
+    gave_up: bool = False
+
+    def describe(self) -> str:
+        """One line for a person: the laggards with their state and error, or, when all
+        were ready, their names."""
+        if self.ready:
+            return ", ".join(self.services) or "no services"
+        return "; ".join(f"{name} ({why})" for name, why in self.laggards.items())
 
 
 class ControlClient:
@@ -57,6 +87,13 @@ class ControlClient:
         """``POST /v1/reload``: re-read the config file (as SIGHUP)."""
         return self._request("POST", "/v1/reload")
 
+    def recent_events(self, seconds: float) -> list[dict[str, Any]]:
+        """``GET /v1/events/recent``: the state changes and supervisor events of the last
+        ``seconds`` that the supervisor still keeps, oldest first."""
+        answer = self._request("GET", f"/v1/events/recent?{urlencode({'seconds': seconds})}")
+        events: list[dict[str, Any]] = answer.get("events", [])
+        return events
+
     def events(
         self, *, service: str | None = None, types: Iterable[str] | None = None
     ) -> Iterator[dict[str, Any]]:
@@ -84,6 +121,90 @@ class ControlClient:
                     yield json.loads(line)
         finally:
             connection.close()
+
+    def wait_ready(self, names: Sequence[str] = (), *, timeout: float) -> WaitResult:
+        """Wait until the named services (else all) are healthy, a task completed.
+
+        Follows the event stream (no polling): the snapshot says where each service is,
+        then every state change is applied as it comes. With no names, services not
+        selected for this run and services stopped by hand are not waited for. A name that
+        is not a service but has replicas (``web`` for ``web-1`` and ``web-2``) means them
+        all. Returns early, not ready, as soon as a waited-for service has given up
+        (``failed``): it does not start again by itself. A supervisor that is starting (it
+        holds the data dir's lock, its socket is not there yet) is waited for too.
+
+        Raises:
+            NotRunning: no supervisor answers, or it went away while waiting.
+            UnknownService: a name matches no service.
+            ControlError: anything else.
+        """
+        deadline = time.monotonic() + timeout
+        connection = self._connect_while_starting(deadline)
+        try:
+            response = self._send(connection, "GET", "/v1/events?types=state")
+            if response.status != 200:
+                self._decode(response.status, response.read())
+            snapshot = self._next_event(response)
+            if snapshot is None or snapshot.get("type") != "snapshot":
+                raise ControlError("the supervisor's event stream did not start with a snapshot")
+            services: dict[str, dict[str, Any]] = {s["name"]: s for s in snapshot["services"]}
+            targets = _wait_targets(names, services)
+            while True:
+                laggards = {
+                    name: _why_not_ready(services[name])
+                    for name in targets
+                    if services[name].get("state") not in READY_STATES
+                }
+                if not laggards:
+                    return WaitResult(True, targets, {})
+                if any(services[name].get("state") == "failed" for name in laggards):
+                    return WaitResult(False, targets, laggards, gave_up=True)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return WaitResult(False, targets, laggards)
+                assert connection.sock is not None, "the connection was opened above"
+                connection.sock.settimeout(remaining)
+                try:
+                    event = self._next_event(response)
+                except TimeoutError:
+                    return WaitResult(False, targets, laggards)
+                if event is None:
+                    raise NotRunning("the supervisor stopped while waiting for its services")
+                change = parse(event)
+                if isinstance(change, StateChange) and change.service in services:
+                    services[change.service].update(
+                        state=change.state, error_message=change.error_message
+                    )
+        finally:
+            connection.close()
+
+    def _connect_while_starting(self, deadline: float) -> _UnixConnection:
+        """A connection for a stream read until ``deadline``; while a supervisor holds the
+        data dir's lock but has no control socket yet (it is starting), tried again."""
+        while True:
+            try:
+                return self._connection(read_timeout=max(deadline - time.monotonic(), 0.001))
+            except ControlError:
+                starting = self.data_dir is not None and _lock_holder(self.data_dir) is not None
+                if not starting or time.monotonic() >= deadline:
+                    raise
+            time.sleep(STARTING_RETRY_SECONDS)
+
+    @staticmethod
+    def _next_event(response: http.client.HTTPResponse) -> dict[str, Any] | None:
+        """The next JSON line of a stream; None once it ends. TimeoutError passes through."""
+        while True:
+            try:
+                line = response.readline()
+            except TimeoutError:
+                raise
+            except (OSError, http.client.HTTPException):
+                return None  # the supervisor went away mid-stream
+            if not line:
+                return None
+            if line.strip():
+                event: dict[str, Any] = json.loads(line)
+                return event
 
     def shutdown(self) -> dict[str, Any]:
         """``POST /v1/shutdown``; returns once the stop is accepted, not when it is done."""
@@ -178,6 +299,35 @@ class ControlClient:
         if payload.get("error") == "unknown_service":
             raise UnknownService(detail)
         raise ControlError(f"the supervisor answered {status}: {detail}")
+
+
+def _wait_targets(names: Sequence[str], services: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The services :meth:`ControlClient.wait_ready` waits for, in the supervisor's order."""
+    if not names:
+        return tuple(
+            name
+            for name, status in services.items()
+            if status.get("selected", True) and status.get("state") != "stopped"
+        )
+    chosen: list[str] = []
+    for name in names:
+        if name in services:
+            found = [name]
+        else:
+            found = [
+                s for s in services if s.rpartition("-")[0] == name and s[len(name) + 1 :].isdigit()
+            ]
+        if not found:
+            known = ", ".join(services) or "none"
+            raise UnknownService(f"no service named {name!r} (services: {known})")
+        chosen.extend(n for n in found if n not in chosen)
+    return tuple(chosen)
+
+
+def _why_not_ready(status: dict[str, Any]) -> str:
+    state = str(status.get("state") or status.get("status") or "unknown")
+    error = status.get("error_message")
+    return f"{state}: {error}" if error else state
 
 
 def _lock_holder(data_dir: Path) -> str | None:

@@ -6,6 +6,10 @@ each interested subscriber's bounded buffer and returns. A subscriber whose buff
 (its reader is that far behind) is dropped on the spot: it gets no more events, its stream
 ends with a :class:`~hearthlink_trio.control.stream.Dropped` line, and the supervisor says so
 in its log. The events are the typed ones of :mod:`hearthlink_trio.control.stream`.
+
+The hub also keeps the last :data:`RECENT_EVENTS` state changes and supervisor lines (never
+probe results or output lines: those are many, and the log files keep the output), so a
+client that was not listening can ask what changed lately (``GET /v1/events/recent``).
 """
 
 from __future__ import annotations
@@ -13,17 +17,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
 
-from hearthlink_trio.control.stream import Output, StreamEvent, SupervisorLine
+from hearthlink_trio.control.stream import Output, StateChange, StreamEvent, SupervisorLine
 
-__all__ = ["SUBSCRIBER_BUFFER", "EventHub", "EventLogHandler", "Subscription"]
+__all__ = ["RECENT_EVENTS", "SUBSCRIBER_BUFFER", "EventHub", "EventLogHandler", "Subscription"]
 
 #: Events a subscriber may have waiting before it counts as too slow and is dropped.
 SUBSCRIBER_BUFFER = 1000
+#: How many recent state changes and supervisor lines the hub keeps.
+RECENT_EVENTS = 500
 
 
 @dataclass(eq=False)
@@ -63,6 +70,7 @@ class EventHub:
         self._on_drop = on_drop
         #: Why the hub was closed (the supervisor exits), once it is.
         self._closed: str | None = None
+        self._recent: deque[StateChange | SupervisorLine] = deque(maxlen=RECENT_EVENTS)
 
     @property
     def subscribers(self) -> int:
@@ -103,8 +111,16 @@ class EventHub:
             sub.send.close()
         self._subscribers.clear()
 
+    def recent(self, seconds: float) -> list[StateChange | SupervisorLine]:
+        """The kept state changes and supervisor lines of the last ``seconds``, oldest
+        first."""
+        since = time.time() - seconds
+        return [event for event in self._recent if event.ts >= since]
+
     def publish(self, event: StreamEvent) -> None:
         """Give ``event`` to every subscriber that wants it; never blocks."""
+        if isinstance(event, StateChange | SupervisorLine):
+            self._recent.append(event)
         if not self._subscribers:
             return
         for sub in list(self._subscribers):
@@ -144,8 +160,7 @@ class EventLogHandler(logging.Handler):
         self._hub = hub
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self._hub.subscribers:
-            return
+        # Published even with no subscriber: the hub keeps it among the recent events.
         self._hub.publish(
             SupervisorLine(
                 event=getattr(record, "event", "message"),

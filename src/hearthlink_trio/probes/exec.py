@@ -49,12 +49,16 @@ async def probe_exec(
 
             nursery.start_soon(keep_last_line, "stdout", child.stdout)
             nursery.start_soon(keep_last_line, "stderr", child.stderr)
-            with trio.move_on_after(timeout) as deadline:
-                await child.wait_exited()
-            timed_out = deadline.cancelled_caught
-            # The group goes now, whatever is left of it; the pipes close with it.
-            code = await child.stop(signal.SIGKILL, 0.0)
-            nursery.cancel_scope.cancel()
+            try:
+                with trio.move_on_after(timeout) as deadline:
+                    await child.wait_exited()
+                timed_out = deadline.cancelled_caught
+            finally:
+                # The group goes now, whatever is left of it and whatever ended the wait (a
+                # probe cancelled because its service exited too); the pipes close with it.
+                # Shielded inside, so it happens on a cancellation as well.
+                code = await child.stop(signal.SIGKILL, 0.0)
+                nursery.cancel_scope.cancel()
     finally:
         child.close_streams()
     # What a failing program says last on stderr is its reason; else its last output line.

@@ -252,6 +252,23 @@ class Child:
                 stream.close()
 
 
+def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in hearthlink's own session and process group, with its stdin, stdout
+    and stderr, and the parent-death signal: a command run in the foreground for the user,
+    which gets the terminal's Ctrl-C itself, as under a shell. Must be called from the trio
+    main thread.
+
+    Raises:
+        OSError: the program could not be started.
+    """
+    return subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        preexec_fn=functools.partial(_prepare_child, os.getpid(), -1),
+        close_fds=True,
+    )
+
+
 def spawn(
     argv: Sequence[str],
     *,

@@ -18,6 +18,7 @@ import trio
 
 from hearthlink_trio.config import Config
 from hearthlink_trio.control.stream import StateChange, StreamEvent
+from hearthlink_trio.process.memory import MemoryMeter
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.output import Console
 from hearthlink_trio.supervisor.seams import Launcher, Prober
@@ -48,6 +49,8 @@ class Context:
     records: dict[str, ServiceState] = field(default_factory=dict)
     #: When supervision began (trio's clock): the start of the startup phase.
     started: float = 0.0
+    #: Reads services' memory (for ``max_memory`` and ``status``).
+    memory: MemoryMeter = field(default_factory=lambda: MemoryMeter(None))
     shutting_down: bool = False
     #: Set by a second signal: every stop under way kills at once.
     force: trio.Event = field(default_factory=trio.Event)

@@ -61,3 +61,21 @@ def child_environment(
         env.update(HOME=account.pw_dir, USER=service.user, LOGNAME=service.user)
     env.update(service.env)
     return env
+
+
+def command_environment(
+    config: Config, secrets: Secrets, inherited: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the command of ``hearthlink run -- CMD``: the caller's own, the
+    ``[supervisor]`` env_file's values, ``HEARTHLINK_DATA_DIR``, ``HEARTHLINK_API_TOKEN`` and
+    ``HEARTHLINK_<NAME>_URL`` of every service (no service's declared secret)."""
+    env = clean_child_env(dict(os.environ if inherited is None else inherited))
+    for var in config.secret_variables():
+        env.pop(var, None)
+    env.update(config.file_env)
+    env["HEARTHLINK_DATA_DIR"] = str(config.data_dir)
+    env[TOKEN_VARIABLE] = secrets.token
+    for service in config.services:
+        if service.url is not None:
+            env[url_variable(service.name)] = service.url
+    return env

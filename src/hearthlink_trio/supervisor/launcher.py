@@ -31,14 +31,26 @@ class ServiceLauncher:
         self._containment = containment
         self._early: dict[str, tuple[Child, dict[str, str]]] = {}
 
-    def start(self, config: Config, secrets: Secrets, *, stop_asked: Callable[[], bool]) -> None:
-        """Start every service that depends on nothing, until ``stop_asked()`` (a signal
-        came meanwhile: nothing more is started). One that cannot start is left to the
+    def start(
+        self,
+        config: Config,
+        secrets: Secrets,
+        *,
+        stop_asked: Callable[[], bool],
+        selected: frozenset[str] | None = None,
+    ) -> None:
+        """Start every service that depends on nothing (of the ``selected`` ones, default
+        all; a scheduled task waits for its time), until ``stop_asked()`` (a signal came
+        meanwhile: nothing more is started). One that cannot start is left to the
         supervisor, which tries again and reports why."""
         for service in config.services:
             if stop_asked():
                 return
-            if service.conditions:
+            if (
+                service.conditions
+                or service.schedule
+                or (selected is not None and service.name not in selected)
+            ):
                 continue
             env = child_environment(config, service, secrets)
             with contextlib.suppress(OSError, ValueError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,15 @@ def unhealthy(service: str, reason: str) -> Event:
         f"{service} service unhealthy ({reason}), scheduling restart",
         WARNING,
         {"service": service, "reason": reason},
+    )
+
+
+def over_memory(service: str, reason: str, used: int, limit: int) -> Event:
+    return Event(
+        "over_memory",
+        f"{service} service {reason}, scheduling restart",
+        WARNING,
+        {"service": service, "reason": reason, "memory_bytes": used, "max_memory": limit},
     )
 
 
@@ -342,4 +352,73 @@ def dependency_restart(service: str, dependency: str, what: str) -> Event:
         "dependency_restart",
         f"{service}: {dependency} was restarted and is healthy again, {what}",
         fields={"service": service, "dependency": dependency},
+    )
+
+
+# -- schedules and hooks -------------------------------------------------------------------
+
+
+def _clock(ts: float) -> str:
+    """A scheduled time as the local clock shows it: ``2026-03-01 00:05:00``."""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def scheduled_run(service: str, due: float) -> Event:
+    return Event(
+        "scheduled_run",
+        f"Scheduled run of {service} task (due {_clock(due)})",
+        fields={"service": service, "due": due},
+    )
+
+
+def schedule_skipped(service: str, due: float) -> Event:
+    return Event(
+        "schedule_skipped",
+        f"Skipped the {_clock(due)} run of {service} task: its previous run is still going",
+        WARNING,
+        {"service": service, "due": due},
+    )
+
+
+def hook_failed(service: str, hook: str, why: str) -> Event:
+    return Event(
+        "hook_failed",
+        f"{hook} hook of {service} service {why}",
+        WARNING,
+        {"service": service, "hook": hook},
+    )
+
+
+# -- hearthlink run -- CMD ---------------------------------------------------------------
+
+
+def command_started(argv: Sequence[str], pid: int) -> Event:
+    shown = " ".join(argv)
+    return Event(
+        "command_started",
+        f"Services ready; running {shown} (PID {pid})",
+        fields={"argv": list(argv), "pid": pid},
+    )
+
+
+def command_exited(argv: Sequence[str], code: int, how: str) -> Event:
+    return Event(
+        "command_exited",
+        f"Command {argv[0]} ended ({how})",
+        fields={"argv": list(argv), "exit_code": code},
+    )
+
+
+def command_not_started(argv: Sequence[str], why: str) -> Event:
+    return Event(
+        "command_not_started", f"Not running {argv[0]}: {why}", ERROR, {"argv": list(argv)}
+    )
+
+
+def signal_left_to_command(signal_name: str, forwarded: bool) -> Event:
+    how = "passed on to" if forwarded else "also received by"
+    return Event(
+        "signal_left_to_command",
+        f"Received {signal_name}, {how} the command; the services stop once it has ended",
+        fields={"signal": signal_name},
     )

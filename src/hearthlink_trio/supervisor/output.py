@@ -167,6 +167,7 @@ class ServiceOutput:
         self.last_line = ""
         self.watchers: list[LineWatcher] = []
         self._prefix = console.prefix(name, index)
+        self._hook_prefix = console.prefix(f"{name} hook", index)
 
     def lines(self, raw: list[bytes], stream: str = "stdout") -> None:
         lines = [line.decode("utf-8", "replace") for line in raw]
@@ -178,6 +179,13 @@ class ServiceOutput:
         self.log.write(lines)
         for watcher in self.watchers:
             watcher(stream, lines)
+
+    def hook_lines(self, raw: list[bytes]) -> None:
+        """A hook's lines: on the console and in the log as ``NAME hook | line`` (not the
+        service's own last line, nor seen by its watchers)."""
+        lines = [line.decode("utf-8", "replace") for line in raw]
+        self.console.write(self._hook_prefix, lines)
+        self.log.write([f"{self.name} hook | {line}" for line in lines])
 
 
 async def pump(stream: trio.abc.ReceiveStream, out: ServiceOutput, name: str = "stdout") -> None:

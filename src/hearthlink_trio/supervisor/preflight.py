@@ -98,9 +98,16 @@ def _reap(run_dir: Path, log: logging.Logger) -> None:
         log_lines.emit(log, log_lines.reaped(killed))
 
 
-def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready | None:
+def preflight(
+    config: Config,
+    log: logging.Logger,
+    *,
+    keep_lock: bool,
+    selected: frozenset[str] | None = None,
+) -> Ready | None:
     """Run every check; with ``keep_lock`` (``run``) returns the held lock and the secrets,
     made where missing; without (``check``) releases the lock, creates nothing, returns None.
+    The ports checked are those of the ``selected`` services (default: all).
 
     Raises:
         PreflightError: every problem found, one line each.
@@ -134,8 +141,8 @@ def preflight(config: Config, log: logging.Logger, *, keep_lock: bool) -> Ready 
             problems.append(f"Run dir {config.run_dir}: {exc.strerror or exc}")
         available = []
         for service in config.services:
-            if service.port is None:
-                continue  # no port, no port check
+            if service.port is None or (selected is not None and service.name not in selected):
+                continue  # no port, or not started by this run: no port check
             reason = check_port(service)
             if reason is None:
                 available.append(service)

@@ -94,13 +94,13 @@ KEEP_THEIR_CONFIG = "; the running services keep their config"
 
 
 def prepare_reload(running: Config, log: logging.Logger) -> tuple[Plan, Secrets] | None:
-    """The plan from ``running`` to the config file as it is now, with the secrets it
+    """The plan from ``running`` to its config files as they are now, with the secrets it
     needs (made now); None, logged, if the new config is refused whole."""
     # The file model (pydantic) is loaded only now: a run that never reloads never needs it.
     from hearthlink_trio.config.load import load_config
 
     try:
-        new = load_config(running.path)
+        new = load_config(running.files)
         plan = diff(running, new)
     except ConfigError as exc:
         for line in exc.problems:

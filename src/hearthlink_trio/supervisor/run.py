@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from hearthlink_trio.config import Config
+from hearthlink_trio.config.selection import Selection
 from hearthlink_trio.errors import ExitCode, PreflightError
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.supervisor import log_lines
@@ -58,13 +60,27 @@ class PendingSignals:
         return received
 
 
-def run_supervisor(config: Config, *, log_format: str, watch: bool = True) -> int:
-    """Run the supervisor in the foreground; returns the exit code. ``watch`` False: no
-    service is restarted on changes to its files."""
+def run_supervisor(
+    config: Config,
+    *,
+    log_format: str,
+    selection: Selection | None = None,
+    watch: bool = True,
+    command: Sequence[str] = (),
+    wait_timeout: float = 60.0,
+) -> int:
+    """Run the supervisor in the foreground; returns the exit code.
+
+    Only the services of the ``selection`` start (default: all); the others wait for
+    ``hearthlink start``. ``watch=False`` turns file watching off. With a ``command``, it
+    is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
+    run ends when it does, and its exit code is the run's.
+    """
+    selected = selection.pick(config) if selection is not None else None
     pending = PendingSignals()
     pending.install()
     log = setup_event_log(log_format)
-    ready = preflight(config, log, keep_lock=True)
+    ready = preflight(config, log, keep_lock=True, selected=selected)
     assert ready is not None
     # Before the services: the subreaper, the run's cgroup and the sentinel come first.
     containment = Containment.start()
@@ -75,12 +91,15 @@ def run_supervisor(config: Config, *, log_format: str, watch: bool = True) -> in
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     launcher = ServiceLauncher(containment)
     try:
-        launcher.start(config, ready.secrets, stop_asked=pending.stop_asked)
+        launcher.start(config, ready.secrets, stop_asked=pending.stop_asked, selected=selected)
         # Loaded only now, while the first services boot.
         import trio
 
+        from hearthlink_trio.supervisor.command import ForegroundCommand
         from hearthlink_trio.supervisor.supervisor import Supervisor
         from hearthlink_trio.systemd.notify import Notifier
+
+        foreground = ForegroundCommand(command, wait_timeout=wait_timeout) if command else None
 
         try:
             supervisor = Supervisor(
@@ -91,6 +110,8 @@ def run_supervisor(config: Config, *, log_format: str, watch: bool = True) -> in
                 containment=containment,
                 launcher=launcher,
                 watch=watch,
+                selection=selection,
+                foreground=foreground,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened
             raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None

@@ -10,9 +10,23 @@ from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
-from hearthlink_trio.supervisor.incarnation import End, Outcome, run_incarnation, running, started
+from hearthlink_trio.supervisor.hooks import failure_environment, run_hook
+from hearthlink_trio.supervisor.incarnation import (
+    End,
+    Outcome,
+    first_of,
+    run_incarnation,
+    running,
+    started,
+)
 from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
 from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.schedule import (
+    Schedule,
+    next_due,
+    parse_schedule,
+    sleep_until_due,
+)
 from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
 
@@ -20,15 +34,21 @@ from hearthlink_trio.supervisor.state import ServiceState, State
 class Runner:
     """Runs one service; :meth:`run` returns only when cancelled (shutdown or retirement)."""
 
-    def __init__(self, ctx: Context, service: Service, *, index: int) -> None:
+    def __init__(
+        self, ctx: Context, service: Service, *, index: int, selected: bool = True
+    ) -> None:
         self.ctx = ctx
         self.service = service
         self.name = service.name
         # Computed once: an unchanged service keeps its environment across reloads.
         self.env = child_environment(ctx.config, service, ctx.secrets)
+        #: Started with the run (``hearthlink run NAME…`` and profiles leave others out,
+        #: stopped until ``hearthlink start NAME``).
+        self.selected = selected
         self.record = ServiceState(
             service.name,
             log=ctx.log,
+            state=State.WAITING if selected else State.STOPPED,
             restart_backoff=backoff_delay(1, ctx.config.restart),
             on_change=ctx.on_change,
         )
@@ -49,8 +69,9 @@ class Runner:
         self._cascaded = False
         #: Processes started so far: every start after the first is a restart.
         self._starts = 0
-        #: Stopped by hand (``hearthlink stop NAME``): kept stopped until started again.
-        self.held = False
+        #: Stopped by hand (``hearthlink stop NAME``), or not selected: kept stopped until
+        #: started.
+        self.held = not selected
         self._released = trio.Event()
         #: What the runner is doing now (waiting, a process, a backoff); cancelled by hold().
         self._activity: trio.CancelScope | None = None
@@ -78,7 +99,13 @@ class Runner:
         """
         record = self.record
         if self.held:
-            return self.release() if reason is None else "stopped by hand; not started"
+            if reason is None:
+                return self.release()
+            return "stopped by hand; not started" if self.selected else "not selected; not started"
+        if self._idle_on_schedule():
+            self._reason, self._cascaded = reason, cascade
+            self._restart.set()
+            return "running it now (it is scheduled)"
         if self.ctx.shutting_down or record.state in (State.STOPPING, State.STOPPED):
             return "the supervisor is stopping it"
         if record.state is State.WAITING:
@@ -92,6 +119,15 @@ class Runner:
         self._cascaded = cascade
         self._restart.set()
         return "restarting"
+
+    def _idle_on_schedule(self) -> bool:
+        """A scheduled task waiting for its next time (not running, not in backoff)."""
+        return (
+            bool(self.service.schedule)
+            and not self.ctx.shutting_down
+            and self.record.next_run is not None
+            and self.record.state in (State.STOPPED, State.COMPLETED, State.FAILED)
+        )
 
     def hold(self) -> str:
         """Stop the service by hand and keep it stopped (not a failure, not counted)."""
@@ -109,7 +145,10 @@ class Runner:
         if self.ctx.shutting_down:
             return "the supervisor is stopping"
         if not self.held:
+            if self._idle_on_schedule():
+                return "not stopped: it waits for its next scheduled time (restart runs it now)"
             return f"not stopped ({self.record.state.value})"
+        self.selected = True
         self._released.set()
         return "starting"
 
@@ -139,17 +178,13 @@ class Runner:
     async def run(self) -> None:
         try:
             with self.scope:
-                while True:
-                    with trio.CancelScope() as self._activity:
-                        if self.record.state is State.STOPPED:
-                            self.record.waiting()
-                        await self._wait_for_dependencies()
-                        await self._supervise()
-                    # Only a hold() ends the activity: stay stopped until released.
-                    self._activity = None
-                    self.record.stopped(by_hand=True)
+                if self.held:  # not selected: stopped from the start, until started
                     await self._released.wait()
                     self.held, self._released = False, trio.Event()
+                # The on_failure hooks run here, beside the service's own life: a hook never
+                # holds up its restart, and ends with the runner at the latest.
+                async with trio.open_nursery() as self._hooks:
+                    await self._live()
         finally:
             if self._taken is not None:
                 # Ended before its first incarnation could watch it: stopped the same way.
@@ -162,7 +197,30 @@ class Runner:
             self.out.log.close()
             self.done.set()
 
+    async def _live(self) -> None:
+        while True:
+            with trio.CancelScope() as self._activity:
+                if self.record.state is State.STOPPED:
+                    self.record.waiting()
+                await self._wait_for_dependencies()
+                if self.service.schedule:
+                    await self._run_on_schedule()
+                else:
+                    await self._supervise()
+            # Only a hold() ends the activity: stay stopped until released.
+            self._activity = None
+            self.record.stopped(by_hand=True)
+            await self._released.wait()
+            self.held, self._released = False, trio.Event()
+
     async def _supervise(self) -> None:
+        while True:
+            await self._until_done()
+            await self._wait_for_manual_restart()
+
+    async def _until_done(self) -> None:
+        """Start the process, and restart it as its policy says, until one run completes or
+        the service gives up (then its state is ``completed`` or ``failed``)."""
         ctx, record = self.ctx, self.record
         attempt = 0
         while True:
@@ -189,27 +247,57 @@ class Runner:
             if outcome.end is End.COMPLETED:
                 # Done; not run again by a dependency's restart, only by a manual one.
                 record.completed()
-                await self._wait_for_manual_restart()
-                continue
+                return
             if outcome.end is End.CONFIG:
                 self._give_up(
                     log_lines.config_exit(self.name, EX_CONFIG),
                     self.out.last_line or f"configuration error (exit status {EX_CONFIG})",
                 )
-                await self._wait_for_manual_restart()
-                continue
+                return
             if self.service.restart == "never":
                 self._give_up(
                     log_lines.not_restarting(self.name, "never", outcome.detail), outcome.detail
                 )
-                await self._wait_for_manual_restart()
-                continue
+                return
             if record.restart_count >= ctx.config.restart.max_attempts:
                 self._give_up(log_lines.gave_up(self.name, record.restart_count), outcome.detail)
-                await self._wait_for_manual_restart()
-                continue
+                return
             await self._back_off(outcome)
             attempt = record.restart_count
+
+    async def _run_on_schedule(self) -> None:
+        """A scheduled task: idle until each time its schedule names (or a manual restart),
+        then one run, retried under its restart policy within that run only."""
+        record = self.record
+        schedule = parse_schedule(self.service.schedule)
+        while True:
+            # The restart event is not renewed here: one asked for as the last run ended
+            # counts (the runs renew it at each start).
+            due = next_due(schedule)
+            record.due_at(due)
+
+            async def on_time(due: float = due) -> float | None:
+                await sleep_until_due(schedule, due)
+                return due
+
+            async def asked() -> float | None:
+                await self._restart.wait()
+                return None
+
+            record.run_begins(await first_of(on_time, asked))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._skip_while_running, schedule)
+                await self._until_done()
+                nursery.cancel_scope.cancel()
+            record.run_ended()
+
+    async def _skip_while_running(self, schedule: Schedule) -> None:
+        """Log each scheduled time that comes while a run is still going; it is skipped."""
+        while True:
+            due = next_due(schedule)
+            self.record.due_at(due)
+            await sleep_until_due(schedule, due)
+            log_lines.emit(self.ctx.log, log_lines.schedule_skipped(self.name, due))
 
     async def _back_off(self, outcome: Outcome) -> None:
         delay = backoff_delay(self.record.restart_count + 1, self.ctx.config.restart)
@@ -224,8 +312,17 @@ class Runner:
         # logged, so the secrets the supervisor handed out are masked in it.
         error = self.ctx.secrets.redact(error)
         self.record.gave_up(line, error)
-        if self.service.critical:
+        if self.service.on_failure:
+            self._hooks.start_soon(self._on_failure, error)
+        elif self.service.critical:
             self.ctx.fatal(f"critical service {self.name} gave up: {error}")
+
+    async def _on_failure(self, reason: str) -> None:
+        env = failure_environment(self._environment(), reason)
+        await run_hook(self.ctx, self.service, "on_failure", env, self.out)
+        # A critical service's hook runs before the shutdown it causes (which would kill it).
+        if self.service.critical:
+            self.ctx.fatal(f"critical service {self.name} gave up: {reason}")
 
     async def _wait_for_manual_restart(self) -> None:
         self._restart = trio.Event()
@@ -262,9 +359,11 @@ def condition_holds(dependency: ServiceState | None, condition: str) -> bool:
         return False
     if condition == "started":
         return dependency.started_at is not None
+    # A scheduled task that has completed a run once stays done for its dependents.
+    done_once = dependency.next_run is not None and dependency.ever_healthy
     if condition == "completed":
-        return dependency.state is State.COMPLETED
-    return dependency.state in (State.HEALTHY, State.COMPLETED)
+        return done_once or dependency.state is State.COMPLETED
+    return done_once or dependency.state in (State.HEALTHY, State.COMPLETED)
 
 
 def _waiting_for(waiting: list[tuple[str, str]], records: dict[str, ServiceState]) -> str:

@@ -109,6 +109,11 @@ class ServiceState:
     #: Why the service is being restarted (a change to its files, a dependency's restart, a
     #: manual request): carried by its state changes until it is healthy again.
     reason: str | None = None
+    #: A scheduled task: when its next run is due, when its last one began and how it ended
+    #: (Unix seconds; "completed" or "failed: <why>").
+    next_run: float | None = None
+    last_run: float | None = None
+    last_outcome: str | None = None
 
     # -- the one place a state changes ---------------------------------------------------
 
@@ -228,6 +233,37 @@ class ServiceState:
     def stopped(self, *, by_hand: bool = False) -> None:
         """Stopped (by hand: kept stopped until started; else at the end of its runner)."""
         if by_hand:
-            self._move(State.STOPPED, error=None)
+            if self.state is not State.STOPPED:  # a scheduled task may idle stopped already
+                self._move(State.STOPPED, error=None)
         elif self.state is not State.STOPPED:
             self._move(State.STOPPED)
+
+    # -- a scheduled task --------------------------------------------------------------------
+
+    def due_at(self, when: float) -> None:
+        """A scheduled task's next time is ``when`` (Unix seconds). Before its first run it
+        idles as stopped: nothing runs at start."""
+        self.next_run = when
+        if self.state is State.WAITING:
+            self._move(State.STOPPED, error=None)
+        else:
+            self._changed()
+
+    def run_begins(self, due: float | None) -> None:
+        """A scheduled run begins (``due``: the time it was due; None: asked by hand). The
+        run has the whole restart policy to itself."""
+        if due is None:
+            log_lines.emit(self.log, log_lines.manual_restart(self.name))
+        else:
+            log_lines.emit(self.log, log_lines.scheduled_run(self.name, due))
+        self.last_run = time.time()
+        self.restart_count = 0
+        self._changed()
+
+    def run_ended(self) -> None:
+        """A scheduled run is over: completed, or given up (its state says which)."""
+        if self.state is State.COMPLETED:
+            self.last_outcome = "completed"
+        else:
+            self.last_outcome = f"failed: {self.error_message or 'gave up'}"
+        self._changed()

@@ -20,9 +20,10 @@ def service_status(
 ) -> dict[str, Any]:
     """The ServiceStatus object of ``GET /v1/health``: the original design's fields, plus
     ``state`` (the finer state), ``critical``, and from the service's cgroup, where it has
-    one, ``memory_bytes`` and ``cpu_usec`` (None otherwise)."""
+    one, ``memory_bytes`` and ``cpu_usec`` (None otherwise). A scheduled task also carries
+    ``next_run``, ``last_run`` (Unix seconds) and ``last_outcome``."""
     usage = usage or {}
-    return {
+    status: dict[str, Any] = {
         "name": record.name,
         "status": record.state.status,
         "state": record.state.value,
@@ -40,6 +41,11 @@ def service_status(
         "memory_bytes": usage.get("memory_bytes"),
         "cpu_usec": usage.get("cpu_usec"),
     }
+    if service.schedule:
+        status["next_run"] = record.next_run
+        status["last_run"] = record.last_run
+        status["last_outcome"] = record.last_outcome
+    return status
 
 
 def stuck(

@@ -36,13 +36,16 @@ from typing import Any
 import trio
 
 from hearthlink_trio.config import Config
+from hearthlink_trio.config.selection import Selection, dependency_closure
 from hearthlink_trio.control.hub import EventHub, EventLogHandler
 from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
+from hearthlink_trio.process.memory import MemoryMeter
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.cascade import Cascade
+from hearthlink_trio.supervisor.command import ForegroundCommand
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console
@@ -67,12 +70,16 @@ class Supervisor:
         prober: Prober | None = None,
         containment: Containment | None = None,
         watch: bool = True,
+        selection: Selection | None = None,
+        foreground: ForegroundCommand | None = None,
     ) -> None:
         self.exit_code = ExitCode.OK
         #: Restart services whose watched files change (``--no-watch``: False).
         self._watch = watch
         self._watching: trio.CancelScope | None = None
         self._containment = containment
+        #: ``hearthlink run -- CMD``: run once the services are ready; its end ends the run.
+        self.foreground = foreground
         self.ctx = Context(
             config=config,
             log=log,
@@ -84,23 +91,35 @@ class Supervisor:
                 config.run_dir, mirror=containment.sentinel if containment else None
             ),
             fatal=self.fatal,
+            memory=MemoryMeter(containment.cgroup if containment else None),
         )
         #: The event stream's fan-out: every state change, probe result and output line.
         self.events = EventHub(on_drop=self._reader_dropped)
         self.ctx.publish = self.events.publish
         self.ctx.publish_lines = self.events.publish_lines
         self._usage = UsageSampler()
+        #: What the run was asked to start (None: everything); a reload applies it again.
+        self.selection = selection
         self.runners: dict[str, Runner] = {}
+        picked = self._picked()
         for service in config.services:
-            self._add_runner(service.name)
+            self._add_runner(service.name, selected=service.name in picked)
         self._services_scope = trio.CancelScope()
         self._root: trio.Nursery | None = None
         self._reload_lock = trio.Lock()
         self.stopped = trio.Event()
 
-    def _add_runner(self, name: str) -> Runner:
+    def _picked(self) -> frozenset[str]:
+        """The services of the current config that the run's selection starts."""
+        if self.selection is None:
+            return frozenset(self.config.names)
+        return self.selection.pick(self.config)
+
+    def _add_runner(self, name: str, *, selected: bool = True) -> Runner:
         config = self.ctx.config
-        runner = Runner(self.ctx, config.service(name), index=config.names.index(name))
+        runner = Runner(
+            self.ctx, config.service(name), index=config.names.index(name), selected=selected
+        )
         self.runners[name] = runner
         self.ctx.records[name] = runner.record
         return runner
@@ -125,6 +144,10 @@ class Supervisor:
         services = []
         for name, runner in self.runners.items():
             status = service_status(runner.record, runner.service, usage(name))
+            status["selected"] = runner.selected
+            if status["memory_bytes"] is None and runner.record.pid is not None:
+                # No memory controller: the summed RSS of its processes.
+                status["memory_bytes"] = self.ctx.memory.read(name, runner.record.pid)
             status["cpu_percent"], status["rss_bytes"] = self._usage.usage(runner.record.pid)
             services.append(status)
         self._usage.forget_others({r.record.pid for r in self.runners.values() if r.record.pid})
@@ -165,7 +188,9 @@ class Supervisor:
 
     def restart(self, name: str) -> str:
         """Manual restart of service ``name`` (every replica of a table ``name``); returns
-        what will happen. KeyError if unknown."""
+        what will happen. KeyError if unknown. One the run left out starts, with the
+        dependencies it left out too."""
+        self._start_left_out_dependencies(name)
         return self._ask(name, Runner.request_restart, log_lines.restart_requested)
 
     def stop_service(self, name: str) -> str:
@@ -173,7 +198,9 @@ class Supervisor:
         return self._ask(name, Runner.hold, log_lines.stop_requested)
 
     def start_service(self, name: str) -> str:
-        """Start a service stopped by hand again. KeyError if unknown."""
+        """Start a service stopped by hand again, or one the run left out (with the
+        dependencies it left out too). KeyError if unknown."""
+        self._start_left_out_dependencies(name)
         return self._ask(name, Runner.release, log_lines.start_requested)
 
     def _follow(self, name: str, reason: str) -> str:
@@ -204,6 +231,14 @@ class Supervisor:
                 await watch_files(self.ctx, services, self._on_change)
 
         self._root.start_soon(watching)
+
+    def _start_left_out_dependencies(self, name: str) -> None:
+        """Start what service ``name`` needs that the run left out (not selected)."""
+        targets = [runner.name for runner in self._targets(name)]
+        for dep in dependency_closure(self.config, targets):
+            runner = self.runners[dep]
+            if dep not in targets and not runner.selected:
+                log_lines.emit(self.ctx.log, log_lines.start_requested(dep, runner.release()))
 
     def shutdown(self, reason: str = "Shutdown requested") -> None:
         """Begin a graceful stop of every service (idempotent)."""
@@ -247,6 +282,8 @@ class Supervisor:
                     for runner in self.runners.values():
                         root.start_soon(runner.run)
                     root.start_soon(self._announce_steady_phase)
+                    if self.foreground is not None:
+                        root.start_soon(self.foreground.run, self)
                     await trio.sleep_forever()
         finally:
             with trio.CancelScope(shield=True):
@@ -256,13 +293,25 @@ class Supervisor:
             ctx.log.removeHandler(feed)
             # Every reader of the event stream gets its last line now, if it has room for
             # it, and its stream ends: none of them holds up the exit.
-            self.events.close(f"the supervisor has stopped (exit code {int(self.exit_code)})")
+            self.events.close(f"the supervisor has stopped (exit code {self.result()})")
             self.stopped.set()
+        return self.result()
+
+    def result(self) -> int:
+        """The run's exit code: a foreground command's when it ended the run normally."""
+        if self.foreground is not None and self.exit_code is ExitCode.OK:
+            return self.foreground.result
         return int(self.exit_code)
 
     def on_signal(self, signum: int) -> None:
         """SIGHUP reloads; the first SIGINT/SIGTERM stops gracefully, the second by force."""
         name = signal.Signals(signum).name
+        if self.foreground is not None and self.foreground.takes_signal(signum):
+            # The command acts first; the services stop once it has ended.
+            log_lines.emit(
+                self.ctx.log, log_lines.signal_left_to_command(name, signum == signal.SIGTERM)
+            )
+            return
         if signum == signal.SIGHUP:
             if not self.shutting_down:
                 self.reload()
@@ -308,6 +357,11 @@ class Supervisor:
 
     async def _apply(self, plan: Plan) -> None:
         retiring = [self.runners[name] for name in plan.stop]
+        # A service the reload replaces stays started if it was (selected, or started by
+        # hand); any other starts if the run's selection picks it in the new config (a
+        # new dependency of a selected service, say).
+        was_selected = {runner.name: runner.selected for runner in retiring}
+        picked = self._picked()
         for runner in retiring:
             runner.retire()
         for runner in retiring:
@@ -316,7 +370,7 @@ class Supervisor:
             del self.runners[name]
             del self.ctx.records[name]
         for name in plan.start:
-            self._add_runner(name)
+            self._add_runner(name, selected=was_selected.get(name, False) or name in picked)
         order = self.config.names
         self.runners = {name: self.runners[name] for name in order}
         self.ctx.records = {name: self.ctx.records[name] for name in order}

@@ -42,7 +42,7 @@ RESTART_SEC = 2.0
 def render_unit(
     *,
     exec_start: Sequence[str],
-    config_path: Path | None,
+    config_path: Path | Sequence[Path] | None,
     data_dir: Path,
     stop_timeout_worst: float,
     watchdog_sec: float = 30.0,
@@ -52,7 +52,8 @@ def render_unit(
     Args:
         exec_start: the command that runs the supervisor, e.g.
             ``["/home/me/.venv/bin/hearthlink", "run"]`` (see :func:`default_exec_start`).
-        config_path: appended as ``--config PATH`` when given.
+        config_path: appended as ``--config PATH`` when given (one for each of several
+            files, merged in that order).
         data_dir: exported as ``HEARTHLINK_DATA_DIR``; must be absolute.
         stop_timeout_worst: the longest a requested shutdown of the supervisor can take, in
             seconds; ``TimeoutStopSec`` is this plus :data:`STOP_TIMEOUT_MARGIN`.
@@ -66,8 +67,10 @@ def render_unit(
         raise ValueError("exec_start must name the command that runs the supervisor")
     if not data_dir.is_absolute():
         raise ValueError(f"data_dir must be an absolute path, not {data_dir}")
-    if config_path is not None and not config_path.is_absolute():
-        raise ValueError(f"config_path must be an absolute path, not {config_path}")
+    configs = [config_path] if isinstance(config_path, Path) else list(config_path or ())
+    for config in configs:
+        if not config.is_absolute():
+            raise ValueError(f"config_path must be an absolute path, not {config}")
     if not (math.isfinite(stop_timeout_worst) and stop_timeout_worst >= 0):
         raise ValueError(f"stop_timeout_worst must be >= 0 seconds, not {stop_timeout_worst}")
     if not (math.isfinite(watchdog_sec) and watchdog_sec > 0):
@@ -76,8 +79,8 @@ def render_unit(
     executable, *args = exec_start
     if not os.path.isabs(executable):
         raise ValueError(f"the executable must be an absolute path, not {executable!r}")
-    if config_path is not None:
-        args += ["--config", os.fspath(config_path)]
+    for config in configs:
+        args += ["--config", os.fspath(config)]
     command_line = " ".join([quote_executable(executable), *map(quote_exec_arg, args)])
     stop_timeout = math.ceil(stop_timeout_worst + STOP_TIMEOUT_MARGIN)
     data_dir_assignment = f"HEARTHLINK_DATA_DIR={os.fspath(data_dir)}"

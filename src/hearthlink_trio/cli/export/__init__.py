@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hearthlink_trio.cli.export.compose import render_compose
@@ -22,8 +22,8 @@ from hearthlink_trio.cli.export.mapping import plan_export
 __all__ = ["export_compose", "export_kubernetes", "render_dockerfile", "write_output"]
 
 
-def export_compose(path: Path, environ: Mapping[str, str] | None = None) -> str:
-    """The compose file of the config at ``path``.
+def export_compose(path: Path | Sequence[Path], environ: Mapping[str, str] | None = None) -> str:
+    """The compose file of the config at ``path`` (one file, or several merged).
 
     Raises:
         ConfigError: the config is invalid or cannot run under compose.
@@ -32,9 +32,12 @@ def export_compose(path: Path, environ: Mapping[str, str] | None = None) -> str:
 
 
 def export_kubernetes(
-    path: Path, environ: Mapping[str, str] | None = None, *, namespace: str | None = None
+    path: Path | Sequence[Path],
+    environ: Mapping[str, str] | None = None,
+    *,
+    namespace: str | None = None,
 ) -> str:
-    """The Kubernetes manifests of the config at ``path``.
+    """The Kubernetes manifests of the config at ``path`` (one file, or several merged).
 
     Raises:
         ConfigError: the config is invalid or cannot run on Kubernetes.

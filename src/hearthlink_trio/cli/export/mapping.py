@@ -12,8 +12,7 @@ is the table's own port for every replica (each replica has its own address).
 from __future__ import annotations
 
 import textwrap
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import yaml
 from hearthlink_trio import __version__
 from hearthlink_trio.config import Config, load_config
 from hearthlink_trio.config.envfile import read_env_file
-from hearthlink_trio.config.load import default_config_path
-from hearthlink_trio.config.model import ConfigFile, ProbeTable, ServiceSection
+from hearthlink_trio.config.load import default_config_path, read_model
+from hearthlink_trio.config.model import ProbeTable, ServiceSection
 from hearthlink_trio.config.resolved import TOKEN_FILE, Probe
 from hearthlink_trio.config.services import fill, resolve_path
 from hearthlink_trio.errors import ConfigError
@@ -120,18 +119,21 @@ def _is_bundled_command(svc: ServiceSection) -> bool:
     )
 
 
-def plan_export(path: Path, engine: str, environ: Mapping[str, str] | None = None) -> Plan:
-    """Load the config at ``path`` and map it for ``engine`` ("compose" or "kubernetes").
+def plan_export(
+    paths: Path | Sequence[Path], engine: str, environ: Mapping[str, str] | None = None
+) -> Plan:
+    """Load the config at ``paths`` (one file, or several merged) and map it for ``engine``
+    ("compose" or "kubernetes").
 
     Raises:
         ConfigError: the config is invalid, or cannot be exported to ``engine``; one
             ``<file>: <key>: <problem>`` line per problem.
     """
-    config = load_config(path, environ, local=False)
-    label = path.name
+    config = load_config(paths, environ, local=False)
     # The config is valid: read its tables again for the placeholders as written.
-    parsed = ConfigFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    base = path.resolve().parent
+    parsed, merged, _ = read_model(paths)
+    label = merged.base_label
+    base = config.path.resolve().parent
     file_env = (
         read_env_file(resolve_path(base, parsed.supervisor.env_file))
         if parsed.supervisor.env_file
