@@ -304,3 +304,19 @@ def test_a_reload_that_adds_a_watch_starts_watching(tmp_path: Path) -> None:
         )
         assert changed_lines(sup)[0] == "web: 1 file changed (app.py), restarting"
     all_gone(stack.pids())
+
+
+def test_a_service_left_out_of_the_run_is_not_started_by_a_change(tmp_path: Path) -> None:
+    cwd = project(tmp_path)
+    stack = Stack(tmp_path)
+    stack.add("api", cwd=str(cwd), watch=["**/*.py"])
+    stack.add("web", cwd=str(cwd), watch=["**/*.py"])
+    with running(stack.write(), "api") as sup:
+        sup.wait_line(r"^api service is healthy$")
+        save(cwd / "app.py", "v1\n")
+        sup.wait_line(r"^api: 1 file changed \(app.py\), restarting$")
+        sup.wait_line(r"^api service is healthy$", count=2)
+        # The same change concerned web, which the run left out: not started, not spoken of.
+        assert changed_lines(sup) == ["api: 1 file changed (app.py), restarting"]
+        assert starts(sup, "web") == 0
+    all_gone(stack.pids())

@@ -75,9 +75,10 @@ class Cascade:
                 if record is None:
                     continue
                 started = record.started_at
-                what = self._request(name, f"{origin} restarted")
-                log_lines.emit(self._ctx.log, log_lines.dependency_restart(name, origin, what))
-                if what == "restarting":
+                # One that is not running (stopped by hand, left out of the run, waiting)
+                # has nothing to restart, and nothing is said of it.
+                if self._request(name, f"{origin} restarted") == "restarting":
+                    log_lines.emit(self._ctx.log, log_lines.dependency_restart(name, origin))
                     await healthy_again(self._ctx, name, started)
         if self._running.get(origin) is scope:
             del self._running[origin]

@@ -347,10 +347,10 @@ def watch_failed(why: str) -> Event:
     )
 
 
-def dependency_restart(service: str, dependency: str, what: str) -> Event:
+def dependency_restart(service: str, dependency: str) -> Event:
     return Event(
         "dependency_restart",
-        f"{service}: {dependency} was restarted and is healthy again, {what}",
+        f"{service}: {dependency} was restarted and is healthy again, restarting",
         fields={"service": service, "dependency": dependency},
     )
 

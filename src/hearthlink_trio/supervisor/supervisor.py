@@ -208,10 +208,13 @@ class Supervisor:
         runner = self.runners.get(name)
         return "removed" if runner is None else runner.request_restart(reason, cascade=True)
 
-    def _on_change(self, name: str, reason: str) -> str:
-        """Restart ``name`` because its watched files changed."""
+    def _on_change(self, name: str, reason: str) -> str | None:
+        """Restart ``name`` because its watched files changed; None (nothing to say) for a
+        service the run left out or a reload removed."""
         runner = self.runners.get(name)
-        return "removed" if runner is None else runner.request_restart(reason)
+        if runner is None or not runner.selected:
+            return None
+        return runner.request_restart(reason)
 
     def _start_watching(self) -> None:
         """Watch the files of the services that ask for it (again, after a reload)."""

@@ -61,8 +61,9 @@ BUILTIN_IGNORES = (
 )
 _BUILTIN = pathspec.GitIgnoreSpec.from_lines(BUILTIN_IGNORES)
 
-#: Restart a service with a reason: (name, reason) -> what will happen.
-Request = Callable[[str, str], str]
+#: Restart a service with a reason: (name, reason) -> what will happen (None: the service
+#: is not one to restart or speak of, as one the run left out).
+Request = Callable[[str, str], str | None]
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,8 @@ class ServiceWatch:
                 record = self.ctx.records.get(name)
                 before = record.started_at if record is not None else None
                 what = self._request(name, reason)
+                if what is None:
+                    continue
                 log_lines.emit(self.ctx.log, log_lines.files_changed(name, files, restarting=what))
                 if what == "restarting" and n < len(self.replicas):
                     await healthy_again(self.ctx, name, before)
