@@ -30,7 +30,7 @@ from hearthlink_trio.supervisor.state import State
 BATCH_SECONDS = 0.2
 #: How often the watcher thread looks for changes. It hands a change over one to two steps
 #: after it happened (measured: 10 ms -> 20 ms median; 20 ms -> 37 ms), and costs about
-#: 0.4 % of a core while idle at 10 ms (0.2 % at 20 ms).
+#: 0.4 % of a core while idle at 10 ms (0.2 % at 20 ms), alone in a process.
 WATCH_STEP_MS = 10
 #: The batch counted from a change's arrival: the step it took to arrive is part of it.
 BATCH_FROM_ARRIVAL = BATCH_SECONDS - WATCH_STEP_MS / 1000
