@@ -17,7 +17,12 @@ from trio.testing import MockClock
 
 from hearthlink_trio.control.stream import StateChange, StreamEvent
 from hearthlink_trio.supervisor.state import State
-from hearthlink_trio.supervisor.watch import BATCH_FROM_ARRIVAL, BATCH_SECONDS, ServiceWatch
+from hearthlink_trio.supervisor.watch import (
+    BATCH_FROM_ARRIVAL,
+    BATCH_SECONDS,
+    ServiceWatch,
+    watch_files,
+)
 from tests.sim.harness import Script, Sim, simulate
 
 FAST = {
@@ -216,3 +221,21 @@ async def test_replicas_restart_one_at_a_time_on_a_change(tmp_path: Path, clock:
         assert sim.messages("files_changed") == [
             f"web-{n}: 1 file changed (app.py), restarting" for n in (1, 2, 3)
         ]
+
+
+async def test_a_watcher_that_fails_says_so_and_the_services_keep_running(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    async with simulate(tmp_path, config(web=svc(1))) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        supervisor = sim.supervisor
+        # Its folder went away after the config was checked.
+        gone = dataclasses.replace(
+            supervisor.config.service("web"), cwd=tmp_path / "gone", watch=("**/*.py",)
+        )
+        with trio.fail_after(5):
+            await watch_files(supervisor.ctx, [gone], lambda n, why: "restarting")
+        [line] = sim.messages("watch_failed")
+        assert line.startswith(f"Watching files stopped: no such folder: {tmp_path / 'gone'}")
+        assert line.endswith("; services are no longer restarted on changes")
+        assert sim.state("web") is State.HEALTHY

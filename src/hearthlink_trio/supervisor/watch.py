@@ -264,6 +264,12 @@ async def watch_files(ctx: Context, services: Sequence[Service], request: Reques
         tables.setdefault(svc.group or svc.name, []).append(svc)
     watches = [ServiceWatch(ctx, replicas, request) for replicas in tables.values()]
     roots = watch_roots(folder for svc in services for folder in svc.watch_folders)
+    # The config's check found them, but one may have gone since (a reload of a cached
+    # config, a folder removed); the watcher would skip it without a word.
+    missing = [str(root) for root in roots if not root.is_dir()]
+    if missing:
+        log_lines.emit(ctx.log, log_lines.watch_failed(f"no such folder: {', '.join(missing)}"))
+        return
     # Set when this task is cancelled: the watcher thread sees it within a step and returns
     # (a cancellation alone would wait for the thread's next change or timeout).
     stop = trio.Event()
@@ -284,13 +290,17 @@ async def watch_files(ctx: Context, services: Sequence[Service], request: Reques
                 watch_filter=None,
                 step=WATCH_STEP_MS,
                 stop_event=stop,
+                # A folder it may not read (another user's data under the cwd) is skipped,
+                # rather than ending all watching.
                 ignore_permission_denied=True,
             ):
                 for _, path in changes:
                     for watch in watches:
                         watch.offer(Path(path))
-        except (OSError, RuntimeError) as exc:
-            log_lines.emit(ctx.log, log_lines.watch_failed(str(exc)))
+        except Exception as exc:
+            # Whatever the watcher raises (a folder gone, the inotify limit, an error of
+            # its own), the services keep running: only their watching ends, and says so.
+            log_lines.emit(ctx.log, log_lines.watch_failed(f"{type(exc).__name__}: {exc}"))
         finally:
             stop.set()
         nursery.cancel_scope.cancel()
