@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,3 +54,57 @@ def write_private_file(path: Path, text: str, *, replace: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
+
+
+#: The largest config or env file read: any real one is a few KiB.
+MAX_TEXT_FILE_BYTES = 1024 * 1024
+
+
+class NotReadableFile(ValueError):
+    """A file that is not a regular file, or larger than the reader's limit; the message
+    says which, without the path (callers name the file and the key)."""
+
+
+def read_regular_file(path: Path, *, limit: int) -> bytes:
+    """The content of the regular file at ``path``, at most ``limit`` bytes.
+
+    A FIFO, a device (``/dev/zero``) or a folder is refused without reading from it (it is
+    opened non-blocking, so a FIFO with no writer cannot hang the caller), and so is a file
+    larger than ``limit``, so no input can block the reader or take its memory.
+
+    Raises:
+        FileNotFoundError, OSError: the file cannot be opened or read.
+        NotReadableFile: not a regular file, or larger than ``limit``.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotReadableFile("not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise NotReadableFile(f"larger than {_size(limit)}")
+    return b"".join(chunks)
+
+
+def read_text_file(path: Path, *, limit: int = MAX_TEXT_FILE_BYTES) -> str:
+    """The UTF-8 text of the regular file at ``path`` (a leading byte-order mark dropped).
+
+    Raises:
+        FileNotFoundError, OSError: the file cannot be opened or read.
+        NotReadableFile: not a regular file, or larger than ``limit``.
+        UnicodeDecodeError: not UTF-8.
+    """
+    return read_regular_file(path, limit=limit).decode("utf-8-sig")
+
+
+def _size(count: int) -> str:
+    return f"{count // (1024 * 1024)} MiB" if count % (1024 * 1024) == 0 else f"{count} bytes"

@@ -25,13 +25,24 @@ class ExitCode(enum.IntEnum):
     FORCED = 130  # stopped by force (a second Ctrl-C)
 
 
+#: Characters that would break a problem's line (``str.splitlines`` splits at each).
+_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]
+}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
 class HearthlinkError(Exception):
     """Base of every error hearthlink reports to its user: one line per problem."""
 
     exit_code = ExitCode.FATAL
 
     def __init__(self, problems: str | Sequence[str]) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        given = [problems] if isinstance(problems, str) else list(problems)
+        # A problem is one line, whatever text it quotes (a file name or a key with a
+        # newline in it): control characters are written as escapes.
+        self.problems = [line.translate(_ESCAPES) for line in given]
         self.message = "\n".join(self.problems)
         super().__init__(self.message)
 

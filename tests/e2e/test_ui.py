@@ -79,8 +79,8 @@ def test_ui_table_colours_keys_output_and_quit(root: Path) -> None:
                 # The bad one gives up: its row turns red within the budget of its event.
                 await until(pause, lambda: app.row_style("bad") == "bold red", "bad red")
                 _, turned_red = app.row_styles["bad"]
-                failed_at = app.state_events["bad"]["ts"]
-                assert app.state_events["bad"]["state"] == "failed"
+                failed_at = app.state_events["bad"].ts
+                assert app.state_events["bad"].state == "failed"
                 assert turned_red - failed_at <= REDRAW_BUDGET
                 cell = table.get_cell("bad", "STATE")  # type: ignore[attr-defined]
                 assert str(cell) == "failed" and str(cell.style) == "bold red"

@@ -44,6 +44,7 @@ class Script:
     stop_takes: float = 0.0
     output: tuple[str, ...] = ()
     start_error: bool = False  # launching it raises OSError (program missing)
+    start_raises: Exception | None = None  # launching it raises this instead
 
 
 class FakeStream(trio.abc.ReceiveStream):
@@ -184,9 +185,9 @@ class FakeLauncher:
 
     def launch(self, service: Service, env: Mapping[str, str]) -> FakeProcess:
         script = self.script_for(service.name)
-        if script.start_error:
+        if script.start_error or script.start_raises is not None:
             self.launches.append(Launch(trio.current_time(), service.name, None))  # type: ignore[arg-type]
-            raise FileNotFoundError(2, "No such file or directory")
+            raise script.start_raises or FileNotFoundError(2, "No such file or directory")
         process = FakeProcess(service.name, script, env)
         self.launches.append(Launch(trio.current_time(), service.name, process))
         self.current[service.name] = process

@@ -136,6 +136,19 @@ async def test_a_program_that_cannot_start_backs_off_and_gives_up(
         assert sim.status("svc")["error_message"] == "could not start: No such file or directory"
 
 
+async def test_a_spawn_failing_with_any_error_is_the_service_failure(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    # subprocess raises ValueError for a NUL byte in an argument or the environment: the
+    # service fails with the reason, the supervisor carries on.
+    config = stack({"max_attempts": 1}, svc=ONE)
+    script = Script(start_raises=ValueError("embedded null byte"))
+    async with simulate(tmp_path, config, {"svc": script}) as sim:
+        await sim.until_state("svc", State.FAILED)
+        assert sim.launcher.times("svc") == [0, 1]
+        assert sim.status("svc")["error_message"] == "could not start: embedded null byte"
+
+
 async def test_startup_grace_failures_do_not_count_until_startup_period(
     tmp_path: Path, clock: MockClock
 ) -> None:

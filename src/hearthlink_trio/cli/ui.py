@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +36,14 @@ from textual.widgets import DataTable, Footer, Input, RichLog, Static
 
 from hearthlink_trio.cli.logview import tail_lines
 from hearthlink_trio.cli.statusview import format_duration
+from hearthlink_trio.control.stream import (
+    Output,
+    ProbeResult,
+    Snapshot,
+    StateChange,
+    SupervisorLine,
+    parse,
+)
 
 __all__ = ["HearthlinkUI", "run_ui"]
 
@@ -109,7 +118,7 @@ class HearthlinkUI(App[int]):
         #: Per service: the style its row has now, and when (time.time()) it got it.
         self.row_styles: dict[str, tuple[str, float]] = {}
         #: Per service: the last state event taken in.
-        self.state_events: dict[str, dict[str, Any]] = {}
+        self.state_events: dict[str, StateChange] = {}
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -187,41 +196,46 @@ class HearthlinkUI(App[int]):
 
     # -- events ---------------------------------------------------------------------------
 
-    def apply(self, event: dict[str, Any]) -> None:
-        """Take one event of the stream into the view."""
-        kind = event.get("type")
-        if kind == "snapshot":
-            self._load(event, replace=True)
+    def apply(self, line: Mapping[str, Any]) -> None:
+        """Take one line of the stream into the view."""
+        event = parse(line)
+        if isinstance(event, Snapshot):
+            self._load(dict(event.health), replace=True)
             self._load_history()
             self._show_connected(True)
             self.ever_connected = True
             self.query_one("#services", DataTable).focus()
-        elif kind == "state":
-            service = self.services.get(event["service"])
+        elif isinstance(event, StateChange):
+            service = self.services.get(event.service)
             if service is None:
                 return
-            self.state_events[event["service"]] = event
-            if event["state"] == "starting" and event["previous"] != "starting":
-                service["started_at"] = event["ts"]
-            for key in ("state", "status", "pid", "error_message", "restart_count"):
-                service[key] = event[key]
-            if event["state"] not in _LIVE_STATES:
-                self.probes.pop(event["service"], None)
+            self.state_events[event.service] = event
+            if event.state == "starting" and event.previous != "starting":
+                service["started_at"] = event.ts
+            service.update(
+                state=event.state,
+                status=event.status,
+                pid=event.pid,
+                error_message=event.error_message,
+                restart_count=event.restart_count,
+            )
+            if event.state not in _LIVE_STATES:
+                self.probes.pop(event.service, None)
                 service["cpu_percent"] = service["rss_bytes"] = None
-            self._render_row(event["service"])
-        elif kind == "probe":
-            name = event["service"]
-            if event["ok"]:
-                self.probes[name] = f"ok {event['latency_ms']:.0f}ms"
+            self._render_row(event.service)
+        elif isinstance(event, ProbeResult):
+            name = event.service
+            if event.ok:
+                self.probes[name] = f"ok {event.latency_ms:.0f}ms"
                 if name in self.services:
-                    self.services[name]["last_health_check"] = event["ts"]
+                    self.services[name]["last_health_check"] = event.ts
             else:
                 self.probes[name] = "fail"
             self._render_row(name)
-        elif kind == "output":
-            if event.get("ts", 0.0) >= self.history_read_at.get(event["service"], 0.0):
-                self._add_line(event["service"], event["line"])
-        elif kind == "supervisor" and event.get("event") in ("reloaded", "shutdown"):
+        elif isinstance(event, Output):
+            if event.ts >= self.history_read_at.get(event.service, 0.0):
+                self._add_line(event.service, event.line)
+        elif isinstance(event, SupervisorLine) and event.event in ("reloaded", "shutdown"):
             self.run_worker(self._refresh_health(), group="refresh")
 
     def _load(self, health: dict[str, Any], *, replace: bool = False) -> None:

@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import hearthlink_trio
-from hearthlink_trio._util import ensure_private_dir, write_private_file
+from hearthlink_trio._util import (
+    MAX_TEXT_FILE_BYTES,
+    ensure_private_dir,
+    read_regular_file,
+    read_text_file,
+    write_private_file,
+)
 from hearthlink_trio.config.merge import effective_files, read_merged
 from hearthlink_trio.config.resolved import Config
 from hearthlink_trio.errors import ConfigError
@@ -57,8 +63,8 @@ def _entry_path(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> Pat
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular_file(path, limit=MAX_TEXT_FILE_BYTES)).hexdigest()
+    except (OSError, ValueError):
         return None
 
 
@@ -76,8 +82,8 @@ def _inputs(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> dict[st
             files.append(env_file if env_file.is_absolute() else base / env_file)
     variables = {"HEARTHLINK_DATA_DIR"}
     for extra in files[configs:]:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            variables.update(_REFERENCE.findall(extra.read_text(encoding="utf-8")))
+        with contextlib.suppress(OSError, ValueError):
+            variables.update(_REFERENCE.findall(read_text_file(extra)))
     return {
         "format": FORMAT,
         "version": hearthlink_trio.__version__,
@@ -95,7 +101,15 @@ def _loader_fingerprint() -> list[list[int]]:
     write."""
     here = Path(__file__).parent
     fingerprint = []
-    for name in ("model.py", "load.py", "merge.py", "services.py", "resolved.py", "envfile.py"):
+    for name in (
+        "model.py",
+        "load.py",
+        "merge.py",
+        "services.py",
+        "resolved.py",
+        "envfile.py",
+        "tomlfile.py",
+    ):
         info = (here / name).stat()
         fingerprint.append([info.st_size, info.st_mtime_ns])
     return fingerprint
@@ -122,7 +136,9 @@ def load_cached(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> Con
         if entry["inputs"] != _inputs(paths, environ):
             return None
         config = _config_from(entry["config"])
-    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ConfigError):
+        # A file that does not load (RuntimeError: a "~user" path of no user) is the full
+        # loader's to report.
         return None
     return config if _machine_ok(config, entry.get("checks", {})) else None
 
@@ -135,7 +151,7 @@ def store(config: Config, environ: Mapping[str, str]) -> None:
         folder = cache_dir(environ)
         ensure_private_dir(folder)
         write_private_file(_entry_path(config.files, environ), json.dumps(entry), replace=True)
-    except (OSError, ValueError, ConfigError):
+    except (OSError, ValueError, RuntimeError, ConfigError):
         return  # a cache that cannot be written costs only the next start's 100 ms
 
 

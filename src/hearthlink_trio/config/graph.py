@@ -14,22 +14,30 @@ def dependency_order(depends_on: Mapping[str, Sequence[str]]) -> tuple[list[str]
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
     cycles: list[str] = []
-
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycles.append(" -> ".join([*trail[trail.index(name) :], name]))
-            return
-        state[name] = 1
-        for dep in depends_on[name]:
-            if dep in depends_on:
-                visit(dep, [*trail, name])
-        state[name] = 2
-        order.append(name)
-
-    for name in depends_on:
-        visit(name, [])
+    # Depth first with a stack of its own (a chain of thousands of services must not meet
+    # Python's recursion limit): each entry is a service on the current path and the
+    # iterator over its dependencies still to visit.
+    for root in depends_on:
+        if state.get(root) == 2:
+            continue
+        state[root] = 1
+        trail = [root]
+        stack = [iter(depends_on[root])]
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                stack.pop()
+                done = trail.pop()
+                state[done] = 2
+                order.append(done)
+            elif dep not in depends_on or state.get(dep) == 2:
+                continue
+            elif state.get(dep) == 1:
+                cycles.append(" -> ".join([*trail[trail.index(dep) :], dep]))
+            else:
+                state[dep] = 1
+                trail.append(dep)
+                stack.append(iter(depends_on[dep]))
     return order, cycles
 
 

@@ -10,13 +10,14 @@ full loader resolves them), so the clients keep working.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hearthlink_trio.config.merge import effective_files
+from hearthlink_trio.config.tomlfile import read_toml
+from hearthlink_trio.errors import ConfigError
 
 __all__ = ["DEFAULT_DATA_DIR", "Location", "locate"]
 
@@ -46,8 +47,8 @@ def locate(paths: Path | Sequence[Path], environ: Mapping[str, str] | None = Non
     supervisor: dict[str, Any] = {}
     for file in files:
         try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            raw = read_toml(file)
+        except ConfigError:
             continue
         section = raw.get("supervisor")
         if isinstance(section, dict):
@@ -56,7 +57,8 @@ def locate(paths: Path | Sequence[Path], environ: Mapping[str, str] | None = Non
 
     def text(key: str) -> str:
         value = supervisor.get(key)
-        return value if isinstance(value, str) else ""
+        # A NUL byte makes no path: the default stands (the loader reports it).
+        return value if isinstance(value, str) and "\0" not in value else ""
 
     data_dir = _resolve(
         base, environ.get("HEARTHLINK_DATA_DIR") or text("data_dir") or DEFAULT_DATA_DIR
@@ -71,5 +73,8 @@ def locate(paths: Path | Sequence[Path], environ: Mapping[str, str] | None = Non
 
 
 def _resolve(base: Path, value: str) -> Path:
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:  # "~user" of no user: taken as written (the loader reports it)
+        path = Path(value)
     return path if path.is_absolute() else (base / path)

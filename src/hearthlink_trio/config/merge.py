@@ -9,13 +9,12 @@ in the merged result names the file the user must edit.
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hearthlink_trio.errors import ConfigError
+from hearthlink_trio.config.tomlfile import read_toml
 
 __all__ = [
     "OVERRIDE_NAME",
@@ -91,16 +90,7 @@ def _labels(files: Sequence[Path]) -> tuple[str, ...]:
 
 
 def _read(path: Path, label: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: cannot read config: file not found"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{label}: not valid UTF-8"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{label}: TOML syntax error: {exc}"]) from None
+    return read_toml(path, label)
 
 
 def merge_files(tables: Sequence[tuple[str, Mapping[str, Any]]]) -> Merged:
@@ -124,17 +114,25 @@ def _merge_into(
         if isinstance(value, dict) and isinstance(into.get(key), dict):
             _merge_into(into[key], value, label, path, origin)
         else:
+            _unmark(into.get(key), path, origin)
             into[key] = copy.deepcopy(value)
             _mark(value, label, path, origin)
+
+
+def _unmark(old: Any, prefix: tuple[str, ...], origin: dict[tuple[str, ...], str]) -> None:
+    """Forget who set the keys under a table that is being replaced whole (an earlier file
+    set them). Walks the old table itself, so merging costs what the files hold, not that
+    times every key seen."""
+    if isinstance(old, dict):
+        for key, inner in old.items():
+            origin.pop((*prefix, key), None)
+            _unmark(inner, (*prefix, key), origin)
 
 
 def _mark(
     value: Any, label: str, prefix: tuple[str, ...], origin: dict[tuple[str, ...], str]
 ) -> None:
-    """Every key under a table replaced whole comes from ``label`` (not from an earlier file
-    that had set the same key)."""
-    for key in [p for p in origin if p[: len(prefix)] == prefix and len(p) > len(prefix)]:
-        del origin[key]
+    """Every key under a table replaced whole comes from ``label``."""
     if isinstance(value, dict):
         for key, inner in value.items():
             origin[(*prefix, key)] = label

@@ -8,6 +8,8 @@ Cross-key checks (unique ports, known dependencies, files that must exist) are m
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import signal
 from typing import Annotated, Any, Literal
@@ -23,14 +25,29 @@ from pydantic import (
     model_validator,
 )
 
-SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: The longest service name: a DNS label's limit, as Kubernetes and compose names have.
+MAX_NAME_CHARS = 63
+#: Patterns are matched with ``fullmatch`` (``$`` alone would let a trailing newline in).
+SERVICE_NAME_RE = re.compile(rf"[a-z][a-z0-9_-]{{0,{MAX_NAME_CHARS - 1}}}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PROFILE_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-SECRET_FILE_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+SECRET_FILE_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+#: A TOML key that needs no quotes.
+BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 #: Variables the supervisor gives every service; a secret cannot take their name.
 RESERVED_VARIABLES = frozenset(
-    {"HEARTHLINK_DATA_DIR", "HEARTHLINK_SERVICE", "HEARTHLINK_API_TOKEN", "PYTHONPATH"}
+    {
+        "HEARTHLINK_DATA_DIR",
+        "HEARTHLINK_SERVICE",
+        "HEARTHLINK_API_TOKEN",
+        "HEARTHLINK_CONFIG",
+        "PYTHONPATH",
+    }
 )
+#: Variables that change which program runs or how it is loaded (the dynamic linker's, the
+#: interpreter's): a secret under such a name would put a random string in their place.
+PROGRAM_VARIABLES = frozenset({"PATH"})
+PROGRAM_PREFIXES = ("LD_", "PYTHON")
 DEFAULT_DATA_DIR = "~/.local/share/hearthlink"
 
 #: ``max_memory`` suffixes: binary multiples, as the kernel's and compose's ``512M`` mean.
@@ -57,7 +74,10 @@ def parse_memory(value: object) -> int | None:
             raise ValueError(
                 f'{value!r} is not a size: give a number with K, M or G ("512M"), or bytes'
             )
-        size = int(float(match.group(1)) * MEMORY_UNITS[match.group(2).upper()])
+        amount = float(match.group(1)) * MEMORY_UNITS[match.group(2).upper()]
+        if not math.isfinite(amount):  # thousands of digits
+            raise ValueError(f"{value[:20]!r}… is not a size a machine has")
+        size = int(amount)
     if size <= 0:
         raise ValueError("must be more than 0 bytes")
     return size
@@ -67,8 +87,19 @@ NonNegative = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
 
 
+def toml_key(name: str) -> str:
+    """``name`` as one part of a dotted key in a message: bare when TOML allows it, else
+    quoted with escapes, so a name holding a dot or a newline cannot blur the line."""
+    return name if BARE_KEY_RE.fullmatch(name) else json.dumps(name)
+
+
+#: TOML has real booleans, integers and floats: nothing is coerced (``port = true`` is not
+#: port 1, ``critical = "yes"`` is not true), and no duration is ``inf`` or ``nan``.
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
 
 class SupervisorSection(_Section):
@@ -110,7 +141,7 @@ class ProbeTable(_Section):
     """One probe, as a table: ``{ http = "/path", status = 200, json = false }``,
     ``{ tcp = true }``, ``{ exec = ["prog", "arg"] }`` or ``{ log = "regex" }``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(**_STRICT, populate_by_name=True)
 
     http: str | None = None
     status: Annotated[int, Field(ge=100, le=599)] | None = None
@@ -238,17 +269,30 @@ class ServiceSection(_Section):
     @classmethod
     def _secret_names(cls, value: dict[str, str]) -> dict[str, str]:
         for var, filename in value.items():
-            if not ENV_NAME_RE.match(var):
+            if not ENV_NAME_RE.fullmatch(var):
                 raise ValueError(f"{var!r} is not an environment variable name")
             if var in RESERVED_VARIABLES or (
                 var.startswith("HEARTHLINK_") and var.endswith("_URL")
             ):
                 raise ValueError(f"{var!r} is set by hearthlink itself")
-            if not SECRET_FILE_RE.match(filename):
+            if var in PROGRAM_VARIABLES or var.startswith(PROGRAM_PREFIXES):
+                raise ValueError(
+                    f"{var!r} would replace a variable that controls how programs run "
+                    "(PATH and names starting with LD_ or PYTHON are refused)"
+                )
+            if not SECRET_FILE_RE.fullmatch(filename):
                 raise ValueError(
                     f"file {filename!r} for {var} must be a plain file name inside the data "
                     "dir (letters, digits, '.', '_' and '-')"
                 )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for var in value:
+            if not var or "=" in var:
+                raise ValueError(f"{var!r} is not an environment variable name (empty or has '=')")
         return value
 
     @field_validator("stop_signal")

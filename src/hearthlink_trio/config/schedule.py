@@ -14,6 +14,8 @@ from datetime import datetime
 
 #: How many fields a cron expression has: minute, hour, day of month, month, day of week.
 CRON_FIELDS = 5
+#: The longest ``every``: a year. Past it the next time is a date no clock will show.
+MAX_EVERY_SECONDS = 366 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ def parse_schedule(text: str) -> Schedule:
             raise ValueError(f"'every' needs a number of seconds (got {words[1]!r})") from None
         if not math.isfinite(every) or every <= 0:
             raise ValueError(f"'every' needs a number of seconds above 0 (got {words[1]!r})")
+        if every > MAX_EVERY_SECONDS:
+            raise ValueError(
+                f"'every' is at most {MAX_EVERY_SECONDS} seconds, a year (got {words[1]!r}; "
+                "a cron expression names rarer times)"
+            )
         return Schedule(text, every=every)
     if len(words) != CRON_FIELDS:
         raise ValueError(

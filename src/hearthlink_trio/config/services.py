@@ -7,7 +7,8 @@ import ipaddress
 import os
 import pwd
 import signal
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -15,10 +16,12 @@ from typing import cast
 from hearthlink_trio.config.envfile import EnvFileError, read_env_file
 from hearthlink_trio.config.graph import dependency_order
 from hearthlink_trio.config.model import (
+    MAX_NAME_CHARS,
     SERVICE_NAME_RE,
     ProbeTable,
     ServiceSection,
     parse_memory,
+    toml_key,
 )
 from hearthlink_trio.config.resolved import (
     TOKEN_FILE,
@@ -101,12 +104,12 @@ def replica_names(name: str, svc: ServiceSection) -> list[str]:
 
 def _check_table(name: str, svc: ServiceSection, where: Where) -> list[str]:
     """The problems of one table on its own."""
-    at = f"{where.label}: services.{name}"
+    at = f"{where.label}: services.{toml_key(name)}"
     problems = []
-    if not SERVICE_NAME_RE.match(name):
+    if not SERVICE_NAME_RE.fullmatch(name):
         problems.append(
-            f"{at}: invalid service name (use lowercase letters, digits, '_' and '-', "
-            "starting with a letter)"
+            f"{at}: invalid service name (use at most {MAX_NAME_CHARS} lowercase letters, "
+            "digits, '_' and '-', starting with a letter)"
         )
     need = _port_need(svc)
     if svc.port is None and need:
@@ -159,17 +162,22 @@ def _check_schedule_and_hooks(at: str, svc: ServiceSection) -> list[str]:
 
 
 def _check_machine(name: str, svc: ServiceSection, where: Where) -> list[str]:
-    at = f"{where.label}: services.{name}"
+    at = f"{where.label}: services.{toml_key(name)}"
     problems = []
-    if svc.script is not None and not resolve_path(where.base, svc.script).is_file():
-        problems.append(f"{at}.script: file not found: {resolve_path(where.base, svc.script)}")
+    if svc.script is not None:
+        script = resolve_path(where.base, svc.script)
+        why = _not_a(script, stat.S_ISREG, "file not found")
+        if why:
+            problems.append(f"{at}.script: {why}: {script}")
     cwd = resolve_path(where.base, svc.cwd) if svc.cwd else where.base
-    if not cwd.is_dir():
-        problems.append(f"{at}.cwd: not a directory: {cwd}")
+    why = _not_a(cwd, stat.S_ISDIR, "not a directory")
+    if why:
+        problems.append(f"{at}.cwd: {why}: {cwd}")
     for glob in svc.watch:
         folder = resolve_path(cwd, glob_folder(glob))
-        if not glob.startswith("!") and not folder.is_dir():
-            problems.append(f"{at}.watch: {glob!r}: no such folder: {folder}")
+        why = None if glob.startswith("!") else _not_a(folder, stat.S_ISDIR, "no such folder")
+        if why:
+            problems.append(f"{at}.watch: {glob!r}: {why}: {folder}")
     if svc.user:
         try:
             pwd.getpwnam(svc.user)
@@ -183,6 +191,18 @@ def _check_machine(name: str, svc: ServiceSection, where: Where) -> list[str]:
     return problems
 
 
+def _not_a(path: Path, is_kind: Callable[[int], bool], missing: str) -> str | None:
+    """None if ``path`` is of the kind ``is_kind`` tests its mode for, else ``missing`` (or
+    why it cannot be looked at: a folder that cannot be entered, a name too long)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return missing
+    except OSError as exc:
+        return f"cannot be looked at ({exc.strerror or exc})"
+    return None if is_kind(mode) else missing
+
+
 def _check_dependencies(
     sections: Mapping[str, ServiceSection], label: str
 ) -> tuple[list[str], list[str]]:
@@ -190,7 +210,7 @@ def _check_dependencies(
     problems = []
     for name, svc in sections.items():
         for dep, condition in svc.conditions.items():
-            at = f"{label}: services.{name}.depends_on"
+            at = f"{label}: services.{toml_key(name)}.depends_on"
             if dep not in sections:
                 problems.append(f"{at}: unknown service {dep!r}")
             elif dep == name:
@@ -203,7 +223,9 @@ def _check_dependencies(
     for cycle in cycles:
         first, _, rest = cycle.partition(" -> ")
         if rest != first:  # a service naming itself is reported above
-            problems.append(f"{label}: services.{first}.depends_on: dependency cycle: {cycle}")
+            problems.append(
+                f"{label}: services.{toml_key(first)}.depends_on: dependency cycle: {cycle}"
+            )
     return problems, order
 
 
@@ -215,8 +237,8 @@ def _ports_and_names(sections: Mapping[str, ServiceSection], label: str) -> list
         for n, replica in enumerate(replica_names(name, svc)):
             if replica != name and replica in sections:
                 problems.append(
-                    f"{label}: services.{name}.replicas: replica {replica} has the name of "
-                    "another service"
+                    f"{label}: services.{toml_key(name)}.replicas: replica {replica} has the "
+                    "name of another service"
                 )
             names[replica] = name
             if svc.port is None:
@@ -224,8 +246,8 @@ def _ports_and_names(sections: Mapping[str, ServiceSection], label: str) -> list
             port = svc.port + n
             if port in owner:
                 problems.append(
-                    f"{label}: services.{name}.port: port {port} is already used by service "
-                    f"{owner[port]}"
+                    f"{label}: services.{toml_key(name)}.port: port {port} is already used by "
+                    f"service {owner[port]}"
                 )
             else:
                 owner[port] = replica
@@ -239,7 +261,7 @@ def _env_files(name: str, svc: ServiceSection, where: Where) -> tuple[dict[str, 
     try:
         env.update(read_env_file(resolve_path(where.base, svc.env_file)))
     except EnvFileError as exc:
-        return env, [f"{where.label}: services.{name}.env_file: {exc}"]
+        return env, [f"{where.label}: services.{toml_key(name)}.env_file: {exc}"]
     return env, []
 
 

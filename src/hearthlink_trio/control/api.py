@@ -14,7 +14,8 @@ Routes::
     POST /v1/shutdown                 202 {"accepted": true, ...}
 
 Every error is ``{"error": <code>, "detail": <text>}``: 404 for an unknown route, 405 (with
-``Allow``) for a wrong method, 500 if the controller itself fails.
+``Allow``) for a wrong method, 500 if the controller itself fails; 400 for a WebSocket
+upgrade, 505 for HTTP/2, 413 for a body over 64 KiB, 408 for a body that does not arrive.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import parse_qs
 
 import trio
@@ -49,6 +50,10 @@ DEFAULT_RECENT_SECONDS = 60.0
 DROP_NOTICE_TIMEOUT = 1.0
 #: The most events written in one chunk of the stream.
 MAX_BATCH_EVENTS = 32
+#: The largest request body read (the routes take none); a larger one is refused (413).
+MAX_BODY_BYTES = 64 * 1024
+#: How long a request's body may take to arrive before the request is refused (408).
+BODY_TIMEOUT = 10.0
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
@@ -106,11 +111,18 @@ class ControlApp:
         if scope["type"] == "lifespan":
             await _run_lifespan(receive, send)
         elif scope["type"] == "http":
+            refused = await _refuse_request(scope, receive)
+            if refused == "gone":
+                return
+            if refused is not None:
+                await _send_answer(send, refused)
+                return
             if scope["path"] == "/v1/events" and scope["method"] == "GET":
                 await self._events(scope, receive, send)
                 return
             await _send_answer(send, self._dispatch(scope))
-        # Websockets are not offered: returning without accepting makes hypercorn refuse.
+        elif scope["type"] == "websocket":
+            await _refuse_websocket(receive, send)
 
     def _dispatch(self, scope: HTTPScope) -> Answer:
         method, path = scope["method"], scope["path"]
@@ -273,6 +285,69 @@ async def _send_answer(send: ASGISendCallable, answer: Answer) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _refuse_request(
+    scope: HTTPScope, receive: ASGIReceiveCallable
+) -> Answer | Literal["gone"] | None:
+    """None if the request may be acted on; else the answer refusing it, or ``"gone"`` when
+    the client left before its request was whole (nothing is answered or done then).
+
+    The API is HTTP/1.1 and takes no request body to speak of: a body is read in full
+    before anything is done (a request cut short is never acted on), and one announced
+    larger than :data:`MAX_BODY_BYTES`, or slower than :data:`BODY_TIMEOUT`, is refused.
+    """
+    if not scope["http_version"].startswith("1."):
+        detail = f"HTTP/{scope['http_version']} is not served; the control API is HTTP/1.1"
+        return _error(505, "http_version_not_supported", detail)
+    headers = dict(scope["headers"])
+    try:
+        declared = int(headers.get(b"content-length", b"0"))
+    except ValueError:
+        declared = 0  # h11 refuses a malformed length before the application sees it
+    if declared > MAX_BODY_BYTES:
+        detail = (
+            f"a request body of {declared} bytes; the control API takes at most {MAX_BODY_BYTES}"
+        )
+        return _error(413, "body_too_large", detail)
+    if not declared and b"transfer-encoding" not in headers:
+        return None
+    received = 0
+    with trio.move_on_after(BODY_TIMEOUT):
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return "gone"  # http.disconnect
+            received += len(message["body"])
+            if received > MAX_BODY_BYTES:
+                detail = f"a request body over {MAX_BODY_BYTES} bytes"
+                return _error(413, "body_too_large", detail)
+            if not message["more_body"]:
+                return None
+    return _error(408, "body_timeout", f"the request body did not arrive in {BODY_TIMEOUT:g}s")
+
+
+async def _refuse_websocket(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Answer a WebSocket upgrade with the API's JSON error, as a plain HTTP answer."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    status, body, _ = _error(
+        400,
+        "websocket_not_supported",
+        "the control API is plain HTTP/1.1; GET /v1/events streams events",
+    )
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
 
 
 async def _run_lifespan(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from hearthlink_trio.errors import ExitCode, HearthlinkError
 
+#: Longest ``sun_path`` Linux accepts, terminating NUL included (unix(7)).
+MAX_SOCKET_PATH_BYTES = 108
+
 
 class ControlError(HearthlinkError):
     """Talking to, or serving, the control API failed."""

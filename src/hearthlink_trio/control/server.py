@@ -19,12 +19,12 @@ import struct
 import weakref
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 
 from hearthlink_trio.control.api import ControlApp, Controller
-from hearthlink_trio.control.errors import ControlSocketError
+from hearthlink_trio.control.errors import MAX_SOCKET_PATH_BYTES, ControlSocketError
 
 if TYPE_CHECKING:
     from hypercorn.config import Config
@@ -37,14 +37,49 @@ SOCKET_MODE = 0o600
 LISTEN_BACKLOG = 16
 #: How long a socket found in the way gets to accept a connection before it counts as live.
 STALE_PROBE_TIMEOUT = 1.0
-#: Longest ``sun_path`` Linux accepts, terminating NUL included (unix(7)).
-MAX_SOCKET_PATH_BYTES = 108
 
 #: hypercorn's own messages ("Running on ...", connection errors) go here. Its start-up
 #: line ends in "(CTRL + C to quit)", which is wrong for a socket inside a supervisor, so
 #: only warnings and worse get through; the access log is off.
 http_log = logging.getLogger("hearthlink.control.http")
 http_log.setLevel(logging.WARNING)
+
+#: What a client that leaves mid-answer makes hypercorn raise in the task writing to it.
+_GONE = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.BusyResourceError,
+    ConnectionError,
+)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _calm(record: logging.LogRecord) -> bool:
+    """hypercorn's errors as one line each, never a traceback on the supervisor's stderr.
+
+    A client that went away mid-answer (it closed early, or never sent the body it
+    announced) is no news: its record is dropped. Anything else keeps one line naming the
+    exception.
+    """
+    if record.exc_info is None or record.exc_info[1] is None:
+        return True
+    leaves = _leaves(record.exc_info[1])
+    if all(isinstance(leaf, _GONE) for leaf in leaves):
+        return False
+    summary = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
+    record.msg = f"control API: {record.getMessage()} ({summary})"
+    record.args = ()
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+http_log.addFilter(_calm)
 log = logging.getLogger("hearthlink.control")
 
 #: A peer that takes none of what we send for this long is cut off (an event stream's
@@ -171,11 +206,23 @@ async def _serve(
     # socket, minus the lifespan protocol (the app has nothing to set up) and with our own
     # listener: worker_serve wraps the sockets it is given in listeners of its own, so it
     # has no place to check a peer before a connection is served.
-    from hypercorn.trio.tcp_server import TCPServer
     from hypercorn.trio.worker_context import WorkerContext
 
+    from hearthlink_trio.control.http11 import Http11Server
+
     context = WorkerContext(None)
-    handler = partial(TCPServer, app, config, context, {})
+
+    async def handler(stream: GuardedStream) -> None:
+        try:
+            # hypercorn's annotation names a TLS stream; a plain one is served as plain HTTP.
+            plain = cast("trio.SSLStream[trio.SocketStream]", stream)
+            await Http11Server(app, config, context, {}, plain)
+        except Exception as exc:
+            # One connection's failure (a client hypercorn did not expect) ends that
+            # connection only: uncaught, it would end the server and the supervisor.
+            http_log.warning("control API: a connection ended in an error", exc_info=exc)
+            await trio.aclose_forcefully(stream)
+
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handler, [listener])
         task_status.started()
@@ -243,7 +290,12 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         view = memoryview(data)
         while view:
             with trio.move_on_after(SEND_STALL_TIMEOUT):
-                sent = await self.socket.send(view[:SEND_PIECE_BYTES])
+                try:
+                    sent = await self.socket.send(view[:SEND_PIECE_BYTES])
+                except OSError as exc:
+                    # As trio's own streams report it, which is what hypercorn catches: a
+                    # peer gone (EPIPE) must end its connection, not the server.
+                    raise trio.BrokenResourceError(f"the peer is gone: {exc}") from exc
                 view = view[sent:]
                 continue
             await trio.aclose_forcefully(self._inner)

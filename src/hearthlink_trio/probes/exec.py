@@ -30,8 +30,9 @@ async def probe_exec(
     """None when ``argv`` exits 0 within ``timeout``, else why not (with its last line)."""
     try:
         child = spawn(argv, env=env, cwd=cwd)
-    except OSError as exc:
-        return f"cannot run {argv[0]}: {exc.strerror or exc}"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return f"cannot run {argv[0]}: {why}"
     last = {"stdout": "", "stderr": ""}
     timed_out = False
     try:

@@ -100,8 +100,9 @@ async def run_incarnation(
                 await trio.sleep_forever()
             try:
                 process = ctx.launcher.launch(service, env)
-            except OSError as exc:
-                reason = f"could not start: {exc.strerror or exc}"
+            except Exception as exc:  # whatever keeps it from starting fails the service
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                reason = f"could not start: {why or type(exc).__name__}"
                 log_lines.emit(ctx.log, log_lines.spawn_failed(service.name, reason))
                 return Outcome(End.SPAWN_FAILED, reason)
         started(ctx, service, record, process, attempt)

@@ -53,7 +53,7 @@ class ServiceLauncher:
             ):
                 continue
             env = child_environment(config, service, secrets)
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(Exception):  # the supervisor's own launch reports it
                 self._early[service.name] = (self.launch(service, env), env)
 
     def take(self, service: Service, env: Mapping[str, str]) -> Child | None:

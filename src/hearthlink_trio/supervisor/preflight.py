@@ -8,17 +8,20 @@ are collected and raised together.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
 import shutil
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from hearthlink_trio import lockfile
 from hearthlink_trio._util import ensure_private_dir
 from hearthlink_trio.config import Config, Service
+from hearthlink_trio.control.errors import MAX_SOCKET_PATH_BYTES
 from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.lockfile import LockFile, LockHeld
 from hearthlink_trio.process.groups import GROUPS_NAME, MalformedRecord, reap_leftovers
@@ -65,14 +68,113 @@ def check_port(service: Service) -> str | None:
     return None
 
 
-def _program_problem(service: Service) -> str | None:
-    program = service.argv[0]
+def _missing_program(program: str, service: Service) -> str | None:
+    """Why ``program`` cannot be started for ``service``, or None: looked up as the spawn
+    will look it up (a relative path from the service's folder, a bare name on the PATH
+    the service gets)."""
     if os.sep in program:
-        if not (os.path.isfile(program) and os.access(program, os.X_OK)):
-            return f"{service.name} service: program not found or not executable: {program}"
-    elif shutil.which(program) is None:
-        return f"{service.name} service: program {program!r} not found on PATH"
+        path = os.path.join(service.cwd, program)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            return f"program not found or not executable: {program}"
+        return None
+    search = service.env.get("PATH") or service.file_env.get("PATH") or os.environ.get("PATH")
+    if shutil.which(program, path=search) is None:
+        return f"program {program!r} not found on PATH"
     return None
+
+
+def _program_problem(service: Service) -> str | None:
+    problem = _missing_program(service.argv[0], service)
+    return f"{service.name} service: {problem}" if problem else None
+
+
+def _probe_problem(config: Config, service: Service) -> str | None:
+    """An exec probe whose program cannot run would fail the service at every probe."""
+    if service.probe.kind != "exec" or not service.probe.argv or (service.replica or 1) > 1:
+        return None  # told once per table, not once per replica
+    problem = _missing_program(service.probe.argv[0], service)
+    return f"{config.path.name}: services.{service.group}.probe: {problem}" if problem else None
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """None if files can be made in ``folder`` (it exists, or can be made, and is
+    writable), else why not. Nothing is created."""
+    path = folder
+    while True:
+        try:
+            info = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            if path == path.parent:
+                return f"{folder} cannot be made"
+            path = path.parent
+            continue
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        break
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{path} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        what = "cannot be written in" if path == folder else f"cannot be made ({path} is read-only)"
+        return f"{folder} {what}"
+    return None
+
+
+def _socket_in_use(path: Path) -> str | None:
+    """Why the control socket cannot be made at ``path``: another file is there, or a
+    supervisor answers on it (a stale socket, left by a crashed run, is fine)."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return f"{path} exists and is not a socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(STALE_PROBE_SECONDS)
+        try:
+            probe.connect(os.fspath(path))
+        except TimeoutError:
+            return f"{path} is held by a process that does not answer; stop it first"
+        except OSError:
+            return None  # nobody listens: run replaces it
+    return f"another hearthlink supervisor answers on {path}; stop it first (hearthlink stop)"
+
+
+#: How long the control socket found in the way gets to accept a connection.
+STALE_PROBE_SECONDS = 1.0
+#: What a service's log file may not be.
+_NOT_A_LOG = {stat.S_IFIFO: "FIFO", stat.S_IFDIR: "folder", stat.S_IFSOCK: "socket"}
+
+
+def _path_problems(config: Config) -> list[str]:
+    """What ``run`` would fail at after starting services: the control socket and the log
+    folder, each line naming its key."""
+    label = config.path.name
+    problems = []
+    sock = config.control_socket
+    if len(os.fsencode(sock)) >= MAX_SOCKET_PATH_BYTES:
+        problems.append(
+            f"{label}: supervisor.control_socket: {sock} is longer than a Unix socket allows "
+            f"({MAX_SOCKET_PATH_BYTES - 1} bytes); set a shorter path"
+        )
+    else:
+        why = _folder_problem(sock.parent) or _socket_in_use(sock)
+        if why:
+            problems.append(f"{label}: supervisor.control_socket: {why}")
+    why = _folder_problem(config.log_dir)
+    if why:
+        problems.append(f"{label}: supervisor.log_dir: {why}")
+    for service in config.services:
+        # Opened for appending at start: a FIFO there would block the supervisor, a folder
+        # fail it. A device is left alone (/dev/null is a way to keep no log).
+        log_file = config.log_dir / f"{service.name}.log"
+        with contextlib.suppress(OSError):
+            kind = stat.S_IFMT(log_file.stat().st_mode)
+            if kind in _NOT_A_LOG:
+                problems.append(
+                    f"{label}: supervisor.log_dir: {log_file} is a {_NOT_A_LOG[kind]}, not a "
+                    "file to write the log in"
+                )
+    return problems
 
 
 @dataclass
@@ -114,17 +216,28 @@ def preflight(
     """
     problems: list[str] = []
     if not (os.path.isfile(config.python) and os.access(config.python, os.X_OK)):
-        problems.append(f"Python interpreter not found or not executable: {config.python}")
+        problems.append(
+            f"{config.path.name}: supervisor.python: Python interpreter not found or not "
+            f"executable: {config.python}"
+        )
     for service in config.services:
         problem = _program_problem(service)
         if problem:
             problems.append(problem)
+        problem = _probe_problem(config, service)
+        if problem:
+            problems.append(problem)
+    problems += _path_problems(config)
     try:
         ensure_private_dir(config.data_dir)
         lock = acquire_lock(config.run_dir)
     except OSError as exc:
         raise PreflightError(
-            [*problems, f"Data dir {config.data_dir} is not usable: {exc.strerror or exc}"]
+            [
+                *problems,
+                f"{config.path.name}: supervisor.data_dir: Data dir {config.data_dir} is not "
+                f"usable: {exc.strerror or exc}",
+            ]
         ) from None
     if lock.previous and not lock.previous.isdigit():
         log_lines.emit(log, log_lines.lock_file_corrupt(lock.path, lock.previous))

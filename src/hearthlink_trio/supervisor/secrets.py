@@ -19,7 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hearthlink_trio._util import ensure_private_dir, write_private_file
+from hearthlink_trio._util import (
+    NotReadableFile,
+    ensure_private_dir,
+    read_regular_file,
+    write_private_file,
+)
 from hearthlink_trio.config import Config
 from hearthlink_trio.config.resolved import TOKEN_FILE
 
@@ -66,10 +71,10 @@ def generate_secret() -> str:
 
 
 def _read_line(path: Path) -> str:
-    with open(path, "rb") as f:
-        data = f.read(MAX_SECRET_FILE_BYTES + 1)
-    if len(data) > MAX_SECRET_FILE_BYTES:
-        raise ValueError(f"{path} is too large to be a secret file")
+    try:
+        data = read_regular_file(path, limit=MAX_SECRET_FILE_BYTES)
+    except NotReadableFile as exc:
+        raise ValueError(f"{path} is {exc}, not a secret file") from None
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
