@@ -68,6 +68,20 @@ def test_globs_that_leave_the_cwd_are_refused(tmp_path: Path) -> None:
     ]
 
 
+def test_globs_that_are_not_globs_are_refused(tmp_path: Path) -> None:
+    assert _problems(tmp_path, web={"watch": ["src\\"], "watch_ignore": ["!"]}) == [
+        "hearthlink.toml: services.web.watch: 'src\\\\': not a gitignore-style glob "
+        "(Invalid git pattern: 'src\\\\')",
+        "hearthlink.toml: services.web.watch_ignore: '!': not a gitignore-style glob "
+        "(Invalid git pattern: '!')",
+    ]
+    # The first problem of a list is the one named.
+    assert _problems(tmp_path, web={"watch": ["*.py", "a\tb", "\\"]}) == [
+        "hearthlink.toml: services.web.watch: 'a\\tb': control characters are not allowed "
+        "in a glob",
+    ]
+
+
 def test_depends_on_tables_resolve_restart_with_replicas_expanded(tmp_path: Path) -> None:
     config = load_config(
         _write(

@@ -371,6 +371,14 @@ def glob_problem(glob: str) -> str | None:
         return "an empty glob matches nothing"
     if glob.startswith("~") or ".." in glob.split("/"):
         return "globs are relative to the service's cwd and stay under it (no '~' or '..')"
+    if any(ord(char) < 0x20 or char == "\x7f" for char in glob):
+        return "control characters are not allowed in a glob"
+    import pathspec  # only for a config that watches something
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([glob])
+    except ValueError as exc:
+        return f"not a gitignore-style glob ({exc})"
     return None
 
 
