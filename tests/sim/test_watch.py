@@ -49,9 +49,7 @@ async def watching(sim: Sim, name: str) -> AsyncIterator[ServiceWatch]:
         for svc in supervisor.config.services
         if svc.group == name
     ]
-    watch = ServiceWatch(
-        supervisor.ctx, replicas, lambda n, why: supervisor.runners[n].request_restart(why)
-    )
+    watch = ServiceWatch(supervisor.ctx, replicas, supervisor.restart_on_change)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch.run)
         await trio.sleep(0)
@@ -234,7 +232,7 @@ async def test_a_watcher_that_fails_says_so_and_the_services_keep_running(
             supervisor.config.service("web"), cwd=tmp_path / "gone", watch=("**/*.py",)
         )
         with trio.fail_after(5):
-            await watch_files(supervisor.ctx, [gone], lambda n, why: "restarting")
+            await watch_files(supervisor.ctx, [gone], supervisor.restart_on_change)
         [line] = sim.messages("watch_failed")
         assert line.startswith(f"Watching files stopped: no such folder: {tmp_path / 'gone'}")
         assert line.endswith("; services are no longer restarted on changes")

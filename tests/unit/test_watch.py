@@ -232,10 +232,12 @@ def test_the_line_names_what_changed() -> None:
         describe_changes(["views.py", "models.py", "app.py"])
         == "3 files changed (app.py, models.py, …)"
     )
-    event = files_changed("web", ["models.py", "app.py", "views.py"], restarting="restarting")
+    event = files_changed(
+        "web", ["models.py", "app.py", "views.py"], restarted=True, why="restarting"
+    )
     assert event.message == "web: 3 files changed (app.py, models.py, …), restarting"
     assert event.fields["files"] == ["app.py", "models.py", "views.py"]
-    held = files_changed("web", ["app.py"], restarting="stopped by hand; not started")
+    held = files_changed("web", ["app.py"], restarted=False, why="stopped by hand; not started")
     assert held.message == (
         "web: 1 file changed (app.py), not restarted: stopped by hand; not started"
     )

@@ -10,6 +10,7 @@ replaces a cascade still under way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import trio
 
@@ -18,8 +19,16 @@ from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.state import ServiceState, State
 
-#: A request to restart a service as part of a cascade: (name, reason) -> what will happen.
-Request = Callable[[str, str], str]
+
+class Answer(NamedTuple):
+    """What a request to restart a service (with a reason) answered."""
+
+    accepted: bool  # a restart of it is under way
+    what: str  # what will happen, in words (the rolling way, or why not)
+
+
+#: A request to restart a service as part of a cascade: (name, reason) -> its answer.
+Request = Callable[[str, str], Answer]
 
 #: A restarted service is through with its restart in these states (or has given up on it).
 _SETTLED = frozenset({State.HEALTHY, State.COMPLETED})
@@ -77,7 +86,7 @@ class Cascade:
                 started = record.started_at
                 # One that is not running (stopped by hand, left out of the run, waiting)
                 # has nothing to restart, and nothing is said of it.
-                if self._request(name, f"{origin} restarted") == "restarting":
+                if self._request(name, f"{origin} restarted").accepted:
                     log_lines.emit(self._ctx.log, log_lines.dependency_restart(name, origin))
                     await healthy_again(self._ctx, name, started)
         if self._running.get(origin) is scope:

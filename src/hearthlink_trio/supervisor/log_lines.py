@@ -307,10 +307,10 @@ def stream_reader_dropped(reason: str) -> Event:
 # -- watching files and following dependencies ---------------------------------------------
 
 
-def files_changed(service: str, files: Sequence[str], *, restarting: str) -> Event:
-    """``web: 3 files changed (app.py, models.py, …), restarting``; ``restarting`` is what
-    the restart request answered ("restarting", or why not)."""
-    what = "restarting" if restarting == "restarting" else f"not restarted: {restarting}"
+def files_changed(service: str, files: Sequence[str], *, restarted: bool, why: str) -> Event:
+    """``web: 3 files changed (app.py, models.py, …), restarting``, or ``…, not restarted:
+    <why>`` when the restart was not accepted."""
+    what = "restarting" if restarted else f"not restarted: {why}"
     return Event(
         "files_changed",
         f"{service}: {describe_changes(files)}, {what}",

@@ -129,6 +129,11 @@ class Runner:
             and self.record.state in (State.STOPPED, State.COMPLETED, State.FAILED)
         )
 
+    @property
+    def restart_asked(self) -> bool:
+        """A restart has been asked and not begun yet (the last request was accepted)."""
+        return self._restart.is_set()
+
     def hold(self) -> str:
         """Stop the service by hand and keep it stopped (not a failure, not counted)."""
         if self.ctx.shutting_down:

@@ -44,7 +44,7 @@ from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.memory import MemoryMeter
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import log_lines
-from hearthlink_trio.supervisor.cascade import Cascade
+from hearthlink_trio.supervisor.cascade import Answer, Cascade
 from hearthlink_trio.supervisor.command import ForegroundCommand
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
@@ -203,18 +203,22 @@ class Supervisor:
         self._start_left_out_dependencies(name)
         return self._ask(name, Runner.release, log_lines.start_requested)
 
-    def _follow(self, name: str, reason: str) -> str:
+    def _follow(self, name: str, reason: str) -> Answer:
         """Restart ``name`` as part of a dependency's restart (a cascade)."""
         runner = self.runners.get(name)
-        return "removed" if runner is None else runner.request_restart(reason, cascade=True)
+        if runner is None:
+            return Answer(False, "removed")
+        what = runner.request_restart(reason, cascade=True)
+        return Answer(runner.restart_asked, what)
 
-    def _on_change(self, name: str, reason: str) -> str | None:
+    def restart_on_change(self, name: str, reason: str) -> Answer | None:
         """Restart ``name`` because its watched files changed; None (nothing to say) for a
         service the run left out or a reload removed."""
         runner = self.runners.get(name)
         if runner is None or not runner.selected:
             return None
-        return runner.request_restart(reason)
+        what = runner.request_restart(reason)
+        return Answer(runner.restart_asked, what)
 
     def _start_watching(self) -> None:
         """Watch the files of the services that ask for it (again, after a reload)."""
@@ -231,7 +235,7 @@ class Supervisor:
 
         async def watching() -> None:
             with scope:
-                await watch_files(self.ctx, services, self._on_change)
+                await watch_files(self.ctx, services, self.restart_on_change)
 
         self._root.start_soon(watching)
 

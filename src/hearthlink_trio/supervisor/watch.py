@@ -23,7 +23,7 @@ import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.supervisor import log_lines
-from hearthlink_trio.supervisor.cascade import healthy_again
+from hearthlink_trio.supervisor.cascade import Answer, healthy_again
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.state import State
 
@@ -62,9 +62,9 @@ BUILTIN_IGNORES = (
 )
 _BUILTIN = pathspec.GitIgnoreSpec.from_lines(BUILTIN_IGNORES)
 
-#: Restart a service with a reason: (name, reason) -> what will happen (None: the service
-#: is not one to restart or speak of, as one the run left out).
-Request = Callable[[str, str], str | None]
+#: Restart a service with a reason: (name, reason) -> its answer (None: the service is not
+#: one to restart or speak of, as one the run left out).
+Request = Callable[[str, str], Answer | None]
 
 
 @dataclass(frozen=True)
@@ -223,11 +223,13 @@ class ServiceWatch:
             for n, name in enumerate(self.replicas, 1):
                 record = self.ctx.records.get(name)
                 before = record.started_at if record is not None else None
-                what = self._request(name, reason)
-                if what is None:
+                answer = self._request(name, reason)
+                if answer is None:
                     continue
-                log_lines.emit(self.ctx.log, log_lines.files_changed(name, files, restarting=what))
-                if what == "restarting" and n < len(self.replicas):
+                accepted, what = answer
+                line = log_lines.files_changed(name, files, restarted=accepted, why=what)
+                log_lines.emit(self.ctx.log, line)
+                if accepted and n < len(self.replicas):
                     await healthy_again(self.ctx, name, before)
 
     async def _follow_state(self) -> None:
