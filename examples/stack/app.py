@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -53,7 +54,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
+    if os.environ.get("LISTEN_FDS") == "1" and os.environ.get("LISTEN_PID") == str(os.getpid()):
+        # hearthlink holds the port (socket = true) and passes it as fd 3: serve on it, so
+        # a restart refuses no connection.
+        server = ThreadingHTTPServer((args.host, args.port), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=3)
+    else:
+        server = ThreadingHTTPServer((args.host, args.port), Handler)
     print(f"app listening on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
 

@@ -73,3 +73,15 @@ def test_the_seed_health_and_restart_timings() -> None:
 def test_the_data_dir_follows_the_environment() -> None:
     config = load_config(REPO_COPY, environ={"HEARTHLINK_DATA_DIR": "/tmp/hl-elsewhere"})
     assert config.data_dir == Path("/tmp/hl-elsewhere")
+
+
+def test_it_holds_every_socket_and_the_vault_is_recreated() -> None:
+    config = load_config(REPO_COPY, environ={})
+    assert all(svc.socket for svc in config.services)
+    strategies = {svc.name: svc.strategy for svc in config.services}
+    assert strategies == {
+        "alden": "rolling",
+        "vault": "recreate",
+        "core": "rolling",
+        "synapse": "rolling",
+    }

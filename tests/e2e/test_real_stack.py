@@ -114,8 +114,23 @@ def test_the_example_stack_runs_recovers_and_stops_in_order(
         assert by_name["migrate"]["state"] == by_name["initdb"]["state"] == "completed"
         assert by_name["worker"]["port"] is None
 
-        # SIGKILL of PostgreSQL: restarted, healthy again, and the app answers again.
+        # PostgreSQL told its readiness itself (probe = "notify"), on its own socket.
         pg = by_name["postgres"]["pid"]
+        pg_env = Path(f"/proc/{pg}/environ").read_bytes().split(b"\0")
+        assert any(var.startswith(b"NOTIFY_SOCKET=@hearthlink/") for var in pg_env)
+        assert by_name["postgres"]["health_check_url"] is None
+        assert "ignored: not a process of postgres" not in sup.stderr()
+
+        # The app's port is held (socket = true): a restart rolls, the new app answers.
+        app = by_name["app"]["pid"]
+        result = run_command("restart", "app", "--config", str(config), cwd=config.parent)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: _answers(ports["app"]) and not pid_alive(app), timeout=30)
+        sup.wait_line(rf"^Rolling restart of app: PID \d+ is ready, stopping PID {app}$")
+        assert _get(ports["app"])["greeting"] == "hello from postgres"
+
+        # SIGKILL of PostgreSQL: restarted, healthy again (its new READY=1), and the app
+        # answers again.
         os.kill(pg, signal.SIGKILL)
         sup.wait_line(r"^Service postgres restarted \(attempt 1\).*", timeout=30)
         wait_for(

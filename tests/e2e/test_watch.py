@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from hearthlink_trio.supervisor.watch import BATCH_SECONDS
+from tests.e2e.test_rolling import ClientLoop
 from tests.helpers import wait_for
 from tests.sup import Running, Stack, all_gone, run_command, running
 
@@ -319,4 +320,33 @@ def test_a_service_left_out_of_the_run_is_not_started_by_a_change(tmp_path: Path
         # The same change concerned web, which the run left out: not started, not spoken of.
         assert changed_lines(sup) == ["api: 1 file changed (app.py), restarting"]
         assert starts(sup, "web") == 0
+    all_gone(stack.pids())
+
+
+def test_a_watch_restart_of_a_service_holding_its_socket_is_rolling_and_refuses_nothing(
+    tmp_path: Path,
+) -> None:
+    cwd = project(tmp_path)
+    stack = Stack(tmp_path)
+    # Half a second to start: stopped first, requests would wait or fail meanwhile.
+    stack.add(
+        "web",
+        cwd=str(cwd),
+        watch=["**/*.py"],
+        socket=True,
+        env={"TESTSVC_DELAY": "0.5", "TESTSVC_GRACEFUL": "1"},
+    )
+    with running(stack.write()) as sup:
+        sup.wait_line(r"^web service is healthy$")
+        (old,) = stack.pids("web")
+        with ClientLoop(stack.port("web")).running() as client:
+            wait_for(lambda: len(client.answered) > 20, timeout=10)
+            save(cwd / "app.py", "v1\n")
+            sup.wait_line(r"^web: 1 file changed \(app.py\), restarting$")
+            line = sup.wait_line(r"^Rolling restart of web: PID \d+ is ready, stopping PID \d+$")
+            new = int(line[0].split("PID ")[1].split()[0])
+            wait_for(lambda: client.answered[-1] == new, timeout=10)
+        assert client.failed == []
+        assert client.answered[0] == old and set(client.answered) == {old, new}
+        assert "Manual restart of web" not in sup.stderr()
     all_gone(stack.pids())

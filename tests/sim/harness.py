@@ -81,6 +81,7 @@ class FakeProcess:
         self.stdout = FakeStream()
         self.stderr = FakeStream()
         self.returncode: int | None = None
+        self.notify = None
         self.signals: list[int] = []
         self._exited = trio.Event()
         for line in script.output:
@@ -101,6 +102,9 @@ class FakeProcess:
         if self.script.exit_after is not None:
             await trio.sleep(self.script.exit_after)
             self.exit(self.script.exit_code)
+
+    def share_service(self) -> None:
+        self.shared = True
 
     async def wait_exited(self) -> None:
         await self._exited.wait()
@@ -194,6 +198,14 @@ class FakeLauncher:
         self._nursery.start_soon(process.live)
         return process
 
+    def alive(self, name: str, *, dead: bool = False) -> list[FakeProcess]:
+        """The processes of service ``name`` still running (all of them with ``dead``)."""
+        return [
+            launch.process
+            for launch in self.launches
+            if launch.name == name and launch.process is not None and (dead or launch.process.alive)
+        ]
+
     def times(self, name: str) -> list[float]:
         return [round(launch.time - self.t0, 3) for launch in self.launches if launch.name == name]
 
@@ -212,7 +224,19 @@ class FakeProber:
         process = self.launcher.current.get(service.name)
         if process is not None and process.passes_probe(now):
             return None
+        # On a held socket, an older process still running (a rolling restart) answers too.
+        if any(p.passes_probe(now) for p in self.launcher.alive(service.name)):
+            return None
         return "Connection refused" if process is None or not process.alive else "HTTP 503"
+
+    async def probe_process(
+        self, service: Service, timeout: float, env: Mapping[str, str], pid: int
+    ) -> str | None:
+        now = trio.current_time()
+        self.probes.append((now, service.name, timeout))
+        await trio.sleep(0.001)
+        process = next(p for p in self.launcher.alive(service.name, dead=True) if p.pid == pid)
+        return None if process.passes_probe(now) else "HTTP 503"
 
     def forget(self, service: Service) -> None:
         pass

@@ -136,6 +136,15 @@ def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
 
+def test_what_a_notify_service_says_of_itself_follows_its_state() -> None:
+    health = {
+        "status": "healthy",
+        "services": [service("db", state="healthy", notify_status="accepting connections")],
+    }
+    row = render_status_table(health, now=NOW).splitlines()[2]
+    assert row.split()[:4] == ["db", "healthy:", "accepting", "connections"]
+
+
 def test_a_service_left_out_of_the_run_says_so() -> None:
     health = {
         "status": "healthy",

@@ -106,6 +106,8 @@ def _state(service: dict[str, Any], status: str, now: float) -> str:
     next_run = service.get("next_run")
     if next_run is not None and status not in _LIVE_STATUSES:
         state = f"{state} (next in {format_duration(float(next_run) - now)})"
+    if service.get("notify_status"):  # what the service says of itself (sd_notify STATUS=)
+        state = f"{state}: {service['notify_status']}"
     return _one_line(state)
 
 

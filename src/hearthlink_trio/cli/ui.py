@@ -218,6 +218,7 @@ class HearthlinkUI(App[int]):
                 pid=event.pid,
                 error_message=event.error_message,
                 restart_count=event.restart_count,
+                notify_status=event.notify_status,
             )
             if event.state not in _LIVE_STATES:
                 self.probes.pop(event.service, None)
@@ -279,9 +280,10 @@ class HearthlinkUI(App[int]):
         )
         cpu = service.get("cpu_percent")
         rss = service.get("rss_bytes")
+        notified = service.get("notify_status")
         values = [
             name,
-            state,
+            f"{state}: {notified}" if notified else state,
             _text(service.get("pid")),
             _text(service.get("port")),
             uptime,

@@ -243,6 +243,12 @@ class ServiceSection(_Section):
     watch: list[str] = Field(default_factory=list)
     #: Globs never watched, on top of the built-in ignores.
     watch_ignore: list[str] = Field(default_factory=list)
+    #: The supervisor binds host:port once and passes the listening socket (fd 3).
+    socket: bool = False
+    #: With socket: "rolling" (new beside old) or "recreate" (old stopped first).
+    strategy: Literal["rolling", "recreate"] | None = None
+    #: With probe = "notify": seconds between the WATCHDOG=1 pings expected (0: none).
+    watchdog: NonNegative = 0.0
     #: Started only when one of these profiles is selected, or when named.
     profiles: list[Annotated[str, Field(pattern=PROFILE_RE)]] = Field(default_factory=list)
     #: false removes the service (an override file switching one off); dropped before
@@ -308,9 +314,10 @@ class ServiceSection(_Section):
     @field_validator("probe")
     @classmethod
     def _probe_name(cls, value: Any) -> Any:
-        if isinstance(value, str) and value not in ("http", "none"):
+        if isinstance(value, str) and value not in ("http", "none", "notify"):
             raise ValueError(
-                f'unknown probe {value!r} (use "http", "none" or a table such as {{ tcp = true }})'
+                f'unknown probe {value!r} (use "http", "none", "notify" or a table such as '
+                "{ tcp = true })"
             )
         return value
 

@@ -24,7 +24,9 @@ RestartPolicy = Literal["always", "on-failure", "never"]
 #: Where the stop signal goes: the whole process group, or the main process only.
 KillMode = Literal["group", "mixed"]
 #: How a service shows it is ready and well.
-ProbeKind = Literal["http", "tcp", "exec", "log", "none"]
+ProbeKind = Literal["http", "tcp", "exec", "log", "notify", "none"]
+#: How a restart that is not a crash replaces a process of a service with a held socket.
+Strategy = Literal["rolling", "recreate"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Restart:
 
 @dataclass(frozen=True)
 class Probe:
-    """How a service shows it is ready and well: one of http, tcp, exec, log, none."""
+    """How a service shows it is ready and well: one of http, tcp, exec, log, notify, none."""
 
     kind: ProbeKind
     path: str = ""  # http: the path to GET
@@ -96,6 +98,12 @@ class Service:
     watch_ignore: tuple[str, ...] = ()
     #: Dependencies (replicas expanded) whose every restart restarts this service too.
     restart_with: tuple[str, ...] = ()
+    #: The supervisor holds the listening socket and passes it as fd 3 (LISTEN_FDS).
+    socket: bool = False
+    #: How a restart that is not a crash replaces a process: "rolling" or "recreate".
+    strategy: Strategy = "rolling"
+    #: With the notify probe: WATCHDOG=1 expected at least this often (0: not watched).
+    watchdog: float = 0.0
     #: Started only when one of these profiles is selected, or it is named (or needed).
     profiles: tuple[str, ...] = ()
     #: A task's schedule ("" = none): a cron expression or "every N".

@@ -116,7 +116,8 @@ def _check_table(name: str, svc: ServiceSection, where: Where) -> list[str]:
         # The default (an http probe) is what the plain line means; other needs are named.
         why = "" if svc.probe is None and svc.kind == "service" else f" ({need})"
         problems.append(f"{at}.port: field required{why}")
-    if svc.port is not None and svc.port + svc.replicas - 1 > 65535:
+    problems += _check_socket(at, svc)
+    if svc.port is not None and not svc.socket and svc.port + svc.replicas - 1 > 65535:
         problems.append(
             f"{at}.replicas: ports {svc.port}..{svc.port + svc.replicas - 1} pass 65535"
         )
@@ -135,6 +136,20 @@ def _check_table(name: str, svc: ServiceSection, where: Where) -> list[str]:
             )
     if where.local:
         problems += _check_machine(name, svc, where)
+    return problems
+
+
+def _check_socket(at: str, svc: ServiceSection) -> list[str]:
+    """The problems of the held socket, the restart strategy and the notify watchdog."""
+    problems = []
+    if svc.socket and svc.port is None:
+        problems.append(f"{at}.socket: needs a port (the supervisor binds host:port)")
+    if svc.socket and svc.kind == "task":
+        problems.append(f"{at}.socket: a task does not serve on a port")
+    if svc.strategy is not None and not svc.socket:
+        problems.append(f"{at}.strategy: goes with socket = true only")
+    if svc.watchdog and svc.probe != "notify":
+        problems.append(f'{at}.watchdog: goes with probe = "notify" only')
     return problems
 
 
@@ -241,9 +256,9 @@ def _ports_and_names(sections: Mapping[str, ServiceSection], label: str) -> list
                     "name of another service"
                 )
             names[replica] = name
-            if svc.port is None:
-                continue
-            port = svc.port + n
+            if svc.port is None or (svc.socket and n):
+                continue  # replicas with a held socket share its one port
+            port = svc.port if svc.socket else svc.port + n
             if port in owner:
                 problems.append(
                     f"{label}: services.{toml_key(name)}.port: port {port} is already used by "
@@ -297,7 +312,7 @@ def _service(
     file_env: Mapping[str, str],
     where: Where,
 ) -> Service:
-    port = None if svc.port is None else svc.port + index
+    port = None if svc.port is None else svc.port + (0 if svc.socket else index)
     values = {
         "python": where.python,
         "host": svc.host,
@@ -350,6 +365,9 @@ def _service(
             for dep in svc.restarts_with
             for dep_replica in replica_names(dep, sections[dep])
         ),
+        socket=svc.socket,
+        strategy=svc.strategy or "rolling",
+        watchdog=svc.watchdog,
         profiles=tuple(svc.profiles),
         schedule=svc.schedule,
         post_start=tuple(fill(part, values) for part in svc.post_start),

@@ -44,6 +44,8 @@ class StateChange:
     #: each state change of the restart until it is healthy again.
     reason: str | None = None
     ts: float = field(default_factory=time.time)
+    #: The last ``STATUS=`` of its process (``probe = "notify"``).
+    notify_status: str | None = None
 
 
 @dataclass(frozen=True)

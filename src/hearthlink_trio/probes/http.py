@@ -125,7 +125,7 @@ class HttpProber:
                     stream, conn = kept
                     conn.start_next_cycle()
                 try:
-                    result = await self._exchange(stream, conn, target, status, json_body)
+                    result = await exchange(stream, conn, target.request, status, json_body)
                 except (trio.BrokenResourceError, OSError, h11.ProtocolError) as exc:
                     await trio.aclose_forcefully(stream)
                     if kept is not None:
@@ -141,44 +141,50 @@ class HttpProber:
                 return result
         return f"timed out after {timeout:g}s"
 
-    async def _exchange(
-        self,
-        stream: trio.SocketStream,
-        conn: h11.Connection,
-        target: _Target,
-        expected: int,
-        json_body: bool,
-    ) -> str | None:
-        await stream.send_all(conn.send(target.request) + conn.send(h11.EndOfMessage()))
-        status, ctype, body = 0, "", bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await stream.receive_some(READ_BYTES))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                for header, header_value in event.headers:
-                    if header == b"content-type":
-                        ctype = header_value.decode("latin-1")
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY_BYTES:
-                    raise h11.LocalProtocolError("health answer too large")
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise trio.BrokenResourceError("connection closed before the answer")
-        if status != expected:
-            return f"HTTP {status}"
-        if not json_body:
-            return None
-        if not ctype.startswith("application/json"):
-            return f"not JSON (Content-Type {ctype or 'missing'})"
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            return "invalid JSON body"
-        value = obj.get("status") if isinstance(obj, dict) else None
-        if value != "healthy":
-            return f"status {value!r}"
+
+async def exchange(
+    stream: trio.SocketStream,
+    conn: h11.Connection,
+    request: h11.Request,
+    expected: int,
+    json_body: bool,
+) -> str | None:
+    """Send ``request`` on ``stream`` and judge the answer: None if it is HTTP ``expected``
+    (and, with ``json_body``, a JSON body whose ``status`` is ``"healthy"``), else why not.
+
+    Raises:
+        trio.BrokenResourceError, OSError, h11.ProtocolError: the exchange broke off.
+    """
+    await stream.send_all(conn.send(request) + conn.send(h11.EndOfMessage()))
+    status, ctype, body = 0, "", bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(READ_BYTES))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+            for header, header_value in event.headers:
+                if header == b"content-type":
+                    ctype = header_value.decode("latin-1")
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY_BYTES:
+                raise h11.LocalProtocolError("health answer too large")
+        elif isinstance(event, h11.EndOfMessage):
+            break
+        elif isinstance(event, h11.ConnectionClosed):
+            raise trio.BrokenResourceError("connection closed before the answer")
+    if status != expected:
+        return f"HTTP {status}"
+    if not json_body:
         return None
+    if not ctype.startswith("application/json"):
+        return f"not JSON (Content-Type {ctype or 'missing'})"
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return "invalid JSON body"
+    value = obj.get("status") if isinstance(obj, dict) else None
+    if value != "healthy":
+        return f"status {value!r}"
+    return None

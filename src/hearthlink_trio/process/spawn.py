@@ -14,6 +14,7 @@ import ctypes
 import functools
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -26,12 +27,18 @@ if TYPE_CHECKING:
 
 from hearthlink_trio.process import cgroups
 from hearthlink_trio.process.groups import killpg
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.procfs import proc_stat
+from hearthlink_trio.process.sockets import LISTEN_FD
 from hearthlink_trio.process.tree import RUN_ENV, Lineage, kill_all, reap_zombies, service_processes
 
 PR_SET_PDEATHSIG = 1
 # Looked up once here: a lookup in the forked child would be repeated on every spawn.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_clearenv = _libc.clearenv
+_setenv = _libc.setenv
+_setenv.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
 
 KillMode = Literal["group", "mixed"]
 #: How long a stop waits, after its SIGKILL, for the last processes of a service to die.
@@ -40,7 +47,9 @@ KILL_WAIT_SECONDS = 2.0
 WAITING_REPORT_SECONDS = 1.0
 
 
-def _prepare_child(parent: int, cgroup_procs: int) -> None:
+def _prepare_child(
+    parent: int, cgroup_procs: int, listen: tuple[int, list[tuple[bytes, bytes]]] | None = None
+) -> None:
     # Runs in the child between fork and exec: two system calls and nothing else that could
     # take a lock. Joining the cgroup here, before exec, is what makes it complete: moving
     # the child after spawn would leave it a window to fork outside (Popen returns only
@@ -51,6 +60,16 @@ def _prepare_child(parent: int, cgroup_procs: int) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
         os._exit(1)
+    if listen is not None:
+        # A passed socket: fd 3 and LISTEN_PID, which only the child knows. The environment
+        # is set here, in the C environ that exec hands on (the spawn passes env=None):
+        # setenv copies its arguments, so nothing dangles once this function returns.
+        fd, environ = listen
+        os.dup2(fd, LISTEN_FD)  # dup2 leaves the new fd inheritable
+        _clearenv()
+        for key, value in environ:
+            _setenv(key, value, 1)
+        _setenv(b"LISTEN_PID", str(os.getpid()).encode(), 1)
 
 
 def describe_signal(signum: int) -> str:
@@ -79,6 +98,8 @@ class Child:
     stderr_fd: int
     start_ticks: int | None
     lineage: Lineage | None = None
+    #: Its notify socket (``probe = "notify"``), closed with its streams.
+    notify: NotifyReceiver | None = None
     #: Every process ever found to be the service's: the zombies among them are ours to reap.
     _seen: set[int] = field(default_factory=set)
     _streams: tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream] | None = None
@@ -113,6 +134,13 @@ class Child:
         found = service_processes(self.pid, self.start_ticks, self.lineage)
         self._seen.update(found)
         return found
+
+    def share_service(self) -> None:
+        """From now on count only this process's group and descendants as its own, not the
+        service's cgroup or marked processes: a successor of the service (a rolling
+        restart) runs beside it there, and stopping this process must not touch it."""
+        self.lineage = None
+        self._seen.clear()
 
     async def wait_exited(self) -> None:
         """Return once the process has exited (it stays a zombie until :meth:`reap`)."""
@@ -166,6 +194,10 @@ class Child:
         """
         import trio
 
+        if self.pidfd < 0 and self.popen.returncode is not None:
+            # Stopped and reaped already (a rolling restart stops the old process itself):
+            # its pid may be another process's by now, so nothing is signalled.
+            return self.popen.returncode
         with trio.CancelScope(shield=True):
             # A process that has exited already (a crash) gets no stop signal and no grace:
             # what is left of it goes in the sweep below, at once.
@@ -239,6 +271,8 @@ class Child:
                 await trio.sleep(0.005)
 
     def close_streams(self) -> None:
+        if self.notify is not None:
+            self.notify.close()
         if self._streams is None:  # never read: close the raw ends
             for fd in (self.stdout_fd, self.stderr_fd):
                 with contextlib.suppress(OSError):
@@ -250,6 +284,17 @@ class Child:
         for stream in self._streams:
             with contextlib.suppress(trio.ClosedResourceError, OSError):
                 stream.close()
+
+
+def _ensure_open(fd: int) -> None:
+    """Make ``fd`` a valid descriptor of this process (/dev/null, close-on-exec) if it is not."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if null != fd:
+            os.dup2(null, fd, inheritable=False)
+            os.close(null)
 
 
 def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -276,13 +321,16 @@ def spawn(
     cwd: Path,
     user: str = "",
     lineage: Lineage | None = None,
+    listen: tuple[int, str] | None = None,
 ) -> Child:
     """Start ``argv`` as a new session leader with stdin from /dev/null and piped output.
 
     With ``user``, the process runs as that user, its group and its groups (switched by
     subprocess in the child before exec; the parent-death signal is armed after the switch,
     which would otherwise clear it). With a ``lineage``, the process carries the run's mark
-    in its environment and starts in the service's cgroup, if it has one. Must be called
+    in its environment and starts in the service's cgroup, if it has one. With ``listen``
+    (a listening socket's fd and its name), the process gets that socket as its fd 3 with
+    ``LISTEN_FDS=1``, ``LISTEN_FDNAMES=<name>`` and ``LISTEN_PID=<its own pid>``. Must be called
     from the trio main thread (see the module docstring).
 
     Raises:
@@ -301,19 +349,37 @@ def spawn(
         env[RUN_ENV] = lineage.run_id
         if lineage.cgroup is not None:
             cgroup_procs = os.open(lineage.cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    executable = None
+    listen_env = None
+    pass_fds: tuple[int, ...] = ()
+    if listen is not None:
+        env["LISTEN_FDS"] = "1"
+        env["LISTEN_FDNAMES"] = listen[1]
+        env.pop("LISTEN_PID", None)
+        listen_env = (listen[0], [(k.encode(), v.encode()) for k, v in env.items()])
+        # Kept open across the close of every other fd; its number must be a valid fd in
+        # this process for that (it is replaced by the socket before exec).
+        _ensure_open(LISTEN_FD)
+        pass_fds = (LISTEN_FD,)
+        # With env=None, Popen would look the program up on the supervisor's PATH: look
+        # it up on the service's, as with an environment given.
+        if os.sep not in argv[0]:
+            executable = shutil.which(argv[0], path=os.pathsep.join(os.get_exec_path(env)))
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
         popen = subprocess.Popen(
             list(argv),
+            executable=executable,
             stdin=subprocess.DEVNULL,
             stdout=out_w,
             stderr=err_w,
-            env=env,
+            env=env if listen_env is None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=functools.partial(_prepare_child, os.getpid(), cgroup_procs),
+            preexec_fn=functools.partial(_prepare_child, os.getpid(), cgroup_procs, listen_env),
             close_fds=True,
+            pass_fds=pass_fds,
             user=uid,
             group=gid,
             extra_groups=groups,

@@ -84,6 +84,7 @@ class Context:
                 error_message=self.secrets.redact(record.error_message or "") or None,
                 restart_count=record.restart_count,
                 reason=record.reason,
+                notify_status=record.notify_status,
             )
         )
 

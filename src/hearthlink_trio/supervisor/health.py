@@ -23,18 +23,25 @@ async def watch_health(
     *,
     env: Mapping[str, str],
     log_watch: LogWatch | None = None,
+    ready: bool = False,
 ) -> str:
     """Probe ``service`` until it is unhealthy; returns the last failure's reason.
 
     ``[health]`` and ``[restart]`` are read from the running config at every step, so a
     reload applies to processes already running. A ``log`` probe asks ``log_watch``; a
-    ``none`` probe passes at once, and then only an exit ends the process.
+    ``none`` probe passes at once, and then only an exit ends the process. ``ready``: the
+    process has passed its probe already (a rolling restart's successor): it is healthy at
+    once.
     """
     if service.probe.kind == "none":
         record.passed_probe(first=True)
         await trio.sleep_forever()
     tracker = ProbeTracker(ctx.config.health, ctx.started, process_start=trio.current_time())
     healthy_since: float | None = None
+    if ready:
+        tracker.passed_once = True
+        healthy_since = trio.current_time()
+        record.passed_probe(first=True)
     reason = ""
     while True:
         health, policy = ctx.config.health, ctx.config.restart

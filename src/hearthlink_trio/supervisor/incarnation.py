@@ -21,13 +21,16 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.probes.log import LogWatch
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.spawn import describe_exit, describe_signal
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.health import watch_health
 from hearthlink_trio.supervisor.hooks import run_hook
 from hearthlink_trio.supervisor.memory import watch_memory
+from hearthlink_trio.supervisor.notifying import watch_notify
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
+from hearthlink_trio.supervisor.rolling import Restarts, rolls, start_successor, successor_key
 from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
 
@@ -53,6 +56,10 @@ class End(enum.Enum):
 class Outcome:
     end: End
     detail: str = ""
+    #: A rolling restart's new process, ready, for the next incarnation to take over.
+    successor: Process | None = None
+    #: The successor runs a reload's new config: the service's next runner takes it over.
+    handed_off: bool = False
 
 
 async def first_of(*tasks: Callable[[], Awaitable[T]]) -> T:
@@ -83,6 +90,8 @@ async def run_incarnation(
     stop_asked: Callable[[], bool],
     process: Process | None = None,
     restart_reason: Callable[[], str | None] = lambda: None,
+    adopt: Process | None = None,
+    restarts: Restarts | None = None,
 ) -> Outcome:
     """Start ``service`` once and watch it until it exits, fails its health or is restarted.
 
@@ -91,8 +100,15 @@ async def run_incarnation(
     shutdown, a reload, a stop by hand), which is logged as such; once it holds nothing is
     started. ``process``: one already started and announced (taken over), to watch instead.
     ``restart_reason()`` tells why a restart was asked (None: by hand).
+    ``adopt``: one already started and found ready (a rolling restart's successor), to
+    announce and watch. With ``restarts`` (the runner), a manual restart or a reload of a
+    service with a held socket is a rolling one (see ``rolling``).
     """
-    if process is None:
+    if adopt is not None:
+        process = adopt
+        ctx.groups.remove(successor_key(service))
+        started(ctx, service, record, process, attempt)
+    elif process is None:
         async with ctx.spawn_lock:
             if stop_asked():
                 # The stop began while this waited its turn: its cancellation is pending, and
@@ -106,30 +122,72 @@ async def run_incarnation(
                 log_lines.emit(ctx.log, log_lines.spawn_failed(service.name, reason))
                 return Outcome(End.SPAWN_FAILED, reason)
         started(ctx, service, record, process, attempt)
+    watched = process
     exited = trio.Event()
-    watchers = [
-        lambda: _exit_of(ctx, service, process, exited),
-        lambda: _manual(ctx, service, restart_requested, restart_reason),
-    ]
-    if service.post_start:
-        watchers.append(lambda: _post_start(ctx, service, record, env, out))
+    #: Cancelled once a successor is ready and this process is stopped for it: its exit is
+    #: no crash then (and the stop waits on its pidfd itself).
+    exit_watch = trio.CancelScope()
 
     async def pre_stop(timeout: float) -> None:
         if not exited.is_set():  # a process that has exited gets no stop signal either
             await run_hook(ctx, service, "pre_stop", env, out, timeout=timeout)
 
+    async def retire(successor: Process) -> None:
+        # The successor serves from now on: the status shows it while this one stops.
+        exit_watch.cancel()
+        record.handed_over(successor.pid)
+        with trio.CancelScope(shield=True):
+            grace = service.stop_timeout
+            if service.pre_stop and not ctx.force.is_set():
+                began = trio.current_time()
+                await _unless_forced(ctx, pre_stop(min(service.hook_timeout, grace)))
+                grace = max(0.0, grace - (trio.current_time() - began))
+            watched.share_service()  # the successor is in the service's cgroup too
+            await watched.stop(service.stop_signal, grace, ctx.force, kill_mode=service.kill_mode)
+
+    async def manual() -> Outcome:
+        if restarts is not None and rolls(service):
+            return await _manual_rolling(
+                ctx, service, env, out, watched, retire, restart_requested, restarts, restart_reason
+            )
+        return await _manual(ctx, service, restart_requested, restart_reason)
+
+    async def exits() -> Outcome:
+        with exit_watch:
+            return await _exit_of(ctx, service, watched, exited)
+        await trio.sleep_forever()  # stopped for its successor: the rolling outcome follows
+
+    watchers = [exits, manual]
+    if service.post_start:
+        watchers.append(lambda: _post_start(ctx, service, record, env, out))
     log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
     if not service.is_task:  # a task is done when it exits: nothing to probe
-        watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch))
+        ready = adopt is not None
+        if service.probe.kind == "notify":
+            receiver = watched.notify
+            watchers.append(lambda: _unready(ctx, service, record, receiver, ready=ready))
+        else:
+            watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch, ready=ready))
     if service.max_memory is not None:
         watchers.append(lambda: _over_memory(ctx, service, record))
     if log_watch is not None:
         out.watchers.append(log_watch.feed)
+    handed_over: list[Process] = []
     try:
         async with running(
-            ctx, service, record, process, out, stop_asked, pre_stop if service.pre_stop else None
+            ctx,
+            service,
+            record,
+            process,
+            out,
+            stop_asked,
+            pre_stop if service.pre_stop else None,
+            handover=lambda: bool(handed_over),
         ):
-            return await first_of(*watchers)
+            outcome = await first_of(*watchers)
+            if outcome.successor is not None:
+                handed_over.append(outcome.successor)  # this process was stopped already
+            return outcome
     finally:
         if log_watch is not None:
             out.watchers.remove(log_watch.feed)
@@ -158,11 +216,13 @@ async def running(
     out: ServiceOutput,
     stop_asked: Callable[[], bool],
     pre_stop: Callable[[float], Awaitable[None]] | None = None,
+    handover: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[None]:
     """Pump the process's output while the body runs; stop it and drain when it ends.
 
     ``pre_stop(timeout)`` runs before the stop signal, within the service's stop_timeout.
-    """
+    ``handover()`` true when it ends: a successor has taken over, so the service is not
+    stopping (its state and pid are the successor's)."""
     try:
         async with trio.open_nursery() as pumps:
             drained = trio.Event()
@@ -185,7 +245,7 @@ async def running(
                 yield
             finally:
                 with trio.CancelScope(shield=True):
-                    await _stop(ctx, service, record, process, stop_asked, pre_stop)
+                    await _stop(ctx, service, record, process, stop_asked, pre_stop, handover())
                     with trio.move_on_after(PUMP_DRAIN_SECONDS):
                         await drained.wait()
                     for scope in scopes:
@@ -202,7 +262,14 @@ async def _stop(
     process: Process,
     stop_asked: Callable[[], bool],
     pre_stop: Callable[[float], Awaitable[None]] | None = None,
+    handover: bool = False,
 ) -> None:
+    if handover:
+        # Stopped by the rolling restart already, its successor's output flowing meanwhile.
+        ctx.groups.remove(service.name)
+        code = process.peek_returncode()
+        log_lines.emit(ctx.log, log_lines.stopped(service.name, code, detail=None))
+        return
     if ctx.shutting_down:
         # Dependents stop before what they depend on.
         await ctx.wait_until(lambda: not ctx.dependents_running(service.name))
@@ -290,6 +357,55 @@ async def _manual(
     return Outcome(End.MANUAL, reason)  # its requester has said why
 
 
+async def _manual_rolling(
+    ctx: Context,
+    service: Service,
+    env: Mapping[str, str],
+    out: ServiceOutput,
+    process: Process,
+    retire: Callable[[Process], Awaitable[None]],
+    restart_requested: trio.Event,
+    restarts: Restarts,
+    restart_reason: Callable[[], str | None],
+) -> Outcome:
+    # A successor that fails leaves this process running: wait for the next request.
+    while True:
+        await restart_requested.wait()
+        request = restarts.take_roll()
+        if request is None:
+            if restart_reason() is None:  # else its requester has said why
+                log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
+            successor = await start_successor(ctx, service, env, out, process, retire)
+        else:  # a reload: the successor runs the new config
+            successor, request.tried = None, True
+            try:
+                successor = await start_successor(
+                    ctx, request.service, request.env, out, process, retire
+                )
+            finally:
+                if successor is None:
+                    request.done.set()  # failed: the old process keeps running
+                # Else done once this process is stopped (by the runner): a reload that
+                # went on at once would retire this runner while it still stops it.
+        if successor is not None:
+            return Outcome(
+                End.MANUAL, "rolling restart", successor=successor, handed_off=request is not None
+            )
+        restart_requested = restarts.next_restart()
+
+
+async def _unready(
+    ctx: Context,
+    service: Service,
+    record: ServiceState,
+    receiver: NotifyReceiver | None,
+    *,
+    ready: bool,
+) -> Outcome:
+    reason = await watch_notify(ctx, service, record, receiver, ready=ready)
+    return Outcome(End.UNHEALTHY, reason)
+
+
 async def _over_memory(ctx: Context, service: Service, record: ServiceState) -> Outcome:
     return Outcome(End.MEMORY, await watch_memory(ctx, service, record))
 
@@ -300,6 +416,8 @@ async def _unhealthy(
     record: ServiceState,
     env: Mapping[str, str],
     log_watch: LogWatch | None,
+    *,
+    ready: bool = False,
 ) -> Outcome:
-    reason = await watch_health(ctx, service, record, env=env, log_watch=log_watch)
+    reason = await watch_health(ctx, service, record, env=env, log_watch=log_watch, ready=ready)
     return Outcome(End.UNHEALTHY, reason)

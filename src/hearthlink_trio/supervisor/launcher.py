@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.notify import NotifyReceiver
+from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.spawn import Child, spawn
 from hearthlink_trio.supervisor.environment import child_environment
 from hearthlink_trio.supervisor.secrets import Secrets
@@ -27,9 +29,11 @@ class ServiceLauncher:
     """Starts service processes in the run's containment (its mark, the service's cgroup),
     and keeps those started before the supervisor loaded until it takes them over."""
 
-    def __init__(self, containment: Containment | None) -> None:
+    def __init__(self, containment: Containment | None, sockets: HeldSockets | None = None) -> None:
         self._containment = containment
         self._early: dict[str, tuple[Child, dict[str, str]]] = {}
+        #: The listening sockets held for the services with ``socket = true``.
+        self.sockets = sockets if sockets is not None else HeldSockets()
 
     def start(
         self,
@@ -71,7 +75,31 @@ class ServiceLauncher:
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
         lineage = self._containment.lineage(service.name) if self._containment else None
-        return spawn(service.argv, env=env, cwd=service.cwd, user=service.user, lineage=lineage)
+        fd = self.sockets.fd_for(service)
+        receiver = None
+        if service.probe.kind == "notify":
+            # Its own socket, made before it starts: its messages are told from others'.
+            receiver = NotifyReceiver(service.name)
+            env = {**env, "NOTIFY_SOCKET": receiver.address}
+            if service.watchdog:
+                env["WATCHDOG_USEC"] = str(round(service.watchdog * 1_000_000))
+        try:
+            child = spawn(
+                service.argv,
+                env=env,
+                cwd=service.cwd,
+                user=service.user,
+                lineage=lineage,
+                listen=None if fd is None else (fd, service.group or service.name),
+            )
+        except BaseException:
+            if receiver is not None:
+                receiver.close()
+            raise
+        if receiver is not None:
+            receiver.pid = child.pid
+            child.notify = receiver
+        return child
 
     def close(self) -> None:
         """Kill what was started early and never taken over (the run failed before the
@@ -79,6 +107,7 @@ class ServiceLauncher:
         for child, _ in self._early.values():
             _discard(child)
         self._early.clear()
+        self.sockets.close()
 
 
 def _discard(child: Child) -> None:

@@ -355,6 +355,49 @@ def dependency_restart(service: str, dependency: str) -> Event:
     )
 
 
+# -- rolling restarts (held sockets) -----------------------------------------------------
+
+
+def rolling_started(service: str, old_pid: int, new_pid: int) -> Event:
+    return Event(
+        "rolling_started",
+        f"Rolling restart of {service}: new PID {new_pid} started beside PID {old_pid}",
+        fields={"service": service, "pid": new_pid, "old_pid": old_pid},
+    )
+
+
+def rolling_ready(service: str, old_pid: int, new_pid: int) -> Event:
+    return Event(
+        "rolling_ready",
+        f"Rolling restart of {service}: PID {new_pid} is ready, stopping PID {old_pid}",
+        fields={"service": service, "pid": new_pid, "old_pid": old_pid},
+    )
+
+
+def rolling_failed(service: str, reason: str, old_pid: int) -> Event:
+    return Event(
+        "rolling_failed",
+        f"Rolling restart of {service} failed: {reason}, {service} keeps running (pid {old_pid})",
+        WARNING,
+        {"service": service, "reason": reason, "pid": old_pid},
+    )
+
+
+# -- sd_notify from the services (probe = "notify") --------------------------------------
+
+
+def notify_status(service: str, status: str) -> Event:
+    return Event(
+        "notify_status",
+        f"{service} service status: {status}",
+        fields={"service": service, "notify_status": status},
+    )
+
+
+def notify_note(service: str, note: str) -> Event:
+    return Event("notify_note", note, WARNING, {"service": service})
+
+
 # -- schedules and hooks -------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from hearthlink_trio.errors import PreflightError
 from hearthlink_trio.lockfile import LockFile, LockHeld
 from hearthlink_trio.process.groups import GROUPS_NAME, MalformedRecord, reap_leftovers
 from hearthlink_trio.process.procfs import port_holder
+from hearthlink_trio.process.sockets import HeldSockets, address_of
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.secrets import Secrets, load_secrets
 
@@ -205,11 +206,14 @@ def preflight(
     log: logging.Logger,
     *,
     keep_lock: bool,
+    sockets: HeldSockets | None = None,
     selected: frozenset[str] | None = None,
 ) -> Ready | None:
     """Run every check; with ``keep_lock`` (``run``) returns the held lock and the secrets,
     made where missing; without (``check``) releases the lock, creates nothing, returns None.
-    The ports checked are those of the ``selected`` services (default: all).
+    The ports checked are those of the ``selected`` services (default: all). With
+    ``sockets``, the ports of the services with ``socket = true`` are bound there (and
+    kept) instead of being only tried (those of services not selected: if they are free).
 
     Raises:
         PreflightError: every problem found, one line each.
@@ -253,9 +257,18 @@ def preflight(
         except OSError as exc:
             problems.append(f"Run dir {config.run_dir}: {exc.strerror or exc}")
         available = []
+        if sockets is not None:
+            problems += sockets.bind(
+                config, required=lambda svc: selected is None or svc.name in selected
+            )
+        held = sockets.groups() if sockets is not None else {}
         for service in config.services:
             if service.port is None or (selected is not None and service.name not in selected):
                 continue  # no port, or not started by this run: no port check
+            if address_of(service) is not None and sockets is not None:
+                if held.get(service.group or service.name) == address_of(service):
+                    available.append(service)
+                continue  # bound above (a busy port is among the problems already)
             reason = check_port(service)
             if reason is None:
                 available.append(service)

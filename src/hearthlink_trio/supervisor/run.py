@@ -24,6 +24,7 @@ from hearthlink_trio.config import Config
 from hearthlink_trio.config.selection import Selection
 from hearthlink_trio.errors import ExitCode, PreflightError
 from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console, setup_event_log
@@ -80,7 +81,12 @@ def run_supervisor(
     pending = PendingSignals()
     pending.install()
     log = setup_event_log(log_format)
-    ready = preflight(config, log, keep_lock=True, selected=selected)
+    sockets = HeldSockets()
+    try:
+        ready = preflight(config, log, keep_lock=True, selected=selected, sockets=sockets)
+    except BaseException:
+        sockets.close()
+        raise
     assert ready is not None
     # Before the services: the subreaper, the run's cgroup and the sentinel come first.
     containment = Containment.start()
@@ -89,7 +95,7 @@ def run_supervisor(
         log, log_lines.containment(containment.guarantee, sentinel.pid if sentinel else None)
     )
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
-    launcher = ServiceLauncher(containment)
+    launcher = ServiceLauncher(containment, sockets)
     try:
         launcher.start(config, ready.secrets, stop_asked=pending.stop_asked, selected=selected)
         # Loaded only now, while the first services boot.

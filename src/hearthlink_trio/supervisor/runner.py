@@ -3,6 +3,8 @@ watch, restart with backoff, give up, and wait for a manual restart."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import trio
 
 from hearthlink_trio.config import Service
@@ -21,6 +23,7 @@ from hearthlink_trio.supervisor.incarnation import (
 )
 from hearthlink_trio.supervisor.output import ServiceLog, ServiceOutput
 from hearthlink_trio.supervisor.policy import backoff_delay
+from hearthlink_trio.supervisor.rolling import RollRequest, rolls, stop_successor
 from hearthlink_trio.supervisor.schedule import (
     Schedule,
     next_due,
@@ -83,14 +86,20 @@ class Runner:
         self.done = trio.Event()
         #: A process started before the supervisor loaded, taken over, not yet supervised.
         self._taken: Process | None = None
+        #: A predecessor's successor, ready, running this runner's config (a rolling reload).
+        self._adopted: Process | None = None
+        #: The reload's rolling request the next restart is for, and the one under way.
+        self._roll: RollRequest | None = None
+        self._rolling: RollRequest | None = None
 
     def request_restart(self, reason: str | None = None, *, cascade: bool = False) -> str:
         """A restart; returns what will happen, truthfully, for the caller to show.
 
         ``reason`` None is a manual restart. Running: stopped and started at once, not
-        counted. In backoff: keeps its wait. Failed: its count is reset and it starts.
-        Waiting for dependencies: it starts once they are healthy (nothing to restart yet).
-        A manual restart starts a service stopped by hand.
+        counted (with a held socket and the rolling strategy: the new process starts first,
+        see ``rolling``). In backoff: keeps its wait. Failed: its count is reset and it
+        starts. Waiting for dependencies: it starts once they are healthy (nothing to
+        restart yet). A manual restart starts a service stopped by hand.
 
         With a ``reason`` (a change to its files, a dependency's restart) the restart is the
         supervisor's own: a service stopped by hand stays stopped, and one in backoff starts
@@ -118,7 +127,53 @@ class Runner:
         self._reason = reason
         self._cascaded = cascade
         self._restart.set()
+        if record.running and rolls(self.service):
+            return (
+                f"rolling restart: a new process starts beside pid {record.pid}, which "
+                "serves until the new one is ready"
+            )
         return "restarting"
+
+    def next_restart(self) -> trio.Event:
+        """A fresh event for the next restart request (a rolling restart that failed)."""
+        self._restart = trio.Event()
+        return self._restart
+
+    def take_roll(self) -> RollRequest | None:
+        request, self._roll = self._roll, None
+        self._rolling = request
+        return request
+
+    def request_roll(self, service: Service, env: Mapping[str, str]) -> RollRequest | None:
+        """Replace the running process by one of ``service`` (a reload's new config) the
+        rolling way; None if there is no running process to replace (then the service is
+        simply restarted with its new config)."""
+        if (
+            self.held
+            or self.ctx.shutting_down
+            or not self.record.running
+            or not rolls(self.service)
+            or self._taken is not None
+        ):
+            return None
+        self._roll = RollRequest(service, env)
+        self._restart.set()
+        return self._roll
+
+    def _abandon_roll(self) -> None:
+        request, self._roll = self._roll, None
+        if request is not None:
+            request.done.set()
+
+    @property
+    def adopted(self) -> bool:
+        """Has a successor to watch that its run has not taken yet."""
+        return self._adopted is not None
+
+    def adopt(self, process: Process) -> None:
+        """Watch ``process`` (ready, started by a rolling reload for this runner's config)
+        instead of starting one."""
+        self._adopted = process
 
     def _idle_on_schedule(self) -> bool:
         """A scheduled task waiting for its next time (not running, not in backoff)."""
@@ -141,6 +196,7 @@ class Runner:
         if self.held:
             return "already stopped"
         self.held = True
+        self._abandon_roll()
         if self._activity is not None:
             self._activity.cancel()
         return "stopping"
@@ -191,13 +247,15 @@ class Runner:
                 async with trio.open_nursery() as self._hooks:
                     await self._live()
         finally:
-            if self._taken is not None:
+            self._abandon_roll()
+            pending = self._taken or self._adopted
+            if pending is not None:
                 # Ended before its first incarnation could watch it: stopped the same way.
                 with trio.CancelScope(shield=True):
                     async with running(
-                        self.ctx, self.service, self.record, self._taken, self.out, lambda: True
+                        self.ctx, self.service, self.record, pending, self.out, lambda: True
                     ):
-                        self._taken = None
+                        self._taken = self._adopted = None
             self.record.stopped()
             self.out.log.close()
             self.done.set()
@@ -207,7 +265,8 @@ class Runner:
             with trio.CancelScope() as self._activity:
                 if self.record.state is State.STOPPED:
                     self.record.waiting()
-                await self._wait_for_dependencies()
+                if self._adopted is None:  # already serving: nothing to wait for
+                    await self._wait_for_dependencies()
                 if self.service.schedule:
                     await self._run_on_schedule()
                 else:
@@ -228,11 +287,14 @@ class Runner:
         the service gives up (then its state is ``completed`` or ``failed``)."""
         ctx, record = self.ctx, self.record
         attempt = 0
+        successor, self._adopted = self._adopted, None
         while True:
             if self._starts and not self._cascaded:
                 ctx.restarted(self.name)
             self._starts += 1
             self._restart, self._reason, self._cascaded = trio.Event(), None, False
+            if self._roll is not None:  # a reload's replacement, asked meanwhile
+                self._restart.set()
             taken, self._taken = self._taken, None
             outcome = await run_incarnation(
                 ctx,
@@ -245,8 +307,26 @@ class Runner:
                 stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
                 process=taken,
                 restart_reason=lambda: self._reason,
+                adopt=successor,
+                restarts=self,
             )
             attempt = 0
+            successor = outcome.successor
+            if not outcome.handed_off and outcome.end is not End.MANUAL:
+                self._abandon_roll()  # ended otherwise: the reload restarts it as usual
+            if outcome.handed_off:
+                # The successor is the next runner's (a reload), now that the old process
+                # is gone: this runner ends.
+                request, self._rolling = self._rolling, None
+                assert request is not None
+                request.successor = outcome.successor
+                request.done.set()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    if not request.claimed and outcome.successor is not None:
+                        # The reload was cancelled (a shutdown) before it took it over.
+                        await stop_successor(outcome.successor, request.service, ctx)
             if outcome.end is End.MANUAL:
                 continue
             if outcome.end is End.COMPLETED:

@@ -15,7 +15,9 @@ import trio
 from hearthlink_trio.config import Service
 from hearthlink_trio.probes.exec import probe_exec
 from hearthlink_trio.probes.http import HttpProber
+from hearthlink_trio.probes.owner import probe_owned
 from hearthlink_trio.probes.tcp import probe_tcp
+from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.spawn import KillMode
 
 
@@ -33,6 +35,14 @@ class Process(Protocol):
 
     @property
     def stderr(self) -> trio.abc.ReceiveStream: ...
+
+    @property
+    def notify(self) -> NotifyReceiver | None:
+        """Its notify socket, with ``probe = "notify"``."""
+
+    def share_service(self) -> None:
+        """Count only its own group and descendants from now on (a successor shares the
+        service's cgroup and marks): called before a rolling restart stops it."""
 
     async def wait_exited(self) -> None:
         """Return once the process has exited (it is reaped by :meth:`stop`)."""
@@ -77,6 +87,13 @@ class Prober(Protocol):
         ``env`` is the service's environment (an exec probe runs with it).
         """
 
+    async def probe_process(
+        self, service: Service, timeout: float, env: Mapping[str, str], pid: int
+    ) -> str | None:
+        """As :meth:`probe`, but passed only by process ``pid`` itself: an http/tcp probe
+        counts only when that process accepted its connection (on a held socket, another
+        process of the service may accept it)."""
+
     def forget(self, service: Service) -> None:
         """Drop what is kept for ``service`` (its process is gone)."""
 
@@ -101,6 +118,22 @@ class ServiceProber:
         if probe.kind == "exec":
             return await probe_exec(probe.argv, env=env, cwd=service.cwd, timeout=timeout)
         return None
+
+    async def probe_process(
+        self, service: Service, timeout: float, env: Mapping[str, str], pid: int
+    ) -> str | None:
+        probe = service.probe
+        if probe.kind in ("http", "tcp") and service.port is not None:
+            return await probe_owned(
+                service.host,
+                service.port,
+                pid,
+                timeout,
+                url=service.health_url if probe.kind == "http" else None,
+                status=probe.status,
+                json_body=probe.json,
+            )
+        return await self.probe(service, timeout, env)
 
     def forget(self, service: Service) -> None:
         if service.health_url is not None:

@@ -109,6 +109,8 @@ class ServiceState:
     #: Why the service is being restarted (a change to its files, a dependency's restart, a
     #: manual request): carried by its state changes until it is healthy again.
     reason: str | None = None
+    #: The last ``STATUS=`` of its process (``probe = "notify"``).
+    notify_status: str | None = None
     #: A scheduled task: when its next run is due, when its last one began and how it ended
     #: (Unix seconds; "completed" or "failed: <why>").
     next_run: float | None = None
@@ -190,6 +192,31 @@ class ServiceState:
             self.restart_count = 0
             self.restart_backoff = backoff_delay(1, policy)
             self._changed()
+
+    def notified_status(self, status: str | None) -> None:
+        """Its process said ``STATUS=status`` (None: a new process has said nothing yet)."""
+        if status != self.notify_status:
+            self.notify_status = status
+            self._changed()
+            if status is not None:
+                log_lines.emit(self.log, log_lines.notify_status(self.name, status))
+
+    def notified(self, note: str) -> None:
+        """Its process said something worth showing (``STOPPING=1``) in its error message."""
+        self.waiting_for(note)
+
+    # -- a rolling restart (held socket) ---------------------------------------------------
+
+    def handed_over(self, pid: int) -> None:
+        """A successor, ready, replaces its process (which is stopped next, as it is no
+        longer the service's: the state stays)."""
+        self.pid = pid
+        self._changed()
+
+    def replacement_failed(self, reason: str, pid: int) -> None:
+        """A successor failed to start: process ``pid`` keeps running; status says why."""
+        log_lines.emit(self.log, log_lines.rolling_failed(self.name, reason, pid))
+        self.waiting_for(f"rolling restart failed: {reason}")
 
     def stopping(self) -> None:
         """Its process is being stopped (if it still runs)."""

@@ -40,6 +40,7 @@ def service_status(
         "completed": record.state is State.COMPLETED,
         "memory_bytes": usage.get("memory_bytes"),
         "cpu_usec": usage.get("cpu_usec"),
+        "notify_status": record.notify_status,
     }
     if service.schedule:
         status["next_run"] = record.next_run

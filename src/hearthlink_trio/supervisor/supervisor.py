@@ -42,6 +42,7 @@ from hearthlink_trio.errors import ExitCode
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.groups import GroupRecord
 from hearthlink_trio.process.memory import MemoryMeter
+from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.cascade import Answer, Cascade
@@ -50,8 +51,9 @@ from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console
 from hearthlink_trio.supervisor.reload import Plan, prepare_reload
+from hearthlink_trio.supervisor.rolling import roll_changed, stop_successors, with_services
 from hearthlink_trio.supervisor.runner import Runner
-from hearthlink_trio.supervisor.seams import Launcher, Prober, ServiceProber
+from hearthlink_trio.supervisor.seams import Launcher, Prober, Process, ServiceProber
 from hearthlink_trio.supervisor.secrets import Secrets
 from hearthlink_trio.supervisor.status import overall_status, service_status, systemd_status
 
@@ -362,8 +364,14 @@ class Supervisor:
                 self.ctx.config = plan.config
                 await self._apply(plan)
 
-    async def _apply(self, plan: Plan) -> None:
-        retiring = [self.runners[name] for name in plan.stop]
+    async def _replace(
+        self,
+        stop: list[str],
+        start: list[str],
+        successors: dict[str, Process],
+    ) -> None:
+        """Retire the runners of ``stop``, make those of ``start`` (adopting successors)."""
+        retiring = [self.runners[name] for name in stop]
         # A service the reload replaces stays started if it was (selected, or started by
         # hand); any other starts if the run's selection picks it in the new config (a
         # new dependency of a selected service, say).
@@ -373,16 +381,40 @@ class Supervisor:
             runner.retire()
         for runner in retiring:
             await runner.done.wait()
-        for name in plan.stop:
+        for name in stop:
             del self.runners[name]
             del self.ctx.records[name]
-        for name in plan.start:
+        for name in start:
             self._add_runner(name, selected=was_selected.get(name, False) or name in picked)
+            if name in successors:
+                self.runners[name].adopt(successors[name])
+
+    async def _apply(self, plan: Plan) -> None:
+        # Changed services with a held socket are replaced the rolling way first: each old
+        # process serves until its successor (new config) is ready, and one whose successor
+        # fails keeps running with its previous config.
+        successors, kept = await roll_changed(self.runners, plan, self.ctx)
+        if kept:
+            self.ctx.config = with_services(self.config, [self.runners[n].service for n in kept])
+        stop = [name for name in plan.stop if name not in kept]
+        start = [name for name in plan.start if name not in kept]
+        try:
+            await self._replace(stop, start, successors)
+        except BaseException:
+            adopted = {n for n in successors if n in self.runners and self.runners[n].adopted}
+            left = {n: p for n, p in successors.items() if n not in adopted}
+            await stop_successors(left, plan.config, self.ctx)
+            raise
+        # The held sockets follow the new config: an unchanged address keeps its socket.
+        sockets = getattr(self.ctx.launcher, "sockets", None)
+        if isinstance(sockets, HeldSockets):
+            for line in sockets.bind(self.config):
+                log_lines.emit(self.ctx.log, log_lines.port_unavailable(line))
         order = self.config.names
         self.runners = {name: self.runners[name] for name in order}
         self.ctx.records = {name: self.ctx.records[name] for name in order}
         assert self._root is not None
-        for name in plan.start:
+        for name in start:
             self._root.start_soon(self.runners[name].run)
         if plan.stop or plan.start:
             self._start_watching()

@@ -178,18 +178,25 @@ class StormGuard:
 class ServiceWatch:
     """The changes of one service table (all its replicas): their batches, its storm guard,
     its restarts. Replicas restart one at a time, each once the one before is healthy
-    again, so a replicated service keeps answering through a change."""
+    again, so a replicated service keeps answering through a change. The changes that come
+    while a restart is under way make the next batch, once it is over."""
 
     def __init__(self, ctx: Context, replicas: Sequence[Service], request: Request) -> None:
         self.ctx = ctx
         self.name = replicas[0].group or replicas[0].name
         self.replicas = [svc.name for svc in replicas]
+        # How long a restart may take before the next batch goes ahead anyway (one that
+        # never ends: a rolling successor that failed leaves the old process serving).
+        self._patience = ctx.config.health.startup_period + replicas[0].stop_timeout + 1.0
         self.matcher = Matcher.of(replicas[0], skip=(ctx.config.data_dir, ctx.config.log_dir))
         self.guard = StormGuard()
         self._send, self._receive = trio.open_memory_channel[Change](10_000)
         self._request = request
         #: A process of it is starting or stopping: what changes now may be its own writes.
         self._busy = False
+        #: A restart it asked is under way. With a held socket the old process stays healthy
+        #: while its successor starts, so the states alone do not tell.
+        self._restarting = False
         #: When its processes last passed their probe (None: not since the last start).
         self._settled_at: float | None = None
 
@@ -199,7 +206,11 @@ class ServiceWatch:
         if relative is None:
             return
         settled = self._settled_at
-        own = self._busy or (settled is not None and trio.current_time() - settled < STORM_GRACE)
+        own = (
+            self._busy
+            or self._restarting
+            or (settled is not None and trio.current_time() - settled < STORM_GRACE)
+        )
         # A batch already full of changes restarts the service anyway: drop the rest.
         with contextlib.suppress(trio.WouldBlock):
             self._send.send_nowait(Change(relative, own))
@@ -219,8 +230,13 @@ class ServiceWatch:
                 log_lines.watch_storm(self.name, self.guard.restarts, self.guard.seconds, files),
             )
         elif decision is Decision.RESTART:
-            reason = log_lines.describe_changes(files)
-            for n, name in enumerate(self.replicas, 1):
+            await self._restart(files)
+
+    async def _restart(self, files: list[str]) -> None:
+        reason = log_lines.describe_changes(files)
+        self._restarting = True
+        try:
+            for name in self.replicas:
                 record = self.ctx.records.get(name)
                 before = record.started_at if record is not None else None
                 answer = self._request(name, reason)
@@ -229,8 +245,12 @@ class ServiceWatch:
                 accepted, what = answer
                 line = log_lines.files_changed(name, files, restarted=accepted, why=what)
                 log_lines.emit(self.ctx.log, line)
-                if accepted and n < len(self.replicas):
-                    await healthy_again(self.ctx, name, before)
+                if accepted:
+                    with trio.move_on_after(self._patience):
+                        if await healthy_again(self.ctx, name, before):
+                            self._settled_at = trio.current_time()
+        finally:
+            self._restarting = False
 
     async def _follow_state(self) -> None:
         # Whether a process of the service is starting or stopping, and when they passed

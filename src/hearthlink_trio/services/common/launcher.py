@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -31,6 +32,9 @@ GRACEFUL_SHUTDOWN_SECONDS = 1
 #: uvicorn), ``h2`` (HTTP/2) and ``pydantic.v1`` (imported by FastAPI only to refuse v1
 #: models). About 10 MiB of RSS per service, a fifth of the memory budget.
 UNUSED_OPTIONAL_MODULES = ("rich", "pygments", "trio", "h2", "pydantic.v1")
+
+#: Where a socket passed by the supervisor is (as systemd's SD_LISTEN_FDS_START).
+LISTEN_FD = 3
 
 log = logging.getLogger("hearthlink.service")
 
@@ -81,10 +85,29 @@ def launch(
     return _serve(name, app, args.host, args.port)
 
 
+def passed_socket() -> socket.socket | None:
+    """The listening socket the supervisor passed (fd 3), or None.
+
+    Taken only when ``LISTEN_FDS`` is set and ``LISTEN_PID`` is this very process (a
+    variable inherited by a child of the service is not for the child); the variables are
+    removed then, as sd_listen_fds does, so the service's own children do not see them.
+    """
+    if os.environ.get("LISTEN_FDS") != "1" or os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    for var in ("LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"):
+        os.environ.pop(var, None)
+    try:
+        return socket.socket(fileno=LISTEN_FD)
+    except OSError:
+        return None  # not a socket after all: bind as without one
+
+
 def _serve(name: str, app: FastAPI, host: str, port: int) -> int:
     import uvicorn
 
-    log.info("%s-api %s starting on http://%s:%d", name, __version__, host, port)
+    sock = passed_socket()
+    how = "on the socket passed by the supervisor" if sock is not None else "binding"
+    log.info("%s-api %s starting on http://%s:%d (%s)", name, __version__, host, port, how)
     config = uvicorn.Config(
         app,
         host=host,
@@ -97,6 +120,6 @@ def _serve(name: str, app: FastAPI, host: str, port: int) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=None if sock is None else [sock])
     # A lifespan that failed at start-up leaves ``started`` unset: report it as an error.
     return 0 if server.started else 1
