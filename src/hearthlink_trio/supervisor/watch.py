@@ -36,7 +36,8 @@ WATCH_STEP_MS = 10
 #: The batch counted from a change's arrival: the step it took to arrive is part of it.
 BATCH_FROM_ARRIVAL = BATCH_SECONDS - WATCH_STEP_MS / 1000
 #: A storm: this many restarts in a row, within STORM_SECONDS, each caused by changes that
-#: arrived while the service was starting (or within STORM_GRACE of its first pass).
+#: arrived while the service was starting, stopping or being restarted (or within
+#: STORM_GRACE of its processes passing their probe).
 STORM_RESTARTS = 5
 STORM_SECONDS = 10.0
 #: Writes a service makes right after it passed its probe still count as its own (a change
