@@ -237,3 +237,23 @@ async def test_a_watcher_that_fails_says_so_and_the_services_keep_running(
         assert line.startswith(f"Watching files stopped: no such folder: {tmp_path / 'gone'}")
         assert line.endswith("; services are no longer restarted on changes")
         assert sim.state("web") is State.HEALTHY
+
+
+async def test_a_change_after_a_crash_restarts_at_once_not_after_the_crash_loop(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    crash = Script(exit_after=0.5, ready_after=10)  # crashes before it is ever ready
+    scripts = {"web": [Script(), crash, crash, crash, Script()]}
+    cfg = {**config(web=svc(1)), "restart": {"max_attempts": 5, "initial_backoff": 8}}
+    async with simulate(tmp_path, cfg, scripts) as sim:
+        await sim.until_state("web", State.HEALTHY)
+        async with watching(sim, "web") as watch:
+            watch.offer(tmp_path / "app.py")  # a broken version: it crashes at start
+            await sim.until(lambda: len(sim.launcher.times("web")) == 2)
+            await sim.until_state("web", State.BACKOFF)
+            fixed = trio.current_time()
+            watch.offer(tmp_path / "app.py")  # the fix, during the 8 s backoff
+            await sim.until(lambda: len(sim.launcher.times("web")) == 3)
+            # The fix restarted it at once; it crashes too (scripted), and so on: what
+            # matters is that the second change did not wait for the backoff.
+            assert trio.current_time() - fixed < BATCH_SECONDS + 0.1

@@ -93,10 +93,14 @@ class Cascade:
             del self._running[origin]
 
 
-async def healthy_again(ctx: Context, name: str, before: float | None) -> bool:
+async def healthy_again(
+    ctx: Context, name: str, before: float | None, *, crash_ends: bool = False
+) -> bool:
     """Wait until service ``name`` runs a process started after ``before`` (the start time of
-    the one it had) that is healthy (True), or has given up or been stopped (False)."""
+    the one it had) that is healthy (True), or has given up or been stopped (False); with
+    ``crash_ends``, also once that process has ended and waits in backoff (False)."""
     outcome: list[bool] = []
+    over = _GIVEN_UP | {State.BACKOFF} if crash_ends else _GIVEN_UP
 
     def done() -> bool:
         record: ServiceState | None = ctx.records.get(name)
@@ -104,7 +108,7 @@ async def healthy_again(ctx: Context, name: str, before: float | None) -> bool:
             outcome.append(False)
         elif record.started_at != before and record.state in _SETTLED:
             outcome.append(True)
-        elif record.started_at != before and record.state in _GIVEN_UP:
+        elif record.started_at != before and record.state in over:
             outcome.append(False)
         return bool(outcome)
 

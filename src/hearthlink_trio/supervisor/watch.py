@@ -247,8 +247,10 @@ class ServiceWatch:
                 line = log_lines.files_changed(name, files, restarted=accepted, why=what)
                 log_lines.emit(self.ctx.log, line)
                 if accepted:
+                    # Until its new process is healthy, or has crashed: a developer's next
+                    # fix must not wait for the backoffs of a crash loop.
                     with trio.move_on_after(self._patience):
-                        if await healthy_again(self.ctx, name, before):
+                        if await healthy_again(self.ctx, name, before, crash_ends=True):
                             self._settled_at = trio.current_time()
         finally:
             self._restarting = False
