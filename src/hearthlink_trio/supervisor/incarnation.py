@@ -89,6 +89,7 @@ async def run_incarnation(
     restart_requested: trio.Event,
     stop_asked: Callable[[], bool],
     process: Process | None = None,
+    restart_reason: Callable[[], str | None] = lambda: None,
     adopt: Process | None = None,
     restarts: Restarts | None = None,
 ) -> Outcome:
@@ -98,6 +99,7 @@ async def run_incarnation(
     ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
     shutdown, a reload, a stop by hand), which is logged as such; once it holds nothing is
     started. ``process``: one already started and announced (taken over), to watch instead.
+    ``restart_reason()`` tells why a restart was asked (None: by hand).
     ``adopt``: one already started and found ready (a rolling restart's successor), to
     announce and watch. With ``restarts`` (the runner), a manual restart or a reload of a
     service with a held socket is a rolling one (see ``rolling``).
@@ -146,9 +148,9 @@ async def run_incarnation(
     async def manual() -> Outcome:
         if restarts is not None and rolls(service):
             return await _manual_rolling(
-                ctx, service, env, out, watched, retire, restart_requested, restarts
+                ctx, service, env, out, watched, retire, restart_requested, restarts, restart_reason
             )
-        return await _manual(ctx, service, restart_requested)
+        return await _manual(ctx, service, restart_requested, restart_reason)
 
     async def exits() -> Outcome:
         with exit_watch:
@@ -341,10 +343,18 @@ async def _exit_of(ctx: Context, service: Service, process: Process, exited: tri
     return Outcome(End.EXITED, f"exited ({detail})")
 
 
-async def _manual(ctx: Context, service: Service, restart_requested: trio.Event) -> Outcome:
+async def _manual(
+    ctx: Context,
+    service: Service,
+    restart_requested: trio.Event,
+    restart_reason: Callable[[], str | None],
+) -> Outcome:
     await restart_requested.wait()
-    log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
-    return Outcome(End.MANUAL, "manual restart")
+    reason = restart_reason()
+    if reason is None:
+        log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
+        return Outcome(End.MANUAL, "manual restart")
+    return Outcome(End.MANUAL, reason)  # its requester has said why
 
 
 async def _manual_rolling(
@@ -356,13 +366,15 @@ async def _manual_rolling(
     retire: Callable[[Process], Awaitable[None]],
     restart_requested: trio.Event,
     restarts: Restarts,
+    restart_reason: Callable[[], str | None],
 ) -> Outcome:
     # A successor that fails leaves this process running: wait for the next request.
     while True:
         await restart_requested.wait()
         request = restarts.take_roll()
         if request is None:
-            log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
+            if restart_reason() is None:  # else its requester has said why
+                log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
             successor = await start_successor(ctx, service, env, out, process, retire)
         else:  # a reload: the successor runs the new config
             successor, request.tried = None, True
