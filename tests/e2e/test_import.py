@@ -141,7 +141,7 @@ services:
       start_interval: 100ms
     depends_on:
       migrate: {condition: service_completed_successfully}
-      db: {condition: service_healthy}
+      db: {condition: service_healthy, restart: true}
     stop_signal: SIGINT
     stop_grace_period: 20s
     mem_limit: 256m

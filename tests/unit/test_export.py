@@ -763,3 +763,24 @@ def test_a_notify_probe_is_refused(
         "container has no NOTIFY_SOCKET of the engine's to send READY=1 to); use an exec, tcp "
         "or http probe\n"
     )
+
+
+def test_restart_with_a_dependency_is_compose_restart_true(tmp_path: Path) -> None:
+    path = tmp_path / "dep.toml"
+    path.write_text(
+        '[services.db]\nimage = "db:1"\ncommand = ["db"]\nport = 5432\nprobe = { tcp = true }\n'
+        '[services.app]\nimage = "app:1"\ncommand = ["app"]\nprobe = "none"\n'
+        'depends_on = { db = { condition = "healthy", restart = true } }\n'
+        '[services.other]\nimage = "app:1"\ncommand = ["other"]\nprobe = "none"\n'
+        'depends_on = { db = "started" }\n'
+    )
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    services = yaml.safe_load(compose)["services"]
+    assert services["app"]["depends_on"] == {
+        "db": {"condition": "service_healthy", "restart": True}
+    }
+    assert services["other"]["depends_on"] == {"db": {"condition": "service_started"}}
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    assert "# restarting with db (depends_on restart = true) is not carried over" in manifests

@@ -242,6 +242,7 @@ services:
         "db": "healthy",
         "cache": "started",
     }
+    assert services["db"].get("kind") is None
     # The short form waits for the start only, as compose does.
     assert services["worker"]["depends_on"] == {"db": "started"}
     assert "# not imported: services.worker.depends_on.ghost: not a service of this file" in config

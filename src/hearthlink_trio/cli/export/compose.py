@@ -122,6 +122,8 @@ def _service(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
         for dep, condition in unit.conditions.items():
             compose_condition, note = _condition(plan.unit(dep), condition, health)
             depends[dep] = {"condition": compose_condition}
+            if dep in unit.restart_with:
+                depends[dep]["restart"] = True
             if note:
                 notes.append(f"{unit.name}: {note}")
         out["depends_on"] = depends

@@ -267,6 +267,11 @@ def _documents(
         )
     if unit.on_failure:
         notes.append("on_failure is not carried over: Kubernetes has no hook for giving up")
+    if unit.restart_with:
+        notes.append(
+            f"restarting with {', '.join(unit.restart_with)} (depends_on restart = true) is "
+            "not carried over: a pod is not restarted when another is"
+        )
     if unit.profiles:
         notes.append(
             f"profiles {', '.join(unit.profiles)} are not carried over: everything in these "

@@ -84,6 +84,8 @@ class Unit:
     profiles: tuple[str, ...] = ()
     #: How a restart replaces the process: "rolling" or "recreate" (old stopped first).
     strategy: str = "rolling"
+    #: The dependencies whose restarts restart this unit (``restart = true``).
+    restart_with: tuple[str, ...] = ()
 
     @property
     def bundled(self) -> bool:
@@ -337,6 +339,7 @@ def _unit(
         profiles=tuple(svc.profiles),
         # socket = true is not carried: each engine's service keeps its own port.
         strategy=resolved.strategy,
+        restart_with=tuple(svc.restarts_with),
     )
 
 

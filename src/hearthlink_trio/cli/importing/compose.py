@@ -542,9 +542,14 @@ def _depends(
         if condition is None:
             draft.note(name, f"depends_on.{src}", f"unknown condition {spec.get('condition')!r}")
             continue
-        out[dep] = condition
+        if spec.get("restart") is True:
+            out[dep] = {"condition": condition, "restart": True}
+        else:
+            out[dep] = condition
+        if spec.get("required") is False:
+            draft.note(name, f"depends_on.{src}.required", "a dependency here is always required")
         for key in spec:
-            if key != "condition":
-                draft.note(name, f"depends_on.{src}.{key}", "no equivalent yet")
+            if key not in ("condition", "restart", "required"):
+                draft.note(name, f"depends_on.{src}.{key}", "no equivalent")
     if out:
         table["depends_on"] = out
