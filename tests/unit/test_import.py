@@ -220,7 +220,7 @@ def test_compose_http_check_on_another_port_than_the_published_one_stays_a_comma
 def test_compose_dependencies_and_tasks(tmp_path: Path) -> None:
     text = """
 services:
-  migrate: {command: [python, -c, pass]}
+  migrate: {command: [python, -c, pass], restart: no}
   db: {command: [sleep, '9'], healthcheck: {test: [CMD, 'true']}}
   cache: {command: [sleep, '9']}
   web:
@@ -236,6 +236,7 @@ services:
     config = imported("compose", text, tmp_path)
     services = parsed(config)["services"]
     assert services["migrate"]["kind"] == "task"
+    assert services["migrate"]["restart"] == "never"
     assert "probe" not in services["migrate"]
     assert services["web"]["depends_on"] == {
         "migrate": "completed",
@@ -407,7 +408,7 @@ processes:
     shutdown: {signal: 15, timeout_seconds: 3}
   b:
     command: sleep 9
-    availability: {restart: "no"}
+    availability: {restart: no}
     shutdown: {signal: SIGQUIT}
 """
     config = parsed(imported("process-compose", text, tmp_path))

@@ -458,7 +458,8 @@ def _lifecycle(draft: Draft, name: str, svc: dict[str, Any], table: dict[str, An
     policy = svc.get("restart")
     if policy is None:
         return
-    text = str(policy)
+    # YAML 1.1 reads an unquoted no as false.
+    text = "no" if policy is False else str(policy)
     if text in _RESTART:
         table["restart"] = _RESTART[text]
     elif text.startswith("on-failure"):

@@ -233,6 +233,7 @@ def _availability(draft: Draft, name: str, value: Any, table: dict[str, Any]) ->
         return
     for key, item in value.items():
         if key == "restart":
+            item = "no" if item is False else item  # YAML 1.1 reads an unquoted no as false
             if item in _RESTART:
                 table["restart"] = _RESTART[item]
             elif item == "exit_on_failure":
