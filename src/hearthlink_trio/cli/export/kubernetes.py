@@ -305,6 +305,8 @@ def _documents(
         return [([f"{unit.name}: a scheduled task ({unit.schedule})", *_wrap(notes)], cronjob)]
     if unit.is_task:
         restart = plan.config.restart
+        # No ttlSecondsAfterFinished: a pod that starts later (a restart, a new replica)
+        # waits for this Job again, and must find it completed, not gone.
         work: dict[str, Any] = {
             "apiVersion": "batch/v1",
             "kind": "Job",
