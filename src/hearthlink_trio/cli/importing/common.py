@@ -65,17 +65,22 @@ def read_text(path: Path) -> str:
         raise ConfigError(f"{path}: not UTF-8 text") from None
 
 
-def _count(value: Any, budget: list[int]) -> None:
-    budget[0] -= 1
-    if budget[0] < 0:
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _count(key, budget)
-            _count(item, budget)
-    elif isinstance(value, list):
-        for item in value:
-            _count(item, budget)
+def _too_many_values(data: Any) -> bool:
+    """``data`` holds more than :data:`MAX_YAML_NODES` values, aliases counted each time
+    they are used (walked with a stack: no nesting depth can overflow it)."""
+    budget = MAX_YAML_NODES
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return True
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -94,9 +99,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {where}not valid YAML: {exc.problem or exc}") from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    budget = [MAX_YAML_NODES]
-    _count(data, budget)
-    if budget[0] < 0:
+    if _too_many_values(data):
         raise ConfigError(
             f"{path}: expands to more than {MAX_YAML_NODES} values (nested anchors?); "
             "not a config this import reads"
