@@ -335,6 +335,7 @@ services:
         ("[1, 2]\n", "the top level must be a mapping (got a list)"),
         ("", "the top level must be a mapping (got an empty file)"),
         ("services: [\n", "line 2: not valid YAML"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML: maximum recursion depth"),
         ("version: '3'\n", "services: no services to import"),
         ("services: {}\n", "services: no services to import"),
         ("services:\n  Web: {command: [a]}\n  web: {command: [b]}\n", "would both be named 'web'"),
