@@ -572,7 +572,12 @@ def _import(source: str, file: Path, output: Path | None, force: bool) -> int:
         return _report(exc)
     if output is None:
         return write_output(text, None)
-    return write_new(text, output, force=force)
+    code = write_new(text, output, force=force)
+    if code == 0:
+        notes = sum(line.startswith("# not imported: ") for line in text.splitlines())
+        print(f"{output}: written; {notes} thing(s) not imported, each named in a comment")
+        print(f"Next: hearthlink check --config {output}")
+    return code
 
 
 @import_app.command(name="procfile")
