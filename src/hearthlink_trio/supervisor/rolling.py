@@ -34,14 +34,13 @@ import trio
 
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.process.lines import LineSplitter
 from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.sockets import address_of
 from hearthlink_trio.process.spawn import describe_exit
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
-from hearthlink_trio.supervisor.output import READ_CHUNK_BYTES, ServiceOutput
+from hearthlink_trio.supervisor.output import ServiceOutput, pump_lines
 from hearthlink_trio.supervisor.reload import Plan
 from hearthlink_trio.supervisor.seams import Process
 
@@ -213,22 +212,7 @@ async def _pump(
 ) -> None:
     """Copy the successor's output to the service's output until cancelled (the next
     incarnation's pumps take over the stream then); a partial last line is written as is."""
-    splitter = LineSplitter()
-    try:
-        while True:
-            try:
-                chunk = bytes(await stream.receive_some(READ_CHUNK_BYTES))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            if not chunk:
-                return
-            lines = splitter.feed(chunk)
-            if lines:
-                _write(out, lines, name, log_watch)
-    finally:
-        tail = splitter.flush()
-        if tail:
-            _write(out, tail, name, log_watch)
+    await pump_lines(stream, lambda lines: _write(out, lines, name, log_watch))
 
 
 def _write(out: ServiceOutput, raw: list[bytes], name: str, log_watch: LogWatch | None) -> None:
