@@ -162,12 +162,18 @@ def test_procfile_refusals(tmp_path: Path) -> None:
 
 
 def test_compose_image_alone_is_refused_with_the_line_to_write(tmp_path: Path) -> None:
-    text = "services:\n  db: {image: 'postgres:16'}\n  web: {command: [sleep, '5']}\n"
+    text = (
+        "services:\n  db: {image: 'postgres:16', ports: ['15432:5432']}\n"
+        "  web: {command: [sleep, '5']}\n"
+    )
     config = imported("compose", text, tmp_path)
     assert list(parsed(config)["services"]) == ["web"]
     line = next(line for line in config.splitlines() if "services.db" in line)
     assert line.startswith("# not imported: services.db: only an image (postgres:16)")
-    assert 'command = ["docker", "run", "--rm", "--init", "--name", "db", "postgres:16"]' in line
+    assert (
+        'command = ["docker", "run", "--rm", "--init", "--name", "db", "-p", '
+        '"127.0.0.1:15432:5432", "postgres:16"]' in line
+    )
     # Alone, it is nothing to import: exit 2, the reason named.
     problems = refusal("compose", "services:\n  db: {image: 'postgres:16'}\n", tmp_path)
     assert problems[0].endswith("nothing to import: no service could be carried over")

@@ -255,7 +255,13 @@ def _service(
     argv = [*entrypoint, *command]
     if not argv:
         if isinstance(image, str) and image:
-            run = ["docker", "run", "--rm", "--init", "--name", name, image]
+            run = ["docker", "run", "--rm", "--init", "--name", name]
+            ports = svc.get("ports")
+            for entry in ports if isinstance(ports, list) else []:
+                host, container = _port(entry)
+                if container is not None:
+                    run += ["-p", f"127.0.0.1:{host or container}:{container}"]
+            run.append(image)
             line = "command = [" + ", ".join(f'"{word}"' for word in run) + "]"
             draft.note(
                 name,
