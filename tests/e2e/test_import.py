@@ -20,7 +20,7 @@ import yaml
 
 from hearthlink_trio.cli.importing.common import parse_duration
 from tests.helpers import free_port
-from tests.sup import run_command
+from tests.stack import run_command
 from tests.unit.test_export import validate_compose
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "import"

@@ -14,7 +14,7 @@ import pytest
 
 from hearthlink_trio.process.memory import MemoryMeter
 from tests.e2e.test_orphans import mode_env
-from tests.sup import Stack, run_command, running
+from tests.stack import Stack, run_command, running
 
 MIB = 1024 * 1024
 # Holds 64 MiB (filled: resident) in itself and 32 MiB in a child of its process group.

@@ -16,7 +16,7 @@ import httpx
 from hearthlink_trio.supervisor.watch import BATCH_SECONDS
 from tests.e2e.test_rolling import ClientLoop
 from tests.helpers import wait_for
-from tests.sup import Running, Stack, all_gone, run_command, running
+from tests.stack import Running, Stack, all_gone, run_command, running
 
 
 def save(path: Path, text: str) -> None:

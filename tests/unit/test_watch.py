@@ -15,7 +15,7 @@ from hearthlink_trio.errors import ConfigError
 from hearthlink_trio.supervisor.cascade import followers
 from hearthlink_trio.supervisor.log_lines import describe_changes, files_changed
 from hearthlink_trio.supervisor.watch import Change, Decision, Matcher, StormGuard, watch_roots
-from tests.sup import write_config
+from tests.stack import write_config
 
 SVC = {"command": ["svc"], "probe": "none"}
 
