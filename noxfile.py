@@ -61,6 +61,6 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """The benchmark (bench/run.py): SPEC §9's budgets; not in the default sessions."""
+    """The benchmark (bench/run.py): the performance budgets; not in the default sessions."""
     session.install("-e", ".")
     session.run("python", "bench/run.py", *session.posargs)

@@ -80,7 +80,7 @@ def test_only_the_mcp_command_loads_the_mcp_sdk(tmp_path: Path) -> None:
 
 def test_run_of_an_unchanged_config_does_not_build_the_file_model(tmp_path: Path) -> None:
     # A config checked once is cached: `run` then starts without pydantic.
-    from tests.sup import write_config
+    from tests.stack import write_config
 
     config = write_config(
         tmp_path / "c.toml",

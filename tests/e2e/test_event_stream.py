@@ -21,7 +21,7 @@ import pytest
 from hearthlink_trio.control.client import ControlClient
 from hearthlink_trio.control.errors import ControlError, UnknownService
 from tests.helpers import wait_for
-from tests.sup import Running, Stack, run_command, running
+from tests.stack import Running, Stack, run_command, running
 
 CHATTER = Path(__file__).parents[1] / "fixtures" / "chatter.py"
 

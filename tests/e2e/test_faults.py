@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.helpers import pid_alive, wait_for
-from tests.sup import Stack, all_gone, children, run_command, running
+from tests.stack import Stack, all_gone, children, run_command, running
 
 
 def test_a_full_log_disk_is_said_once_and_the_console_goes_on(tmp_path: Path) -> None:

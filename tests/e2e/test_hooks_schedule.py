@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.helpers import pid_alive, wait_for
-from tests.sup import Stack, all_gone, run_command, running
+from tests.stack import Stack, all_gone, run_command, running
 
 PY = sys.executable
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_for
-from tests.sup import Running, running, write_config
+from tests.stack import Running, running, write_config
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 WEBSOCKET = (

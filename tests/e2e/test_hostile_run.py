@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.sup import run_command, running
+from tests.stack import run_command, running
 from tests.unit.test_config_mutations import base_config, check, mutants, render, two_ports
 from tests.unit.test_hostile_config import SLEEP, write
 

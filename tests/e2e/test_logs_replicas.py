@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.sup import Stack, all_gone, run_command, running
+from tests.stack import Stack, all_gone, run_command, running
 
 
 def test_logs_of_a_replicated_table_interleaves_its_replicas(tmp_path: Path) -> None:

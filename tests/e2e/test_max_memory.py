@@ -14,7 +14,7 @@ import pytest
 
 from hearthlink_trio.process.memory import MemoryMeter
 from tests.e2e.test_orphans import mode_env
-from tests.sup import Stack, run_command, running
+from tests.stack import Stack, run_command, running
 
 MIB = 1024 * 1024
 # Holds 64 MiB (filled: resident) in itself and 32 MiB in a child of its process group.
@@ -67,7 +67,9 @@ def test_a_growing_service_is_restarted_over_its_limit_with_the_reason(
             r"^hog service memory \d+ MiB over max_memory 60 MiB, scheduling restart$", timeout=20
         )
         used = int(line.split()[3])
-        assert 60 < used < 120, line
+        # Over the limit, and caught within a few readings of crossing it (each second of
+        # lag on a loaded machine is 20 MiB more; unwatched it would grow to 400 MiB here).
+        assert 60 < used < 200, line
         sup.wait_line(r"^Service hog restarted \(attempt 1\), next backoff: 0.2s$")
         result = run_command("status", "--json", "--config", str(config), cwd=tmp_path)
         assert result.returncode == 0, result.stderr

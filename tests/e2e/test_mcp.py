@@ -14,7 +14,7 @@ from typing import Any
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, TextContent
 
-from tests.sup import Stack, running
+from tests.stack import Stack, running
 
 TOOLS = {"status", "logs", "events", "restart", "stop", "start", "wait"}
 SECRET_FILE = "leaky.key"

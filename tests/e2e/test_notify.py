@@ -17,7 +17,7 @@ from typing import Any
 
 from hearthlink_trio.process.notify import NotifyReceiver
 from tests.helpers import pid_alive, wait_for
-from tests.sup import Running, Stack, all_gone, run_command, running
+from tests.stack import Running, Stack, all_gone, run_command, running
 
 
 def events_of(sup: Running) -> list[dict[str, Any]]:

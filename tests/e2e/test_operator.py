@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.helpers import wait_for
-from tests.sup import Stack, all_gone, run_command, running
+from tests.stack import Stack, all_gone, run_command, running
 from tests.unit.test_systemd_unit import verify
 
 SERVICE_STATUS_FIELDS = {

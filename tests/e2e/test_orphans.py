@@ -16,7 +16,7 @@ import pytest
 
 from hearthlink_trio.process import cgroups
 from tests.helpers import pid_alive, wait_for
-from tests.sup import (
+from tests.stack import (
     Running,
     Stack,
     all_gone,

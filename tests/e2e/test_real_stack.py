@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import free_port, pid_alive, wait_for
-from tests.sup import run_command, running
+from tests.stack import run_command, running
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "stack.toml"

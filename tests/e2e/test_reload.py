@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from tests.helpers import pid_alive, wait_for
-from tests.sup import Stack, all_gone, running
+from tests.stack import Stack, all_gone, running
 
 
 def test_reload_adds_removes_changes_and_keeps(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hearthlink_trio.config import default_config_path
 from tests.helpers import free_port, pid_alive, wait_for
-from tests.sup import Stack, all_gone, run_command, running
+from tests.stack import Stack, all_gone, run_command, running
 
 
 class ClientLoop:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import descendants, free_port, pid_alive, wait_for
-from tests.sup import Stack, all_gone, run_command, running
+from tests.stack import Stack, all_gone, run_command, running
 
 BUNDLED = ["{python}", "-m"]
 ARGS = ["--host", "{host}", "--port", "{port}"]

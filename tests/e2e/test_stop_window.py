@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port, pid_alive, wait_for
-from tests.sup import TESTSVC, Running, Stack, all_gone, children, running
+from tests.stack import TESTSVC, Running, Stack, all_gone, children, running
 
 STOP_TIMEOUT = 2.0
 

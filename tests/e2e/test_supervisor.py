@@ -16,7 +16,7 @@ import httpx
 from hearthlink_trio.process.procfs import proc_stat
 from hearthlink_trio.supervisor.output import MAX_LINE_BYTES
 from tests.helpers import free_port, pid_alive, wait_for
-from tests.sup import Stack, all_gone, run_command, running, sentinel_of
+from tests.stack import Stack, all_gone, run_command, running, sentinel_of
 
 
 def get_json(port: int, path: str) -> dict[str, object]:

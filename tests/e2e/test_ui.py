@@ -17,7 +17,7 @@ import pytest
 
 from hearthlink_trio.control.client import ControlClient
 from tests.helpers import wait_for
-from tests.sup import Stack, running
+from tests.stack import Stack, running
 
 #: The redraw budget of a state change, from the supervisor's event to the row's colour.
 REDRAW_BUDGET = 0.1

@@ -14,7 +14,7 @@ from hearthlink_trio.cli.ui import HISTORY_LINES
 from hearthlink_trio.control.client import ControlClient
 from tests.e2e.test_ui import _state, sock_of, until
 from tests.helpers import wait_for
-from tests.sup import Stack, running
+from tests.stack import Stack, running
 
 
 @pytest.fixture

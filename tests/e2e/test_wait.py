@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from hearthlink_trio.control.client import ControlClient
-from tests.sup import Running, Stack, run_command, running
+from tests.stack import Running, Stack, run_command, running
 
 
 def _stack(tmp_path: Path) -> Stack:

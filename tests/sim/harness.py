@@ -27,7 +27,7 @@ from hearthlink_trio.supervisor.output import Console
 from hearthlink_trio.supervisor.secrets import load_secrets
 from hearthlink_trio.supervisor.state import State
 from hearthlink_trio.supervisor.supervisor import Supervisor
-from tests.sup import write_config
+from tests.stack import write_config
 
 TOKEN = "sim-token-0123456789"
 

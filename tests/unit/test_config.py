@@ -12,7 +12,7 @@ import pytest
 
 from hearthlink_trio.config import config_path, default_config_path, load_config
 from hearthlink_trio.errors import ConfigError
-from tests.sup import TESTSVC, run_command, write_config
+from tests.stack import TESTSVC, run_command, write_config
 
 
 def problems(path: Path) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 from hearthlink_trio.config.cache import _entry_path, load_cached, load_config_cached
 from hearthlink_trio.config.load import load_config
 from hearthlink_trio.errors import ConfigError
-from tests.sup import TESTSVC, write_config
+from tests.stack import TESTSVC, write_config
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hearthlink_trio.config.load import load_config
 from hearthlink_trio.config.locate import Location, locate
 from hearthlink_trio.config.merge import OVERRIDE_NAME, effective_files, merge_files
 from hearthlink_trio.errors import ConfigError
-from tests.sup import run_command, write_config
+from tests.stack import run_command, write_config
 
 
 def _base(tmp_path: Path) -> Path:

@@ -8,7 +8,7 @@ import pytest
 
 from hearthlink_trio.config import Config, load_config
 from hearthlink_trio.errors import ConfigError
-from tests.sup import write_config
+from tests.stack import write_config
 
 
 def _load(tmp_path: Path, services: dict[str, dict[str, object]]) -> Config:

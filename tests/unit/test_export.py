@@ -21,7 +21,7 @@ from hearthlink_trio import __version__
 from hearthlink_trio.cli.app import app
 from hearthlink_trio.cli.export import export_compose, export_kubernetes, render_dockerfile
 from hearthlink_trio.cli.export.compose import FAST_STARTUP_PROBE, duration
-from hearthlink_trio.cli.export.kubernetes import seconds
+from hearthlink_trio.cli.export.kubernetes import JOB_WAITER, KUBECTL_IMAGE, seconds
 from hearthlink_trio.config import default_config_path, load_config
 from hearthlink_trio.errors import ConfigError
 
@@ -379,17 +379,41 @@ def test_real_stack_to_kubernetes(tmp_path: Path) -> None:
     no_secret_in(text)
     validate_kubernetes(text, tmp_path)
     docs = kinds(text)
-    # The migration is waited for, so it runs before each pod that waits, not as a Job.
-    assert not any(kind == "Job" for kind, _ in docs)
+    # The migration is a Job, run once however many pods wait for it (app has 2 replicas).
+    migrate = docs["Job", "migrate"]["spec"]
+    assert (migrate["completions"], migrate["parallelism"]) == (1, 1)
+    job_pod = migrate["template"]["spec"]
+    assert job_pod["containers"][0]["args"] == ["python", "-m", "app.migrate"]
+    assert [c["name"] for c in job_pod["initContainers"]] == ["wait-for-db"]
     web = docs["Deployment", "app"]
     assert web["spec"]["replicas"] == 2
     pod = web["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == [
+        "wait-for-job-migrate",
         "wait-for-db",
-        "migrate",
         "wait-for-cache",
     ]
-    assert pod["initContainers"][1]["args"] == ["python", "-m", "app.migrate"]
+    waiter = pod["initContainers"][0]
+    assert waiter["image"] == KUBECTL_IMAGE
+    assert "kubectl wait --for=condition=complete --timeout=30s job/migrate" in waiter["command"][2]
+    # The pods that wait for a Job run under an account that may only read Jobs.
+    assert pod["serviceAccountName"] == JOB_WAITER
+    assert docs["Deployment", "worker"]["spec"]["template"]["spec"]["serviceAccountName"] == (
+        JOB_WAITER
+    )
+    assert "serviceAccountName" not in job_pod
+    assert job_pod["automountServiceAccountToken"] is False
+    assert ("ServiceAccount", JOB_WAITER) in docs
+    assert docs["Role", JOB_WAITER]["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = docs["RoleBinding", JOB_WAITER]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": JOB_WAITER,
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": JOB_WAITER}]
     # The worker has no port: nothing to wait on, and said so.
     assert "# app does not wait for worker: worker has no port to wait on" in text
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -401,6 +425,32 @@ def test_real_stack_to_kubernetes(tmp_path: Path) -> None:
     assert "# stop_signal SIGINT is not carried over" in text
     assert ("Service", "worker") not in docs
     assert "enableServiceLinks" in db and db["enableServiceLinks"] is False
+
+
+def test_job_waits_take_the_kubectl_image_and_namespace_given(tmp_path: Path) -> None:
+    text = export_kubernetes(
+        stack(tmp_path, EXEC_PROBE), namespace="shop", kubectl_image="example/kubectl:9"
+    )
+    validate_kubernetes(text, tmp_path)
+    docs = kinds(text)
+    init = docs["Deployment", "app"]["spec"]["template"]["spec"]["initContainers"]
+    assert init[0]["image"] == "example/kubectl:9"
+    binding = docs["RoleBinding", JOB_WAITER]
+    assert binding["metadata"]["namespace"] == "shop"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": JOB_WAITER, "namespace": "shop"}
+    ]
+    target = tmp_path / "k.yaml"
+    args = ["export", "kubernetes", "--config", str(stack(tmp_path, EXEC_PROBE))]
+    assert export_cli([*args, "--kubectl-image", "example/kubectl:8", "-o", str(target)]) == 0
+    assert "image: example/kubectl:8" in target.read_text()
+
+
+def test_no_job_waited_for_means_no_service_account(tmp_path: Path) -> None:
+    docs = kinds(export_kubernetes(hello_with_images(tmp_path)))
+    assert not {kind for kind, _ in docs} & {"ServiceAccount", "Role", "RoleBinding"}
+    pod = docs["Deployment", "hello"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_a_task_nothing_waits_for_is_a_job(tmp_path: Path) -> None:
@@ -511,3 +561,226 @@ def test_dockerfile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "RUN pip install . && rm -rf /src" in lines
     assert export_cli(["export", "dockerfile"]) == 0
     assert capsys.readouterr().out == text
+
+
+# --- the newer keys -------------------------------------------------------------------------
+
+HOOKS = """
+[services.web]
+image = "example/web:1"
+command = ["serve", "--port", "{port}"]
+port = 8080
+probe = { tcp = true }
+post_start = ["sh", "-c", "echo up on {host}:{port} costs $5"]
+pre_stop = ["web-drain", "--port", "{port}"]
+on_failure = ["notify", "web"]
+max_memory = "512M"
+
+[services.tiny]
+image = "example/web:1"
+command = ["tiny"]
+probe = "none"
+max_memory = 1000
+profiles = ["small", "debug"]
+"""
+
+
+def test_max_memory_is_the_engines_memory_limit(tmp_path: Path) -> None:
+    path = tmp_path / "hooks.toml"
+    path.write_text(HOOKS)
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    services = yaml.safe_load(compose)["services"]
+    assert services["web"]["mem_limit"] == "512m"
+    assert services["tiny"]["mem_limit"] == "1000"
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    docs = kinds(manifests)
+    limits = {
+        name: docs["Deployment", name]["spec"]["template"]["spec"]["containers"][0]["resources"]
+        for name in ("web", "tiny")
+    }
+    assert limits == {
+        "web": {"limits": {"memory": "512Mi"}},
+        "tiny": {"limits": {"memory": "1000"}},
+    }
+
+
+def test_profiles_are_compose_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "hooks.toml"
+    path.write_text(HOOKS)
+    services = yaml.safe_load(export_compose(path))["services"]
+    assert services["tiny"]["profiles"] == ["small", "debug"]
+    assert "profiles" not in services["web"]
+    manifests = export_kubernetes(path)
+    assert "# profiles small, debug are not carried over: everything in these" in manifests
+
+
+def test_hooks_become_compose_hooks_and_lifecycle_handlers(tmp_path: Path) -> None:
+    path = tmp_path / "hooks.toml"
+    path.write_text(HOOKS)
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    web = yaml.safe_load(compose)["services"]["web"]
+    # A hook runs inside the container: {host} is its loopback; $ is escaped for compose.
+    assert web["post_start"] == [{"command": ["sh", "-c", "echo up on 127.0.0.1:8080 costs $$5"]}]
+    assert web["pre_stop"] == [{"command": ["web-drain", "--port", "8080"]}]
+    assert "#   web: on_failure (compose has no hook for a service that gives up)" in compose
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    container = kinds(manifests)["Deployment", "web"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["lifecycle"] == {
+        "postStart": {"exec": {"command": ["sh", "-c", "echo up on 127.0.0.1:8080 costs $5"]}},
+        "preStop": {"exec": {"command": ["web-drain", "--port", "8080"]}},
+    }
+    assert "# on_failure is not carried over: Kubernetes has no hook for giving up" in manifests
+
+
+SCHEDULED = """
+[services.report]
+kind = "task"
+image = "example/app:1"
+command = ["python", "-m", "app.report"]
+schedule = "SCHEDULE"
+
+[services.mailer]
+image = "example/app:1"
+command = ["python", "-m", "app.mailer"]
+probe = "none"
+depends_on = { report = "completed" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("schedule", "cron"),
+    [
+        ("*/5 * * * *", "*/5 * * * *"),
+        ("30 2 * * 1-5", "30 2 * * 1-5"),
+        ("every 60", "* * * * *"),
+        ("every 300", "*/5 * * * *"),
+        ("every 7200", "0 */2 * * *"),
+        ("every 86400", "0 0 * * *"),
+    ],
+)
+def test_a_scheduled_task_is_a_cronjob(schedule: str, cron: str, tmp_path: Path) -> None:
+    path = tmp_path / "cron.toml"
+    path.write_text(SCHEDULED.replace("SCHEDULE", schedule))
+    text = export_kubernetes(path)
+    validate_kubernetes(text, tmp_path)
+    docs = kinds(text)
+    job = docs["CronJob", "report"]["spec"]
+    assert job["schedule"] == cron
+    assert job["concurrencyPolicy"] == "Forbid"
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert ("Job", "report") not in docs
+    # Its Jobs have generated names: a dependent cannot wait for one, and says so.
+    mailer = docs["Deployment", "mailer"]["spec"]["template"]["spec"]
+    assert "initContainers" not in mailer and "serviceAccountName" not in mailer
+    assert "# mailer does not wait for report to complete: report is a CronJob" in text
+    assert ("ServiceAccount", JOB_WAITER) not in docs
+
+
+@pytest.mark.parametrize("schedule", ["every 7", "every 420", "every 25200", "every 90"])
+def test_a_schedule_cron_cannot_say_is_refused(
+    schedule: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cron.toml"
+    path.write_text(SCHEDULED.replace("SCHEDULE", schedule))
+    assert export_cli(["export", "kubernetes", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"cron.toml: services.report.schedule: {schedule!r} is not a cron schedule (a "
+        "CronJob's): every N must be whole minutes dividing an hour, or whole hours dividing "
+        "a day; write a cron expression\n"
+    )
+
+
+def test_a_schedule_is_refused_for_compose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cron.toml"
+    path.write_text(SCHEDULED.replace("SCHEDULE", "*/5 * * * *"))
+    target = tmp_path / "compose.yaml"
+    assert export_cli(["export", "compose", "--config", str(path), "-o", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        "cron.toml: services.report.schedule: compose has no schedule; run `docker compose run "
+        "--rm report` from the host's cron, or export to kubernetes (a CronJob)\n"
+    )
+    assert not target.exists()
+
+
+HELD = """
+[services.web]
+image = "example/web:1"
+command = ["serve", "--port", "{port}"]
+port = 8080
+probe = { http = "/health", json = false }
+socket = true
+strategy = "recreate"
+replicas = 2
+
+[services.api]
+image = "example/api:1"
+command = ["api", "--port", "{port}"]
+port = 8090
+probe = { tcp = true }
+socket = true
+"""
+
+
+def test_a_held_socket_is_dropped_and_recreate_is_the_deployment_strategy(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "held.toml"
+    path.write_text(HELD)
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    services = yaml.safe_load(compose)["services"]
+    # The engines' services keep their own ports: no word of the socket anywhere.
+    assert services["api"]["ports"] == ["127.0.0.1:8090:8090"]
+    assert all("socket" not in service for service in services.values())
+    assert "LISTEN_" not in compose
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    docs = kinds(manifests)
+    assert docs["Deployment", "web"]["spec"]["strategy"] == {"type": "Recreate"}
+    assert "strategy" not in docs["Deployment", "api"]["spec"]  # rolling: the default
+    assert docs["Service", "web"]["spec"]["ports"][0]["port"] == 8080
+    assert "LISTEN_" not in manifests
+
+
+@pytest.mark.parametrize("engine", ["compose", "kubernetes"])
+def test_a_notify_probe_is_refused(
+    engine: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "notify.toml"
+    path.write_text(
+        '[services.db]\nimage = "x:1"\ncommand = ["db"]\nprobe = "notify"\nwatchdog = 5.0\n'
+    )
+    assert export_cli(["export", engine, "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"notify.toml: services.db.probe: the notify probe cannot be exported to {engine} (a "
+        "container has no NOTIFY_SOCKET of the engine's to send READY=1 to); use an exec, tcp "
+        "or http probe\n"
+    )
+
+
+def test_restart_with_a_dependency_is_compose_restart_true(tmp_path: Path) -> None:
+    path = tmp_path / "dep.toml"
+    path.write_text(
+        '[services.db]\nimage = "db:1"\ncommand = ["db"]\nport = 5432\nprobe = { tcp = true }\n'
+        '[services.app]\nimage = "app:1"\ncommand = ["app"]\nprobe = "none"\n'
+        'depends_on = { db = { condition = "healthy", restart = true } }\n'
+        '[services.other]\nimage = "app:1"\ncommand = ["other"]\nprobe = "none"\n'
+        'depends_on = { db = "started" }\n'
+    )
+    compose = export_compose(path)
+    validate_compose(compose, tmp_path)
+    services = yaml.safe_load(compose)["services"]
+    assert services["app"]["depends_on"] == {
+        "db": {"condition": "service_healthy", "restart": True}
+    }
+    assert services["other"]["depends_on"] == {"db": {"condition": "service_started"}}
+    manifests = export_kubernetes(path)
+    validate_kubernetes(manifests, tmp_path)
+    assert "# restarting with db (depends_on restart = true) is not carried over" in manifests

@@ -24,7 +24,7 @@ from hearthlink_trio.config.locate import locate
 from hearthlink_trio.errors import ConfigError, HearthlinkError, PreflightError
 from hearthlink_trio.supervisor.preflight import preflight
 from tests.helpers import free_port
-from tests.sup import run_command
+from tests.stack import run_command
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 

@@ -10,7 +10,7 @@ from hearthlink_trio.config import load_config
 from hearthlink_trio.config.model import parse_memory
 from hearthlink_trio.errors import ConfigError
 from hearthlink_trio.supervisor.memory import over_limit_reason
-from tests.sup import write_config
+from tests.stack import write_config
 
 MIB = 1024 * 1024
 

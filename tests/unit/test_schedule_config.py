@@ -12,7 +12,7 @@ import pytest
 from hearthlink_trio.config import load_config
 from hearthlink_trio.config.schedule import parse_schedule
 from hearthlink_trio.errors import ConfigError
-from tests.sup import write_config
+from tests.stack import write_config
 
 
 def local(*parts: int) -> float:

@@ -10,7 +10,7 @@ from hearthlink_trio.config.load import load_config
 from hearthlink_trio.config.resolved import Config
 from hearthlink_trio.config.selection import Selection, dependency_closure
 from hearthlink_trio.errors import ExitCode, UsageError
-from tests.sup import write_config
+from tests.stack import write_config
 
 
 @pytest.fixture

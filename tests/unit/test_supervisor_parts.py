@@ -16,7 +16,7 @@ from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.reload import ReloadRefused, diff
 from hearthlink_trio.supervisor.state import TRANSITIONS, ServiceState, State, TransitionError
 from hearthlink_trio.supervisor.status import overall_status, systemd_status
-from tests.sup import write_config
+from tests.stack import write_config
 
 
 def _config(tmp_path: Path, name: str, **services: dict[str, object]) -> object:

@@ -520,13 +520,22 @@ def export_kubernetes(
     namespace: Annotated[
         str | None, Parameter(help="Put everything in this namespace (and create it).")
     ] = None,
+    kubectl_image: Annotated[
+        str | None,
+        Parameter(
+            help="The image (with sh and kubectl) whose init containers wait for a task's Job "
+            "(default: bitnami/kubectl:1.30)."
+        ),
+    ] = None,
 ) -> int:
     """The config as Kubernetes manifests (`kubectl apply -f`); exit 2 if it cannot be."""
+    from hearthlink_trio.cli.export import KUBECTL_IMAGE, write_output
     from hearthlink_trio.cli.export import export_kubernetes as render
-    from hearthlink_trio.cli.export import write_output
 
     try:
-        text = render(config_paths(config), namespace=namespace)
+        text = render(
+            config_paths(config), namespace=namespace, kubectl_image=kubectl_image or KUBECTL_IMAGE
+        )
     except HearthlinkError as exc:
         return _report(exc)
     return write_output(text, output)
@@ -538,6 +547,61 @@ def export_dockerfile(*, output: OutputOption = None) -> int:
     from hearthlink_trio.cli.export import render_dockerfile, write_output
 
     return write_output(render_dockerfile(), output)
+
+
+import_app = App(
+    name="import",
+    help="A config that runs what a Procfile, compose file or process-compose file runs.",
+)
+app.command(import_app)
+
+ImportSource = Annotated[Path, Parameter(help="The file to import.")]
+ImportForce = Annotated[
+    bool, Parameter(name="--force", negative="", help="Replace the output file if it exists.")
+]
+
+
+def _import(source: str, file: Path, output: Path | None, force: bool) -> int:
+    from hearthlink_trio.cli.export import write_output
+    from hearthlink_trio.cli.importing import import_config, write_new
+
+    out_dir = Path.cwd() if output is None else output.parent
+    try:
+        text = import_config(source, file, out_dir)
+    except HearthlinkError as exc:
+        return _report(exc)
+    if output is None:
+        return write_output(text, None)
+    code = write_new(text, output, force=force)
+    if code == 0:
+        notes = sum(line.startswith("# not imported: ") for line in text.splitlines())
+        print(f"{output}: written; {notes} thing(s) not imported, each named in a comment")
+        print(f"Next: hearthlink check --config {output}")
+    return code
+
+
+@import_app.command(name="procfile")
+def import_procfile(
+    file: ImportSource, /, *, output: OutputOption = None, force: ImportForce = False
+) -> int:
+    """A Procfile's processes (foreman, honcho, overmind); exit 2 if none can be read."""
+    return _import("procfile", file, output, force)
+
+
+@import_app.command(name="compose")
+def import_compose(
+    file: ImportSource, /, *, output: OutputOption = None, force: ImportForce = False
+) -> int:
+    """A compose file's services, run as processes here; exit 2 if none can be."""
+    return _import("compose", file, output, force)
+
+
+@import_app.command(name="process-compose")
+def import_process_compose(
+    file: ImportSource, /, *, output: OutputOption = None, force: ImportForce = False
+) -> int:
+    """A process-compose file's processes; exit 2 if none can be read."""
+    return _import("process-compose", file, output, force)
 
 
 #: Set by main(): only the real program exits at once, not a test calling run() in-process.

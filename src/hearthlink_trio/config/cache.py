@@ -165,7 +165,10 @@ def _checks(config: Config) -> dict[str, list[str]]:
             scripts.append(str(script if script.is_absolute() else base / script))
     return {
         "files": scripts,
-        "dirs": sorted({str(svc.cwd) for svc in config.services}),
+        "dirs": sorted(
+            {str(svc.cwd) for svc in config.services}
+            | {str(folder) for svc in config.services for folder in svc.watch_folders}
+        ),
         "users": sorted({svc.user for svc in config.services if svc.user}),
     }
 

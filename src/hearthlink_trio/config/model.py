@@ -189,9 +189,24 @@ ProbeSetting = Annotated[
     Annotated[str, Tag("plain")] | Annotated[ProbeTable, Tag("table")],
     Discriminator(_table_or_not),
 ]
-#: Dependencies: a list of names, or a table of name = condition.
+
+
+class DependencyTable(_Section):
+    """One dependency as a table: ``{ condition = "healthy", restart = true }``."""
+
+    condition: Condition = "healthy"
+    #: Restart the dependent whenever this dependency is restarted, once it is healthy again.
+    restart: bool = False
+
+
+#: One dependency's setting in a ``depends_on`` table: a condition, or a table.
+DependencySetting = Annotated[
+    Annotated[Condition, Tag("plain")] | Annotated[DependencyTable, Tag("table")],
+    Discriminator(_table_or_not),
+]
+#: Dependencies: a list of names, or a table of name = condition (or a DependencyTable).
 DependsOn = Annotated[
-    Annotated[list[str], Tag("plain")] | Annotated[dict[str, Condition], Tag("table")],
+    Annotated[list[str], Tag("plain")] | Annotated[dict[str, DependencySetting], Tag("table")],
     Discriminator(_table_or_not),
 ]
 #: The tags above, left out of the key named in an error line.
@@ -224,6 +239,10 @@ class ServiceSection(_Section):
     critical: bool = False
     #: Environment variable -> file in the data dir holding a generated secret.
     secrets: dict[str, str] = Field(default_factory=dict)
+    #: Globs (gitignore-style, relative to cwd): a change to a matching file restarts it.
+    watch: list[str] = Field(default_factory=list)
+    #: Globs never watched, on top of the built-in ignores.
+    watch_ignore: list[str] = Field(default_factory=list)
     #: The supervisor binds host:port once and passes the listening socket (fd 3).
     socket: bool = False
     #: With socket: "rolling" (new beside old) or "recreate" (old stopped first).
@@ -306,8 +325,31 @@ class ServiceSection(_Section):
     def conditions(self) -> dict[str, str]:
         """Each dependency with its condition (a plain list means "healthy")."""
         if isinstance(self.depends_on, dict):
-            return dict(self.depends_on)
+            return {
+                name: setting.condition if isinstance(setting, DependencyTable) else setting
+                for name, setting in self.depends_on.items()
+            }
         return {name: "healthy" for name in self.depends_on}
+
+    @property
+    def restarts_with(self) -> list[str]:
+        """The dependencies whose restarts restart this service (``restart = true``)."""
+        if not isinstance(self.depends_on, dict):
+            return []
+        return [
+            name
+            for name, setting in self.depends_on.items()
+            if isinstance(setting, DependencyTable) and setting.restart
+        ]
+
+    @field_validator("watch", "watch_ignore")
+    @classmethod
+    def _relative_globs(cls, value: list[str]) -> list[str]:
+        for glob in value:
+            problem = glob_problem(glob)
+            if problem:
+                raise ValueError(f"{glob!r}: {problem}")
+        return value
 
     @field_validator("health_path")
     @classmethod
@@ -328,6 +370,23 @@ class ServiceSection(_Section):
         if (self.script is None) == (self.command is None):
             raise ValueError("give exactly one of 'script' or 'command'")
         return self
+
+
+def glob_problem(glob: str) -> str | None:
+    """What is wrong with a ``watch`` glob (relative to the service's cwd), or None."""
+    if not glob.strip():
+        return "an empty glob matches nothing"
+    if glob.startswith("~") or ".." in glob.split("/"):
+        return "globs are relative to the service's cwd and stay under it (no '~' or '..')"
+    if any(ord(char) < 0x20 or char == "\x7f" for char in glob):
+        return "control characters are not allowed in a glob"
+    import pathspec  # only for a config that watches something
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([glob])
+    except ValueError as exc:
+        return f"not a gitignore-style glob ({exc})"
+    return None
 
 
 class ConfigFile(_Section):

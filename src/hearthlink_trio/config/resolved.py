@@ -92,6 +92,12 @@ class Service:
     group: str = ""
     replica: int | None = None
     image: str = ""
+    #: Globs (gitignore-style, relative to ``cwd``) whose changes restart the service.
+    watch: tuple[str, ...] = ()
+    #: Globs never watched, on top of the built-in ignores.
+    watch_ignore: tuple[str, ...] = ()
+    #: Dependencies (replicas expanded) whose every restart restarts this service too.
+    restart_with: tuple[str, ...] = ()
     #: The supervisor holds the listening socket and passes it as fd 3 (LISTEN_FDS).
     socket: bool = False
     #: How a restart that is not a crash replaces a process: "rolling" or "recreate".
@@ -121,6 +127,13 @@ class Service:
     @property
     def url(self) -> str | None:
         return None if self.port is None else service_url(self.host, self.port)
+
+    @property
+    def watch_folders(self) -> tuple[Path, ...]:
+        """The folders under ``cwd`` that hold what ``watch`` can match (each glob's fixed
+        leading folders), without repeats."""
+        folders = [self.cwd / glob_folder(glob) for glob in self.watch if not glob.startswith("!")]
+        return tuple(dict.fromkeys(folders))
 
 
 @dataclass(frozen=True)
@@ -183,3 +196,23 @@ class Config:
 def service_url(host: str, port: int) -> str:
     """``http://host:port``, with an IPv6 host in brackets."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+_GLOB_CHARS = frozenset("*?[\\")
+
+
+def glob_folder(glob: str) -> str:
+    """The fixed folder a gitignore-style glob is anchored in, relative to its base: the
+    leading components without wildcards, before the last one. ``src/**/*.py`` -> ``src``;
+    ``config/app.toml`` -> ``config``; a glob with no inner ``/`` matches at any depth -> ``""``.
+    """
+    body = glob.rstrip("/")
+    if "/" not in body:
+        return ""
+    parts = body.lstrip("/").split("/")[:-1]
+    fixed = []
+    for part in parts:
+        if _GLOB_CHARS & set(part):
+            break
+        fixed.append(part)
+    return "/".join(fixed)

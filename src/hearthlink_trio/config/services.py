@@ -23,7 +23,14 @@ from hearthlink_trio.config.model import (
     parse_memory,
     toml_key,
 )
-from hearthlink_trio.config.resolved import TOKEN_FILE, Probe, ProbeKind, Service, service_url
+from hearthlink_trio.config.resolved import (
+    TOKEN_FILE,
+    Probe,
+    ProbeKind,
+    Service,
+    glob_folder,
+    service_url,
+)
 from hearthlink_trio.config.schedule import parse_schedule
 
 
@@ -181,6 +188,11 @@ def _check_machine(name: str, svc: ServiceSection, where: Where) -> list[str]:
     why = _not_a(cwd, stat.S_ISDIR, "not a directory")
     if why:
         problems.append(f"{at}.cwd: {why}: {cwd}")
+    for glob in svc.watch:
+        folder = resolve_path(cwd, glob_folder(glob))
+        why = None if glob.startswith("!") else _not_a(folder, stat.S_ISDIR, "no such folder")
+        if why:
+            problems.append(f"{at}.watch: {glob!r}: {why}: {folder}")
     if svc.user:
         try:
             pwd.getpwnam(svc.user)
@@ -346,6 +358,13 @@ def _service(
         group=name,
         replica=index + 1 if svc.replicas > 1 else None,
         image=svc.image,
+        watch=tuple(svc.watch),
+        watch_ignore=tuple(svc.watch_ignore),
+        restart_with=tuple(
+            dep_replica
+            for dep in svc.restarts_with
+            for dep_replica in replica_names(dep, sections[dep])
+        ),
         socket=svc.socket,
         strategy=svc.strategy or "rolling",
         watchdog=svc.watchdog,

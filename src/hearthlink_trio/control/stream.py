@@ -40,6 +40,9 @@ class StateChange:
     pid: int | None
     error_message: str | None
     restart_count: int
+    #: Why it is restarting (a change to its files, a dependency's restart, by hand), on
+    #: each state change of the restart until it is healthy again.
+    reason: str | None = None
     ts: float = field(default_factory=time.time)
     #: The last ``STATUS=`` of its process (``probe = "notify"``).
     notify_status: str | None = None

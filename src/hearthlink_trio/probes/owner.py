@@ -20,7 +20,7 @@ import h11
 import trio
 
 from hearthlink_trio.probes.http import exchange, reason_of
-from hearthlink_trio.process.procfs import all_pids, proc_stat
+from hearthlink_trio.process.procfs import all_pids, proc_stat, tcp_sockets
 
 #: How often the accepting process is looked for while the connection waits to be accepted.
 ACCEPT_POLL_SECONDS = 0.005
@@ -32,21 +32,13 @@ ESTABLISHED = "01"
 def server_inode(server_port: int, client_port: int) -> str | None:
     """The inode of the server side of the loopback connection from ``client_port`` to
     ``server_port``; None while no process has accepted it (the kernel shows inode 0)."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f, None)
-                for line in f:
-                    fields = line.split()
-                    local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-                    if (
-                        state == ESTABLISHED
-                        and int(local.rsplit(":", 1)[1], 16) == server_port
-                        and int(remote.rsplit(":", 1)[1], 16) == client_port
-                    ):
-                        return None if inode == "0" else inode
-        except OSError:
-            continue
+    for sock in tcp_sockets():
+        if (
+            sock.state == ESTABLISHED
+            and sock.local_port == server_port
+            and sock.remote_port == client_port
+        ):
+            return None if sock.inode == "0" else sock.inode
     return None
 
 

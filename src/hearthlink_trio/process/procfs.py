@@ -75,20 +75,36 @@ def all_pids() -> Iterator[int]:
             yield int(entry)
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
+class TcpSocket(NamedTuple):
+    """One line of /proc/net/tcp or tcp6: ports, the state (``0A`` listening, ``01``
+    established) and the socket's inode (``0`` while no process holds it)."""
+
+    local_port: int
+    remote_port: int
+    state: str
+    inode: str
+
+
+def tcp_sockets() -> Iterator[TcpSocket]:
+    """Every TCP socket of this network namespace, IPv4 and IPv6."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
                 next(f, None)
                 for line in f:
                     fields = line.split()
-                    local, state, inode = fields[1], fields[3], fields[9]
-                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                        inodes.add(inode)
+                    yield TcpSocket(
+                        int(fields[1].rsplit(":", 1)[1], 16),
+                        int(fields[2].rsplit(":", 1)[1], 16),
+                        fields[3],
+                        fields[9],
+                    )
         except OSError:
             continue
-    return inodes
+
+
+def _listening_inodes(port: int) -> set[str]:
+    return {s.inode for s in tcp_sockets() if s.state == "0A" and s.local_port == port}
 
 
 def port_holder(port: int) -> str | None:

@@ -61,6 +61,9 @@ class Context:
     publish: Callable[[StreamEvent], None] = field(default=lambda event: None)
     #: Receives every batch of output lines: ``(service, "stdout"|"stderr", lines)``.
     publish_lines: Callable[[str, str, list[str]], None] = field(default=lambda *lines: None)
+    #: Told when a service begins a restart that no cascade asked for (its dependents with
+    #: ``restart = true`` follow it); set by the supervisor.
+    restarted: Callable[[str], None] = field(default=lambda name: None)
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def changed(self) -> None:
@@ -80,6 +83,7 @@ class Context:
                 pid=record.pid,
                 error_message=self.secrets.redact(record.error_message or "") or None,
                 restart_count=record.restart_count,
+                reason=record.reason,
                 notify_status=record.notify_status,
             )
         )

@@ -3,13 +3,12 @@ unhealthy, reset its restart count once stable, and return when it must be resta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.control.stream import ProbeResult
-from hearthlink_trio.probes.log import LogWatch
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.policy import ProbeTracker, Verdict
@@ -20,20 +19,21 @@ async def watch_health(
     ctx: Context,
     service: Service,
     record: ServiceState,
+    check: Callable[[], Awaitable[str | None]],
     *,
-    env: Mapping[str, str],
-    log_watch: LogWatch | None = None,
+    passes_at_once: bool = False,
     ready: bool = False,
 ) -> str:
-    """Probe ``service`` until it is unhealthy; returns the last failure's reason.
+    """Probe ``service`` with ``check`` (one probe: None or why not) until it is unhealthy;
+    returns the last failure's reason.
 
     ``[health]`` and ``[restart]`` are read from the running config at every step, so a
-    reload applies to processes already running. A ``log`` probe asks ``log_watch``; a
-    ``none`` probe passes at once, and then only an exit ends the process. ``ready``: the
+    reload applies to processes already running. ``passes_at_once``: a probe that is never
+    run (``none``): healthy at once, and then only an exit ends the process. ``ready``: the
     process has passed its probe already (a rolling restart's successor): it is healthy at
     once.
     """
-    if service.probe.kind == "none":
+    if passes_at_once:
         record.passed_probe(first=True)
         await trio.sleep_forever()
     tracker = ProbeTracker(ctx.config.health, ctx.started, process_start=trio.current_time())
@@ -53,10 +53,7 @@ async def watch_health(
             delay = min(delay, max(0.0, healthy_since + policy.stable_after - now))
         await trio.sleep(delay)
         began = trio.current_time()
-        if log_watch is not None:
-            result = log_watch.result()
-        else:
-            result = await ctx.prober.probe(service, ctx.config.health.timeout, env)
+        result = await check()
         now = trio.current_time()
         ctx.publish(
             ProbeResult(

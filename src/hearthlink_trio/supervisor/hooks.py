@@ -18,16 +18,13 @@ from collections.abc import Mapping
 import trio
 
 from hearthlink_trio.config import Service
-from hearthlink_trio.process.lines import LineSplitter
 from hearthlink_trio.process.spawn import describe_exit, spawn
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
-from hearthlink_trio.supervisor.output import ServiceOutput
+from hearthlink_trio.supervisor.output import ServiceOutput, pump_lines
 
 #: The three hooks, as their keys are named.
 HOOKS = ("post_start", "pre_stop", "on_failure")
-#: How much a hook's output is read at once.
-READ_BYTES = 16 * 1024
 #: How long the output of a hook that has ended may still be read.
 DRAIN_SECONDS = 1.0
 #: The variable that tells ``on_failure`` why the service gave up.
@@ -97,15 +94,4 @@ def failure_environment(env: Mapping[str, str], reason: str) -> dict[str, str]:
 
 
 async def _copy_lines(stream: trio.abc.ReceiveStream, out: ServiceOutput) -> None:
-    splitter = LineSplitter()
-    while True:
-        try:
-            chunk = bytes(await stream.receive_some(READ_BYTES))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            break
-        if not chunk:
-            break
-        if lines := splitter.feed(chunk):
-            out.hook_lines(lines)
-    if tail := splitter.flush():
-        out.hook_lines(tail)
+    await pump_lines(stream, out.hook_lines)

@@ -20,16 +20,13 @@ import trio
 
 from hearthlink_trio.config import Service
 from hearthlink_trio.errors import EX_CONFIG
-from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.spawn import describe_exit, describe_signal
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
-from hearthlink_trio.supervisor.health import watch_health
 from hearthlink_trio.supervisor.hooks import run_hook
 from hearthlink_trio.supervisor.memory import watch_memory
-from hearthlink_trio.supervisor.notifying import watch_notify
 from hearthlink_trio.supervisor.output import ServiceOutput, pump
+from hearthlink_trio.supervisor.readiness import Readiness
 from hearthlink_trio.supervisor.rolling import Restarts, rolls, start_successor, successor_key
 from hearthlink_trio.supervisor.seams import Process
 from hearthlink_trio.supervisor.state import ServiceState, State
@@ -89,6 +86,7 @@ async def run_incarnation(
     restart_requested: trio.Event,
     stop_asked: Callable[[], bool],
     process: Process | None = None,
+    restart_reason: Callable[[], str | None] = lambda: None,
     adopt: Process | None = None,
     restarts: Restarts | None = None,
 ) -> Outcome:
@@ -98,6 +96,7 @@ async def run_incarnation(
     ``stop_asked()`` tells, when the process is stopped, whether that was asked for (a
     shutdown, a reload, a stop by hand), which is logged as such; once it holds nothing is
     started. ``process``: one already started and announced (taken over), to watch instead.
+    ``restart_reason()`` tells why a restart was asked (None: by hand).
     ``adopt``: one already started and found ready (a rolling restart's successor), to
     announce and watch. With ``restarts`` (the runner), a manual restart or a reload of a
     service with a held socket is a rolling one (see ``rolling``).
@@ -146,9 +145,9 @@ async def run_incarnation(
     async def manual() -> Outcome:
         if restarts is not None and rolls(service):
             return await _manual_rolling(
-                ctx, service, env, out, watched, retire, restart_requested, restarts
+                ctx, service, env, out, watched, retire, restart_requested, restarts, restart_reason
             )
-        return await _manual(ctx, service, restart_requested)
+        return await _manual(ctx, service, restart_requested, restart_reason)
 
     async def exits() -> Outcome:
         with exit_watch:
@@ -158,18 +157,13 @@ async def run_incarnation(
     watchers = [exits, manual]
     if service.post_start:
         watchers.append(lambda: _post_start(ctx, service, record, env, out))
-    log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
+    readiness = Readiness(ctx, service, env, watched)
     if not service.is_task:  # a task is done when it exits: nothing to probe
         ready = adopt is not None
-        if service.probe.kind == "notify":
-            receiver = watched.notify
-            watchers.append(lambda: _unready(ctx, service, record, receiver, ready=ready))
-        else:
-            watchers.append(lambda: _unhealthy(ctx, service, record, env, log_watch, ready=ready))
+        watchers.append(lambda: _unhealthy(record, readiness, ready=ready))
     if service.max_memory is not None:
         watchers.append(lambda: _over_memory(ctx, service, record))
-    if log_watch is not None:
-        out.watchers.append(log_watch.feed)
+    out.watchers.append(readiness.feed)
     handed_over: list[Process] = []
     try:
         async with running(
@@ -187,8 +181,7 @@ async def run_incarnation(
                 handed_over.append(outcome.successor)  # this process was stopped already
             return outcome
     finally:
-        if log_watch is not None:
-            out.watchers.remove(log_watch.feed)
+        out.watchers.remove(readiness.feed)
 
 
 def started(
@@ -341,10 +334,18 @@ async def _exit_of(ctx: Context, service: Service, process: Process, exited: tri
     return Outcome(End.EXITED, f"exited ({detail})")
 
 
-async def _manual(ctx: Context, service: Service, restart_requested: trio.Event) -> Outcome:
+async def _manual(
+    ctx: Context,
+    service: Service,
+    restart_requested: trio.Event,
+    restart_reason: Callable[[], str | None],
+) -> Outcome:
     await restart_requested.wait()
-    log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
-    return Outcome(End.MANUAL, "manual restart")
+    reason = restart_reason()
+    if reason is None:
+        log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
+        return Outcome(End.MANUAL, "manual restart")
+    return Outcome(End.MANUAL, reason)  # its requester has said why
 
 
 async def _manual_rolling(
@@ -356,13 +357,15 @@ async def _manual_rolling(
     retire: Callable[[Process], Awaitable[None]],
     restart_requested: trio.Event,
     restarts: Restarts,
+    restart_reason: Callable[[], str | None],
 ) -> Outcome:
     # A successor that fails leaves this process running: wait for the next request.
     while True:
         await restart_requested.wait()
         request = restarts.take_roll()
         if request is None:
-            log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
+            if restart_reason() is None:  # else its requester has said why
+                log_lines.emit(ctx.log, log_lines.manual_restart(service.name))
             successor = await start_successor(ctx, service, env, out, process, retire)
         else:  # a reload: the successor runs the new config
             successor, request.tried = None, True
@@ -382,30 +385,9 @@ async def _manual_rolling(
         restart_requested = restarts.next_restart()
 
 
-async def _unready(
-    ctx: Context,
-    service: Service,
-    record: ServiceState,
-    receiver: NotifyReceiver | None,
-    *,
-    ready: bool,
-) -> Outcome:
-    reason = await watch_notify(ctx, service, record, receiver, ready=ready)
-    return Outcome(End.UNHEALTHY, reason)
-
-
 async def _over_memory(ctx: Context, service: Service, record: ServiceState) -> Outcome:
     return Outcome(End.MEMORY, await watch_memory(ctx, service, record))
 
 
-async def _unhealthy(
-    ctx: Context,
-    service: Service,
-    record: ServiceState,
-    env: Mapping[str, str],
-    log_watch: LogWatch | None,
-    *,
-    ready: bool = False,
-) -> Outcome:
-    reason = await watch_health(ctx, service, record, env=env, log_watch=log_watch, ready=ready)
-    return Outcome(End.UNHEALTHY, reason)
+async def _unhealthy(record: ServiceState, readiness: Readiness, *, ready: bool) -> Outcome:
+    return Outcome(End.UNHEALTHY, await readiness.until_unhealthy(record, ready=ready))

@@ -78,7 +78,8 @@ class ServiceLauncher:
         fd = self.sockets.fd_for(service)
         receiver = None
         if service.probe.kind == "notify":
-            # Its own socket, made before it starts: its messages are told from others'.
+            # Its own socket, made before it starts: its messages are told from others'
+            # (what they say is read by the readiness of the process, readiness.py).
             receiver = NotifyReceiver(service.name)
             env = {**env, "NOTIFY_SOCKET": receiver.address}
             if service.watchdog:

@@ -304,6 +304,57 @@ def stream_reader_dropped(reason: str) -> Event:
     )
 
 
+# -- watching files and following dependencies ---------------------------------------------
+
+
+def files_changed(service: str, files: Sequence[str], *, restarted: bool, why: str) -> Event:
+    """``web: 3 files changed (app.py, models.py, …), restarting``, or ``…, not restarted:
+    <why>`` when the restart was not accepted."""
+    what = "restarting" if restarted else f"not restarted: {why}"
+    return Event(
+        "files_changed",
+        f"{service}: {describe_changes(files)}, {what}",
+        fields={"service": service, "files": sorted(files)[:20], "count": len(files)},
+    )
+
+
+def describe_changes(files: Sequence[str], shown: int = 2) -> str:
+    """``3 files changed (app.py, models.py, …)``: the count and the first names."""
+    names = sorted(files)
+    listed = ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
+    noun = "file" if len(names) == 1 else "files"
+    return f"{len(names)} {noun} changed ({listed})"
+
+
+def watch_storm(service: str, restarts: int, window: float, files: Sequence[str]) -> Event:
+    names = sorted(files)
+    listed = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+    return Event(
+        "watch_storm",
+        f"{service}: restarted {restarts} times in {seconds(window)} by changes made while it "
+        f"was starting (its own writes?): {listed}; not restarting on changes to these files "
+        "until another watched file changes (add them to watch_ignore)",
+        WARNING,
+        {"service": service, "files": names[:20]},
+    )
+
+
+def watch_failed(why: str) -> Event:
+    return Event(
+        "watch_failed",
+        f"Watching files stopped: {why}; services are no longer restarted on changes",
+        ERROR,
+    )
+
+
+def dependency_restart(service: str, dependency: str) -> Event:
+    return Event(
+        "dependency_restart",
+        f"{service}: {dependency} was restarted and is healthy again, restarting",
+        fields={"service": service, "dependency": dependency},
+    )
+
+
 # -- rolling restarts (held sockets) -----------------------------------------------------
 
 

@@ -33,7 +33,15 @@ if TYPE_CHECKING:
 from hearthlink_trio._util import ensure_private_dir
 from hearthlink_trio.process.lines import MAX_LINE_BYTES, LineSplitter
 
-__all__ = ["MAX_LINE_BYTES", "Console", "LineSplitter", "ServiceLog", "ServiceOutput", "pump"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "Console",
+    "LineSplitter",
+    "ServiceLog",
+    "ServiceOutput",
+    "pump",
+    "pump_lines",
+]
 
 READ_CHUNK_BYTES = 64 * 1024
 CONSOLE_QUEUE_CHUNKS = 1024
@@ -190,22 +198,30 @@ class ServiceOutput:
 
 async def pump(stream: trio.abc.ReceiveStream, out: ServiceOutput, name: str = "stdout") -> None:
     """Copy a child's pipe to ``out`` line by line until end of stream."""
+    await pump_lines(stream, lambda lines: out.lines(lines, name))
+
+
+async def pump_lines(stream: trio.abc.ReceiveStream, write: Callable[[list[bytes]], None]) -> None:
+    """Read a child's pipe until end of stream (or until cancelled), handing each batch of
+    whole lines to ``write``; a partial last line is handed over as it is at the end."""
     import trio
 
     splitter = LineSplitter()
-    while True:
-        try:
-            chunk = bytes(await stream.receive_some(READ_CHUNK_BYTES))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            break
-        if not chunk:
-            break
-        lines = splitter.feed(chunk)
-        if lines:
-            out.lines(lines, name)
-    tail = splitter.flush()
-    if tail:
-        out.lines(tail, name)
+    try:
+        while True:
+            try:
+                chunk = bytes(await stream.receive_some(READ_CHUNK_BYTES))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            if not chunk:
+                break
+            lines = splitter.feed(chunk)
+            if lines:
+                write(lines)
+    finally:
+        tail = splitter.flush()
+        if tail:
+            write(tail)
 
 
 class JsonFormatter(logging.Formatter):

@@ -33,20 +33,15 @@ from typing import Protocol
 import trio
 
 from hearthlink_trio.config import Config, Service
-from hearthlink_trio.probes.log import LogWatch
-from hearthlink_trio.process.lines import LineSplitter
-from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.sockets import address_of
 from hearthlink_trio.process.spawn import describe_exit
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.environment import child_environment
-from hearthlink_trio.supervisor.output import READ_CHUNK_BYTES, ServiceOutput
+from hearthlink_trio.supervisor.output import ServiceOutput, pump_lines
+from hearthlink_trio.supervisor.readiness import Readiness
 from hearthlink_trio.supervisor.reload import Plan
 from hearthlink_trio.supervisor.seams import Process
-
-#: How often a successor is probed while it starts (an http/tcp probe walks /proc).
-SUCCESSOR_PROBE_INTERVAL = 0.05
 
 _group_locks: weakref.WeakKeyDictionary[Context, dict[str, trio.Lock]] = weakref.WeakKeyDictionary()
 
@@ -119,14 +114,14 @@ async def start_successor(
             return None
         ctx.groups.add(successor_key(service), new.pid, new.start_ticks)
         log_lines.emit(ctx.log, log_lines.rolling_started(service.name, old.pid, new.pid))
-        log_watch = LogWatch(service.probe.pattern) if service.probe.kind == "log" else None
+        readiness = Readiness(ctx, service, env, new, own=True)
         reason: str | None = "cancelled"
         handed = False
         try:
             async with trio.open_nursery() as nursery:
                 for name, stream in (("stdout", new.stdout), ("stderr", new.stderr)):
-                    nursery.start_soon(_pump, stream, out, name, log_watch)
-                reason = await _ready_or_why_not(ctx, service, env, new, log_watch)
+                    nursery.start_soon(_pump, stream, out, name, readiness)
+                reason = await _ready_or_why_not(ctx, new, readiness)
                 if reason is None:
                     log_lines.emit(ctx.log, log_lines.rolling_ready(service.name, old.pid, new.pid))
                     await retire_old(new)
@@ -152,13 +147,7 @@ def _failed(ctx: Context, service: Service, old: Process, reason: str) -> None:
         log_lines.emit(ctx.log, log_lines.rolling_failed(service.name, reason, old.pid))
 
 
-async def _ready_or_why_not(
-    ctx: Context,
-    service: Service,
-    env: Mapping[str, str],
-    new: Process,
-    log_watch: LogWatch | None,
-) -> str | None:
+async def _ready_or_why_not(ctx: Context, new: Process, readiness: Readiness) -> str | None:
     """None once ``new`` is ready by its own signal; why not if it exits first or is not
     ready within ``startup_period`` (or the longer grace its ``EXTEND_TIMEOUT_USEC`` asks)."""
     began = trio.current_time()
@@ -172,22 +161,9 @@ async def _ready_or_why_not(
                 nursery.cancel_scope.cancel()
 
             async def ready() -> None:
-                while True:
-                    if service.probe.kind == "notify":
-                        # Its own READY=1 (its own socket), never the old process's.
-                        result = None if new.notify is None else await _notified(new.notify, within)
-                    elif log_watch is not None:
-                        result = log_watch.result()
-                    elif service.probe.kind == "none":
-                        result = None
-                    else:
-                        timeout = ctx.config.health.timeout
-                        result = await ctx.prober.probe_process(service, timeout, env, new.pid)
-                    if result is None:
-                        outcome.append(None)
-                        nursery.cancel_scope.cancel()
-                        return
-                    await trio.sleep(SUCCESSOR_PROBE_INTERVAL)
+                await readiness.wait_ready(within)
+                outcome.append(None)
+                nursery.cancel_scope.cancel()
 
             nursery.start_soon(exits)
             nursery.start_soon(ready)
@@ -196,47 +172,19 @@ async def _ready_or_why_not(
     return f"the new process was not ready within {round(within.deadline - began, 3):g}s"
 
 
-async def _notified(receiver: NotifyReceiver, within: trio.CancelScope) -> str | None:
-    """None once the process has said READY=1 (waits for it); an ``EXTEND_TIMEOUT_USEC``
-    it sends meanwhile pushes ``within``'s deadline."""
-    while True:
-        receiver.drain(trio.current_time())
-        if receiver.state.ready:
-            return None
-        if receiver.state.extend_until is not None:
-            within.deadline = max(within.deadline, receiver.state.extend_until)
-        await receiver.wait()
-
-
 async def _pump(
-    stream: trio.abc.ReceiveStream, out: ServiceOutput, name: str, log_watch: LogWatch | None
+    stream: trio.abc.ReceiveStream, out: ServiceOutput, name: str, readiness: Readiness
 ) -> None:
     """Copy the successor's output to the service's output until cancelled (the next
     incarnation's pumps take over the stream then); a partial last line is written as is."""
-    splitter = LineSplitter()
-    try:
-        while True:
-            try:
-                chunk = bytes(await stream.receive_some(READ_CHUNK_BYTES))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                return
-            if not chunk:
-                return
-            lines = splitter.feed(chunk)
-            if lines:
-                _write(out, lines, name, log_watch)
-    finally:
-        tail = splitter.flush()
-        if tail:
-            _write(out, tail, name, log_watch)
+    await pump_lines(stream, lambda lines: _write(out, lines, name, readiness))
 
 
-def _write(out: ServiceOutput, raw: list[bytes], name: str, log_watch: LogWatch | None) -> None:
+def _write(out: ServiceOutput, raw: list[bytes], name: str, readiness: Readiness) -> None:
     # The old process's log probe sees these lines too: harmless, it is a readiness probe
     # that the old process has passed already.
     out.lines(raw, name)
-    if log_watch is not None:
-        log_watch.feed(name, [line.decode("utf-8", "replace") for line in raw])
+    readiness.feed(name, [line.decode("utf-8", "replace") for line in raw])
 
 
 class Rollable(Protocol):

@@ -77,7 +77,6 @@ def run_supervisor(
     is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
     run ends when it does, and its exit code is the run's.
     """
-    del watch  # file watching is not part of this run yet
     selected = selection.pick(config) if selection is not None else None
     pending = PendingSignals()
     pending.install()
@@ -116,6 +115,7 @@ def run_supervisor(
                 console=console,
                 containment=containment,
                 launcher=launcher,
+                watch=watch,
                 selection=selection,
                 foreground=foreground,
             )

@@ -67,6 +67,11 @@ class Runner:
             ),
         )
         self._restart = trio.Event()
+        #: Why the restart asked for happens (None: by hand), and whether a cascade asked.
+        self._reason: str | None = None
+        self._cascaded = False
+        #: Processes started so far: every start after the first is a restart.
+        self._starts = 0
         #: Stopped by hand (``hearthlink stop NAME``), or not selected: kept stopped until
         #: started.
         self.held = not selected
@@ -87,29 +92,40 @@ class Runner:
         self._roll: RollRequest | None = None
         self._rolling: RollRequest | None = None
 
-    def request_restart(self) -> str:
-        """A manual restart; returns what will happen, truthfully, for the caller to show.
+    def request_restart(self, reason: str | None = None, *, cascade: bool = False) -> str:
+        """A restart; returns what will happen, truthfully, for the caller to show.
 
-        Running: stopped and started at once, not counted (with a held socket and the
-        rolling strategy: the new process starts first, see ``rolling``). In backoff: keeps
-        its wait.
-        Failed: its count is reset and it starts. Waiting for dependencies: it starts once
-        they are healthy (nothing to restart yet).
+        ``reason`` None is a manual restart. Running: stopped and started at once, not
+        counted (with a held socket and the rolling strategy: the new process starts first,
+        see ``rolling``). In backoff: keeps its wait. Failed: its count is reset and it
+        starts. Waiting for dependencies: it starts once they are healthy (nothing to
+        restart yet). A manual restart starts a service stopped by hand.
+
+        With a ``reason`` (a change to its files, a dependency's restart) the restart is the
+        supervisor's own: a service stopped by hand stays stopped, and one in backoff starts
+        now with its count reset (what it failed on may be what changed). ``cascade``: the
+        restart is part of a dependency's, which restarts this service's dependents itself.
         """
         record = self.record
         if self.held:
-            return self.release()
+            if reason is None:
+                return self.release()
+            return "stopped by hand; not started" if self.selected else "not selected; not started"
         if self._idle_on_schedule():
+            self._reason, self._cascaded = reason, cascade
             self._restart.set()
             return "running it now (it is scheduled)"
         if self.ctx.shutting_down or record.state in (State.STOPPING, State.STOPPED):
             return "the supervisor is stopping it"
         if record.state is State.WAITING:
             return f"not started yet ({record.error_message or 'waiting for its dependencies'})"
-        if record.state is State.BACKOFF:
+        if record.state is State.BACKOFF and reason is None:
             return "in backoff; it restarts when its wait is over"
-        if record.state is State.FAILED:
+        if record.state in (State.FAILED, State.BACKOFF):
             record.forgiven()
+        record.restarting_because(reason or "manual restart")
+        self._reason = reason
+        self._cascaded = cascade
         self._restart.set()
         if record.running and rolls(self.service):
             return (
@@ -167,6 +183,11 @@ class Runner:
             and self.record.next_run is not None
             and self.record.state in (State.STOPPED, State.COMPLETED, State.FAILED)
         )
+
+    @property
+    def restart_asked(self) -> bool:
+        """A restart has been asked and not begun yet (the last request was accepted)."""
+        return self._restart.is_set()
 
     def hold(self) -> str:
         """Stop the service by hand and keep it stopped (not a failure, not counted)."""
@@ -268,7 +289,10 @@ class Runner:
         attempt = 0
         successor, self._adopted = self._adopted, None
         while True:
-            self._restart = trio.Event()
+            if self._starts and not self._cascaded:
+                ctx.restarted(self.name)
+            self._starts += 1
+            self._restart, self._reason, self._cascaded = trio.Event(), None, False
             if self._roll is not None:  # a reload's replacement, asked meanwhile
                 self._restart.set()
             taken, self._taken = self._taken, None
@@ -282,6 +306,7 @@ class Runner:
                 restart_requested=self._restart,
                 stop_asked=lambda: ctx.shutting_down or self.retiring or self.held,
                 process=taken,
+                restart_reason=lambda: self._reason,
                 adopt=successor,
                 restarts=self,
             )
@@ -362,7 +387,10 @@ class Runner:
     async def _back_off(self, outcome: Outcome) -> None:
         delay = backoff_delay(self.record.restart_count + 1, self.ctx.config.restart)
         self.record.backing_off(delay, outcome.detail)
-        await trio.sleep(delay)
+        self._restart = trio.Event()
+        # A restart the supervisor asks for itself (a change, a dependency) ends the wait.
+        with trio.move_on_after(delay):
+            await self._restart.wait()
 
     def _give_up(self, line: log_lines.Event, error: str) -> None:
         # The error may be the service's own last output line: it is shown by `status` and
@@ -384,7 +412,8 @@ class Runner:
     async def _wait_for_manual_restart(self) -> None:
         self._restart = trio.Event()
         await self._restart.wait()
-        log_lines.emit(self.ctx.log, log_lines.manual_restart(self.name))
+        if self._reason is None:
+            log_lines.emit(self.ctx.log, log_lines.manual_restart(self.name))
 
     async def _wait_for_dependencies(self) -> None:
         ctx, record = self.ctx, self.record

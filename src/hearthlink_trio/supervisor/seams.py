@@ -101,8 +101,8 @@ class Prober(Protocol):
 
 
 class ServiceProber:
-    """Probes each service as its config says: HTTP, TCP or a program (the log probe
-    watches the output instead, and ``none`` passes at once: see the health loop)."""
+    """Runs the polled probes: HTTP, TCP or a program, as the service's config says (the
+    other kinds are told apart in ``readiness.py``, which asks this prober for these)."""
 
     def __init__(self) -> None:
         self._http = HttpProber()

@@ -106,6 +106,9 @@ class ServiceState:
     restart_backoff: float = 0.0
     #: Has passed a probe (or completed) at least once since the supervisor started.
     ever_healthy: bool = False
+    #: Why the service is being restarted (a change to its files, a dependency's restart, a
+    #: manual request): carried by its state changes until it is healthy again.
+    reason: str | None = None
     #: The last ``STATUS=`` of its process (``probe = "notify"``).
     notify_status: str | None = None
     #: A scheduled task: when its next run is due, when its last one began and how it ended
@@ -125,6 +128,8 @@ class ServiceState:
             assert error is None or isinstance(error, str)
             self.error_message = error
         self.on_change(self, old)
+        if new is State.HEALTHY or (new not in RUNNING_STATES and new is not State.STOPPING):
+            self.reason = None
 
     def _changed(self) -> None:
         self.on_change(self, self.state)
@@ -243,9 +248,14 @@ class ServiceState:
         self._move(State.COMPLETED, error=None)
 
     def forgiven(self) -> None:
-        """A manual restart of a failed service: its count starts again from 0."""
+        """A manual restart of a failed service (or a restart on a change, of one in
+        backoff): its count starts again from 0."""
         self.restart_count = 0
         self._changed()
+
+    def restarting_because(self, reason: str) -> None:
+        """A restart was asked for ``reason``; its state changes carry it."""
+        self.reason = reason
 
     def stopped(self, *, by_hand: bool = False) -> None:
         """Stopped (by hand: kept stopped until started; else at the end of its runner)."""

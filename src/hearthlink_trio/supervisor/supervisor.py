@@ -45,6 +45,7 @@ from hearthlink_trio.process.memory import MemoryMeter
 from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.usage import UsageSampler
 from hearthlink_trio.supervisor import log_lines
+from hearthlink_trio.supervisor.cascade import Answer, Cascade
 from hearthlink_trio.supervisor.command import ForegroundCommand
 from hearthlink_trio.supervisor.context import Context
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
@@ -70,10 +71,14 @@ class Supervisor:
         launcher: Launcher | None = None,
         prober: Prober | None = None,
         containment: Containment | None = None,
+        watch: bool = True,
         selection: Selection | None = None,
         foreground: ForegroundCommand | None = None,
     ) -> None:
         self.exit_code = ExitCode.OK
+        #: Restart services whose watched files change (``--no-watch``: False).
+        self._watch = watch
+        self._watching: trio.CancelScope | None = None
         self._containment = containment
         #: ``hearthlink run -- CMD``: run once the services are ready; its end ends the run.
         self.foreground = foreground
@@ -200,6 +205,42 @@ class Supervisor:
         self._start_left_out_dependencies(name)
         return self._ask(name, Runner.release, log_lines.start_requested)
 
+    def _follow(self, name: str, reason: str) -> Answer:
+        """Restart ``name`` as part of a dependency's restart (a cascade)."""
+        runner = self.runners.get(name)
+        if runner is None:
+            return Answer(False, "removed")
+        what = runner.request_restart(reason, cascade=True)
+        return Answer(runner.restart_asked, what)
+
+    def restart_on_change(self, name: str, reason: str) -> Answer | None:
+        """Restart ``name`` because its watched files changed; None (nothing to say) for a
+        service the run left out or a reload removed."""
+        runner = self.runners.get(name)
+        if runner is None or not runner.selected:
+            return None
+        what = runner.request_restart(reason)
+        return Answer(runner.restart_asked, what)
+
+    def _start_watching(self) -> None:
+        """Watch the files of the services that ask for it (again, after a reload)."""
+        if self._watching is not None:
+            self._watching.cancel()
+            self._watching = None
+        services = [svc for svc in self.config.services if svc.watch]
+        if not self._watch or not services or self._root is None:
+            return
+        # Loaded only here: a run that watches nothing does not pay for watchfiles.
+        from hearthlink_trio.supervisor.watch import watch_files
+
+        scope = self._watching = trio.CancelScope()
+
+        async def watching() -> None:
+            with scope:
+                await watch_files(self.ctx, services, self.restart_on_change)
+
+        self._root.start_soon(watching)
+
     def _start_left_out_dependencies(self, name: str) -> None:
         """Start what service ``name`` needs that the run left out (not selected)."""
         targets = [runner.name for runner in self._targets(name)]
@@ -245,6 +286,8 @@ class Supervisor:
             with self._services_scope:
                 async with trio.open_nursery() as root:
                     self._root = root
+                    ctx.restarted = Cascade(ctx, root, self._follow).restarted
+                    self._start_watching()
                     for runner in self.runners.values():
                         root.start_soon(runner.run)
                     root.start_soon(self._announce_steady_phase)
@@ -373,4 +416,6 @@ class Supervisor:
         assert self._root is not None
         for name in start:
             self._root.start_soon(self.runners[name].run)
+        if plan.stop or plan.start:
+            self._start_watching()
         self.ctx.changed()

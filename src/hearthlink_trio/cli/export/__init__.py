@@ -16,10 +16,16 @@ from pathlib import Path
 
 from hearthlink_trio.cli.export.compose import render_compose
 from hearthlink_trio.cli.export.dockerfile import render_dockerfile
-from hearthlink_trio.cli.export.kubernetes import render_kubernetes
+from hearthlink_trio.cli.export.kubernetes import KUBECTL_IMAGE, render_kubernetes
 from hearthlink_trio.cli.export.mapping import plan_export
 
-__all__ = ["export_compose", "export_kubernetes", "render_dockerfile", "write_output"]
+__all__ = [
+    "KUBECTL_IMAGE",
+    "export_compose",
+    "export_kubernetes",
+    "render_dockerfile",
+    "write_output",
+]
 
 
 def export_compose(path: Path | Sequence[Path], environ: Mapping[str, str] | None = None) -> str:
@@ -36,13 +42,16 @@ def export_kubernetes(
     environ: Mapping[str, str] | None = None,
     *,
     namespace: str | None = None,
+    kubectl_image: str = KUBECTL_IMAGE,
 ) -> str:
     """The Kubernetes manifests of the config at ``path`` (one file, or several merged).
 
     Raises:
         ConfigError: the config is invalid or cannot run on Kubernetes.
     """
-    return render_kubernetes(plan_export(path, "kubernetes", environ), namespace=namespace)
+    return render_kubernetes(
+        plan_export(path, "kubernetes", environ), namespace=namespace, kubectl_image=kubectl_image
+    )
 
 
 def write_output(text: str, output: Path | None) -> int:

@@ -13,6 +13,7 @@ from hearthlink_trio.cli.export.mapping import (
     comment,
     dump,
     header,
+    memory_size,
     secret_lines,
     wrapped,
 )
@@ -97,6 +98,8 @@ def _condition(dependency: Unit, condition: str, health: Health) -> tuple[str, s
 def _service(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
     health = plan.config.health
     out: dict[str, Any] = {"image": unit.image}
+    if unit.profiles:
+        out["profiles"] = list(unit.profiles)
     out["command"] = [_escape(part) for part in unit.image_args]
     env: dict[str, str] = {key: _escape(value) for key, value in unit.env.items()}
     for var in unit.secret_vars:
@@ -119,6 +122,8 @@ def _service(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
         for dep, condition in unit.conditions.items():
             compose_condition, note = _condition(plan.unit(dep), condition, health)
             depends[dep] = {"condition": compose_condition}
+            if dep in unit.restart_with:
+                depends[dep]["restart"] = True
             if note:
                 notes.append(f"{unit.name}: {note}")
         out["depends_on"] = depends
@@ -132,6 +137,16 @@ def _service(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
         )
     out["stop_signal"] = unit.stop_signal
     out["stop_grace_period"] = duration(unit.stop_timeout)
+    if unit.post_start:
+        out["post_start"] = [{"command": [_escape(part) for part in unit.post_start]}]
+    if unit.pre_stop:
+        out["pre_stop"] = [{"command": [_escape(part) for part in unit.pre_stop]}]
+    if unit.on_failure:
+        notes.append(f"{unit.name}: on_failure (compose has no hook for a service that gives up)")
+    if unit.max_memory is not None:
+        # A hard limit: the kernel stops the container at it, where hearthlink restarts
+        # the service once it stays above.
+        out["mem_limit"] = memory_size(unit.max_memory, ("k", "m", "g"))
     if unit.replicas > 1:
         out["deploy"] = {"replicas": unit.replicas}
     return out

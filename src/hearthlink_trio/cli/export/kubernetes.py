@@ -1,14 +1,16 @@
 """The config as Kubernetes manifests (``hearthlink export kubernetes``).
 
 One multi-document YAML: an optional Namespace, the data dir's PersistentVolumeClaim, then
-per table a Deployment and a Service (a task: a Job). The secrets are referenced by name in
-the Secret :data:`~hearthlink_trio.cli.export.mapping.SECRET_NAME`, which the user creates.
+per table a Deployment and a Service (a task: a Job, run once). The secrets are referenced
+by name in the Secret :data:`~hearthlink_trio.cli.export.mapping.SECRET_NAME`, which the
+user creates.
 
 Waiting on dependencies: a pod's init containers wait until each dependency's Service
 accepts a connection (a Service routes only to ready pods, so this is "healthy"; for
-"started" it is stricter than needed). A task waited on for its completion runs as an
-init container of each unit that waits for it, before that unit's own container, so it
-has completed when the unit starts; a task that nothing waits for runs as a Job.
+"started" it is stricter than needed). A task waited on for its completion is waited for
+by ``kubectl wait`` on its Job, so it runs once however many pods wait for it (with
+``replicas = 3``, a migration still runs once). Those waits run under the ServiceAccount
+:data:`JOB_WAITER`, whose Role may only get, list and watch Jobs in the namespace.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from hearthlink_trio.cli.export.mapping import (
     Plan,
     Unit,
     comment,
+    cron_expression,
     dns_label,
     dump,
     header,
+    memory_size,
     secret_files,
     secret_lines,
     wrapped,
@@ -38,6 +42,13 @@ from hearthlink_trio.errors import ConfigError
 STARTUP_PROBE_PERIOD = 1
 #: The image of the init containers that wait for a dependency's port.
 WAIT_IMAGE = "busybox:1.36"
+#: The default image of the init containers that wait for a task's Job (kubectl and a
+#: shell); ``hearthlink export kubernetes --kubectl-image`` names another.
+KUBECTL_IMAGE = "bitnami/kubectl:1.30"
+#: The ServiceAccount, Role and RoleBinding under which a pod waits for a Job.
+JOB_WAITER = "hearthlink-job-waiter"
+#: How long one ``kubectl wait`` waits before the loop asks again (and checks for failure).
+JOB_WAIT_SECONDS = 30
 #: The bundled image's user (and group): the data volume is made writable for it.
 BUNDLED_UID = 10001
 #: An unprivileged user for the waiting init containers.
@@ -130,7 +141,16 @@ def _container(unit: Unit, health: Health, *, probed: bool) -> dict[str, Any]:
     out["env"] = _env(unit)
     if probed:
         out.update(probes(unit, health))
+    if unit.max_memory is not None:
+        out["resources"] = {"limits": {"memory": memory_size(unit.max_memory, ("Ki", "Mi", "Gi"))}}
     out["volumeMounts"] = [{"name": "data", "mountPath": DATA_PATH}]
+    lifecycle = {}
+    if unit.post_start:
+        lifecycle["postStart"] = {"exec": {"command": list(unit.post_start)}}
+    if unit.pre_stop:
+        lifecycle["preStop"] = {"exec": {"command": list(unit.pre_stop)}}
+    if lifecycle:
+        out["lifecycle"] = lifecycle
     if unit.bundled:
         out["securityContext"] = {"runAsNonRoot": True, "allowPrivilegeEscalation": False}
     return out
@@ -154,44 +174,72 @@ def _wait_container(dependency: Unit) -> dict[str, Any]:
     }
 
 
-def waited_tasks(plan: Plan) -> set[str]:
-    """The tasks some unit waits on to complete: they run as init containers."""
+def _job_wait_container(task: str, image: str) -> dict[str, Any]:
+    # kubectl wait fails at once while the Job does not exist yet (both are applied
+    # together), hence the loop; a Job that has failed ends the wait with an error, as a
+    # failed task fails its dependents in hearthlink run.
+    script = (
+        f"until kubectl wait --for=condition=complete --timeout={JOB_WAIT_SECONDS}s "
+        f"job/{task}; do "
+        f"if kubectl wait --for=condition=failed --timeout=0s job/{task} 2>/dev/null; "
+        f"then echo job {task} failed; exit 1; fi; "
+        f"echo waiting for job {task}; sleep 1; done"
+    )
     return {
-        dep
-        for unit in plan.units
-        for dep, condition in unit.conditions.items()
-        if plan.unit(dep).is_task and condition != "started"
+        "name": f"wait-for-job-{task}"[:63].rstrip("-"),
+        "image": image,
+        "command": ["sh", "-c", script],
+        "securityContext": {
+            "runAsUser": NOBODY_UID,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+        },
     }
 
 
+def waits_for_jobs(plan: Plan, unit: Unit) -> bool:
+    """``unit`` waits for some task to complete (its pods run ``kubectl wait``)."""
+    return any(
+        plan.unit(dep).is_task and not plan.unit(dep).is_scheduled and condition != "started"
+        for dep, condition in unit.conditions.items()
+    )
+
+
 def _init_containers(
-    plan: Plan, unit: Unit, seen: set[str], notes: list[str]
+    plan: Plan, unit: Unit, notes: list[str], kubectl_image: str
 ) -> list[dict[str, Any]]:
     out = []
     for dep, condition in unit.conditions.items():
         dependency = plan.unit(dep)
-        if dependency.is_task:
-            if condition == "started" or dep in seen:
-                continue
-            seen.add(dep)
-            out += _init_containers(plan, dependency, seen, notes)
-            out.append(_container(dependency, plan.config.health, probed=False))
+        if dependency.is_scheduled:
+            if condition != "started":
+                notes.append(
+                    f"{unit.name} does not wait for {dep} to complete: {dep} is a CronJob, "
+                    "whose Jobs have no name known in advance to wait for"
+                )
+        elif dependency.is_task:
+            if condition != "started":
+                out.append(_job_wait_container(dep, kubectl_image))
         elif dependency.port is None:
             notes.append(f"{unit.name} does not wait for {dep}: {dep} has no port to wait on")
-        elif dep not in seen:
-            seen.add(dep)
+        else:
             out.append(_wait_container(dependency))
     return out
 
 
-def _pod(plan: Plan, unit: Unit, notes: list[str]) -> dict[str, Any]:
+def _pod(plan: Plan, unit: Unit, notes: list[str], kubectl_image: str) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if unit.is_task:
         spec["restartPolicy"] = "Never"
+    if waits_for_jobs(plan, unit):
+        spec["serviceAccountName"] = JOB_WAITER
+    else:
+        # Nothing in this pod talks to the API server: no token is mounted.
+        spec["automountServiceAccountToken"] = False
     # No <NAME>_PORT variables from other Services: they could shadow a service's own.
     spec["enableServiceLinks"] = False
     spec["terminationGracePeriodSeconds"] = math.ceil(unit.stop_timeout)
-    init = _init_containers(plan, unit, set(), notes)
+    init = _init_containers(plan, unit, notes, kubectl_image)
     containers = [_container(unit, plan.config.health, probed=not unit.is_task)]
     if any(c["image"] == BUNDLED_IMAGE for c in [*init, *containers]):
         # A fresh volume is root's; the group makes it writable for the bundled image's user.
@@ -207,7 +255,9 @@ def _wrap(notes: list[str]) -> list[str]:
     return [line for note in notes for line in wrapped(note)]
 
 
-def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list[str], Any]]:
+def _documents(
+    plan: Plan, unit: Unit, namespace: str | None, kubectl_image: str
+) -> list[tuple[list[str], Any]]:
     notes: list[str] = []
     if unit.stop_signal != "SIGTERM":
         notes.append(
@@ -215,9 +265,48 @@ def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list
             "container with SIGTERM (or the image's STOPSIGNAL); a preStop hook can send "
             f"{unit.stop_signal} first"
         )
-    pod = _pod(plan, unit, notes)
+    if unit.on_failure:
+        notes.append("on_failure is not carried over: Kubernetes has no hook for giving up")
+    if unit.restart_with:
+        notes.append(
+            f"restarting with {', '.join(unit.restart_with)} (depends_on restart = true) is "
+            "not carried over: a pod is not restarted when another is"
+        )
+    if unit.profiles:
+        notes.append(
+            f"profiles {', '.join(unit.profiles)} are not carried over: everything in these "
+            "manifests is applied; leave this document out to leave the service out"
+        )
+    pod = _pod(plan, unit, notes, kubectl_image)
+    if unit.is_scheduled:
+        cron = cron_expression(unit.schedule)
+        assert cron is not None, "a schedule cron cannot say is refused before rendering"
+        restart = plan.config.restart
+        cronjob: dict[str, Any] = {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": _metadata(unit.name, namespace),
+            "spec": {
+                "schedule": cron,
+                # hearthlink skips a run while the last one still runs.
+                "concurrencyPolicy": "Forbid",
+                "jobTemplate": {
+                    "spec": {
+                        "backoffLimit": 0 if unit.restart == "never" else restart.max_attempts,
+                        "template": pod,
+                    }
+                },
+            },
+        }
+        notes.append(
+            "the schedule runs in the cluster's time zone (the controller's, often UTC), "
+            "not this machine's local time; set spec.timeZone to change it"
+        )
+        return [([f"{unit.name}: a scheduled task ({unit.schedule})", *_wrap(notes)], cronjob)]
     if unit.is_task:
         restart = plan.config.restart
+        # No ttlSecondsAfterFinished: a pod that starts later (a restart, a new replica)
+        # waits for this Job again, and must find it completed, not gone.
         work: dict[str, Any] = {
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -237,6 +326,8 @@ def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list
         "spec": {
             "replicas": unit.replicas,
             "selector": {"matchLabels": {"app.kubernetes.io/name": unit.name}},
+            # Recreate: the old pods are gone before a new one starts (one writer, a lock).
+            **({"strategy": {"type": "Recreate"}} if unit.strategy == "recreate" else {}),
             "template": pod,
         },
     }
@@ -257,8 +348,63 @@ def _documents(plan: Plan, unit: Unit, namespace: str | None) -> list[tuple[list
     return docs
 
 
-def render_kubernetes(plan: Plan, *, namespace: str | None = None) -> str:
+def _job_waiter(namespace: str | None) -> list[tuple[list[str], Any]]:
+    """The ServiceAccount of the pods that wait for Jobs, a Role that may only read Jobs,
+    and the RoleBinding between them."""
+    subject: dict[str, Any] = {"kind": "ServiceAccount", "name": JOB_WAITER}
+    if namespace:
+        subject["namespace"] = namespace
+    return [
+        (
+            [
+                "The pods that wait for a task's Job run under this account, which may only",
+                "get, list and watch the Jobs of its namespace.",
+            ],
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": _metadata(JOB_WAITER, namespace),
+            },
+        ),
+        (
+            [],
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": _metadata(JOB_WAITER, namespace),
+                "rules": [
+                    {
+                        "apiGroups": ["batch"],
+                        "resources": ["jobs"],
+                        "verbs": ["get", "list", "watch"],
+                    }
+                ],
+            },
+        ),
+        (
+            [],
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": _metadata(JOB_WAITER, namespace),
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": JOB_WAITER,
+                },
+                "subjects": [subject],
+            },
+        ),
+    ]
+
+
+def render_kubernetes(
+    plan: Plan, *, namespace: str | None = None, kubectl_image: str = KUBECTL_IMAGE
+) -> str:
     """The manifests of ``plan``, as one multi-document YAML.
+
+    ``kubectl_image`` runs the init containers that wait for a task's Job: any image with
+    ``sh`` and ``kubectl``.
 
     Raises:
         ConfigError: ``namespace`` is not a valid Kubernetes name.
@@ -309,13 +455,10 @@ def render_kubernetes(plan: Plan, *, namespace: str | None = None) -> str:
             },
         )
     )
-    waited = waited_tasks(plan)
+    if any(waits_for_jobs(plan, unit) for unit in plan.units):
+        documents += _job_waiter(namespace)
     for unit in plan.units:
-        if unit.name in waited:
-            continue
-        documents += _documents(plan, unit, namespace)
-    for name in sorted(waited):
-        lines.append(f"The task {name} runs as an init container of each pod that waits for it.")
+        documents += _documents(plan, unit, namespace, kubectl_image)
     out = comment(lines)
     for notes, document in documents:
         out += "---\n" + comment(notes) + dump(document)

@@ -25,6 +25,7 @@ from hearthlink_trio.config.envfile import read_env_file
 from hearthlink_trio.config.load import default_config_path, read_model
 from hearthlink_trio.config.model import ProbeTable, ServiceSection
 from hearthlink_trio.config.resolved import TOKEN_FILE, Probe
+from hearthlink_trio.config.schedule import parse_schedule
 from hearthlink_trio.config.services import fill, resolve_path
 from hearthlink_trio.errors import ConfigError
 from hearthlink_trio.supervisor.environment import url_variable
@@ -71,6 +72,20 @@ class Unit:
     restart: str
     #: Things of the config that this engine cannot express, one sentence each.
     notes: list[str] = field(default_factory=list)
+    #: A task's schedule ("" = none), as the config writes it.
+    schedule: str = ""
+    #: Hooks, placeholders filled with the container's values (as seen inside it).
+    post_start: tuple[str, ...] = ()
+    pre_stop: tuple[str, ...] = ()
+    on_failure: tuple[str, ...] = ()
+    #: The memory limit in bytes (None: none).
+    max_memory: int | None = None
+    #: Started only when one of these profiles is selected.
+    profiles: tuple[str, ...] = ()
+    #: How a restart replaces the process: "rolling" or "recreate" (old stopped first).
+    strategy: str = "rolling"
+    #: The dependencies whose restarts restart this unit (``restart = true``).
+    restart_with: tuple[str, ...] = ()
 
     @property
     def bundled(self) -> bool:
@@ -80,6 +95,10 @@ class Unit:
     @property
     def is_task(self) -> bool:
         return self.kind == "task"
+
+    @property
+    def is_scheduled(self) -> bool:
+        return bool(self.schedule)
 
     @property
     def image_args(self) -> tuple[str, ...]:
@@ -167,6 +186,23 @@ def _refusals(
     problems = []
     if not svc.image and not _is_bundled_command(svc):
         problems.append(f"{at}.image: required to export to {engine}")
+    if svc.schedule and engine == "compose":
+        problems.append(
+            f"{at}.schedule: compose has no schedule; run `docker compose run --rm {name}` "
+            "from the host's cron, or export to kubernetes (a CronJob)"
+        )
+    elif svc.schedule and cron_expression(svc.schedule) is None:
+        problems.append(
+            f"{at}.schedule: {svc.schedule!r} is not a cron schedule (a CronJob's): every N "
+            "must be whole minutes dividing an hour, or whole hours dividing a day; write a "
+            "cron expression"
+        )
+    if svc.probe == "notify":
+        problems.append(
+            f"{at}.probe: the notify probe cannot be exported to {engine} (a container has "
+            "no NOTIFY_SOCKET of the engine's to send READY=1 to); use an exec, tcp or http "
+            "probe"
+        )
     if engine == "kubernetes":
         if isinstance(svc.probe, ProbeTable) and svc.probe.log is not None:
             problems.append(
@@ -193,6 +229,41 @@ def _refusals(
                 f"(the {engine} export takes {var} from the engine's secrets)"
             )
     return problems
+
+
+def cron_expression(schedule: str) -> str | None:
+    """``schedule`` as a 5-field cron expression, or None when cron cannot say it.
+
+    A cron expression is itself; ``every N`` is one when N seconds is a whole number of
+    minutes dividing an hour (``*/M * * * *``) or of hours dividing a day (``0 */H * * *``).
+    Both count from the top of the hour or day, as ``every N`` counts from the epoch.
+    """
+    parsed = parse_schedule(schedule)
+    if parsed.cron:
+        return parsed.cron
+    seconds = parsed.every
+    if seconds % 60:
+        return None
+    minutes = int(seconds // 60)
+    if minutes == 1:
+        return "* * * * *"
+    if minutes < 60:
+        return f"*/{minutes} * * * *" if 60 % minutes == 0 else None
+    if minutes % 60:
+        return None
+    hours = minutes // 60
+    if hours == 24:
+        return "0 0 * * *"
+    return f"0 */{hours} * * *" if hours < 24 and 24 % hours == 0 else None
+
+
+def memory_size(size: int, units: tuple[str, str, str]) -> str:
+    """``size`` bytes in the largest of the (K, M, G) binary ``units`` that divides it
+    (``512Mi``, ``512m``), else in bytes."""
+    for unit, factor in zip(reversed(units), (1024**3, 1024**2, 1024), strict=True):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 def dns_label(name: str) -> bool:
@@ -259,6 +330,16 @@ def _unit(
         stop_timeout=resolved.stop_timeout,
         stop_signal=resolved.stop_signal.name,
         restart=resolved.restart,
+        schedule=svc.schedule,
+        # A hook runs inside the service's container: {host} is the loopback there.
+        post_start=tuple(fill(part, probe_values) for part in svc.post_start),
+        pre_stop=tuple(fill(part, probe_values) for part in svc.pre_stop),
+        on_failure=tuple(svc.on_failure),
+        max_memory=resolved.max_memory,
+        profiles=tuple(svc.profiles),
+        # socket = true is not carried: each engine's service keeps its own port.
+        strategy=resolved.strategy,
+        restart_with=tuple(svc.restarts_with),
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hearthlink_trio.process.procfs import proc_stat
-from tests.helpers import free_port, pid_alive, wait_for
+from tests.helpers import free_port, free_ports, pid_alive, wait_for
 
 TESTSVC = Path(__file__).parent / "fixtures" / "testsvc.py"
 
@@ -77,7 +77,9 @@ class Stack:
             "TESTSVC_EVENTS": str(self.events),
             **options.pop("env", {}),
         }
-        service = {"script": str(TESTSVC), "port": port or free_port(), "env": env, **options}
+        replicas = 1 if options.get("socket") else int(options.get("replicas", 1))
+        port = port or (free_ports(replicas) if replicas > 1 else free_port())
+        service = {"script": str(TESTSVC), "port": port, "env": env, **options}
         self.services[name] = service
         return service
 
