@@ -11,7 +11,6 @@ again, until the new process accepts one or the time is up.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ import h11
 import trio
 
 from hearthlink_trio.probes.http import exchange, reason_of
-from hearthlink_trio.process.procfs import all_pids, proc_stat, tcp_sockets
+from hearthlink_trio.process.procfs import all_pids, proc_stat, socket_holder, tcp_sockets
 
 #: How often the accepting process is looked for while the connection waits to be accepted.
 ACCEPT_POLL_SECONDS = 0.005
@@ -53,19 +52,7 @@ def group_pids(pid: int) -> list[int]:
 
 def holds_inode(pids: Iterable[int], inode: str) -> bool:
     """Has one of ``pids`` the socket ``inode`` open?"""
-    target = f"socket:[{inode}]"
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    return True
-            except OSError:
-                continue
-    return False
+    return socket_holder([inode], pids) is not None
 
 
 async def _accepted_by(sock: trio.socket.SocketType, port: int, pid: int) -> bool:

@@ -4,7 +4,7 @@ listens on a port."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 
@@ -107,13 +107,12 @@ def _listening_inodes(port: int) -> set[str]:
     return {s.inode for s in tcp_sockets() if s.state == "0A" and s.local_port == port}
 
 
-def port_holder(port: int) -> str | None:
-    """``pid 1234: python3 -m http.server 8000`` for the process listening on ``port``."""
-    inodes = _listening_inodes(port)
-    if not inodes:
-        return None
+def socket_holder(inodes: Iterable[str], pids: Iterable[int]) -> int | None:
+    """The first of ``pids`` that has one of the sockets ``inodes`` open, or None."""
     targets = {f"socket:[{inode}]" for inode in inodes}
-    for pid in all_pids():
+    if not targets:
+        return None
+    for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
@@ -121,9 +120,20 @@ def port_holder(port: int) -> str | None:
         for fd in fds:
             try:
                 if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-                    return f"pid {pid}: {cmd}"
+                    return pid
             except OSError:
                 continue
     return None
+
+
+def port_holder(port: int) -> str | None:
+    """``pid 1234: python3 -m http.server 8000`` for the process listening on ``port``."""
+    pid = socket_holder(_listening_inodes(port), all_pids())
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    return f"pid {pid}: {cmd}"

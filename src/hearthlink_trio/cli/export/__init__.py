@@ -8,9 +8,6 @@ and no file is touched. No secret value is read or written: secrets are referenc
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -55,7 +52,8 @@ def export_kubernetes(
 
 
 def write_output(text: str, output: Path | None) -> int:
-    """``text`` to ``output`` (replaced whole, never left half-written), or to stdout.
+    """Print ``text``, or write it as the file ``output`` (created whole or not at all,
+    replacing what was there).
 
     Returns:
         The exit code: 0, or 1 when the file cannot be written (the reason on stderr).
@@ -63,18 +61,6 @@ def write_output(text: str, output: Path | None) -> int:
     if output is None:
         print(text, end="")
         return 0
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    except OSError as exc:
-        print(f"Cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        print(f"Cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
+    from hearthlink_trio.cli.importing import write_new
+
+    return write_new(text, output, force=True)
