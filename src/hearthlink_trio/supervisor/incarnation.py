@@ -163,7 +163,8 @@ async def run_incarnation(
         watchers.append(lambda: _unhealthy(record, readiness, ready=ready))
     if service.max_memory is not None:
         watchers.append(lambda: _over_memory(ctx, service, record))
-    out.watchers.append(readiness.feed)
+    if readiness.log_watch is not None:  # only a log probe reads the output lines
+        out.watchers.append(readiness.feed)
     handed_over: list[Process] = []
     try:
         async with running(
@@ -181,7 +182,8 @@ async def run_incarnation(
                 handed_over.append(outcome.successor)  # this process was stopped already
             return outcome
     finally:
-        out.watchers.remove(readiness.feed)
+        if readiness.log_watch is not None:
+            out.watchers.remove(readiness.feed)
 
 
 def started(
