@@ -22,6 +22,7 @@ from hearthlink_trio.errors import EX_CONFIG
 from hearthlink_trio.services.common.settings import ConfigurationError
 
 if TYPE_CHECKING:
+    import uvicorn
     from fastapi import FastAPI
 
 #: How long uvicorn lets open requests finish after SIGTERM (a service exits within 2 s).
@@ -119,7 +120,32 @@ def _serve(name: str, app: FastAPI, host: str, port: int) -> int:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(config) if sock is None else _draining_server(config)
     server.run(sockets=None if sock is None else [sock])
     # A lifespan that failed at start-up leaves ``started`` unset: report it as an error.
     return 0 if server.started else 1
+
+
+#: On a socket the supervisor holds, how long a stopping service keeps reading what the
+#: connections it has accepted already carry, before the idle ones are closed.
+ACCEPTED_DRAIN_SECONDS = 0.1
+
+
+def _draining_server(config: uvicorn.Config) -> uvicorn.Server:
+    """A server that, when it stops, first stops accepting and gives the connections it
+    accepted a moment to deliver their requests. uvicorn closes a connection with no request
+    under way at once; one accepted a moment before the stop, its request still in flight,
+    would be closed unanswered, while the held socket keeps every connection it has not
+    accepted for the next process."""
+    import asyncio
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:
+                server.close()
+            await asyncio.sleep(ACCEPTED_DRAIN_SECONDS)
+            await super().shutdown(sockets)
+
+    return DrainingServer(config)
