@@ -1,7 +1,8 @@
 """The command line: ``hearthlink run``, ``check``, ``status``, ``restart``, ``stop``, ``logs``…
 
 :func:`main` answers ``--version`` before anything is imported (the argument parser alone
-costs more than the whole answer should take), and hands everything else to the commands
+costs more than the whole answer should take), starts the plain forms of ``run`` before the
+parser loads (:mod:`hearthlink_trio.cli.early`), and hands everything else to the commands
 of :mod:`hearthlink_trio.cli.app`.
 """
 
@@ -17,6 +18,17 @@ def main() -> int:
     if sys.argv[1:] == ["--version"]:
         print(__version__)
         return 0
+    if sys.argv[1:2] == ["run"]:
+        # The plain forms of ``run`` start their services before the parser even loads.
+        from hearthlink_trio.cli import early
+
+        early.begin(sys.argv[1:])
+        try:
+            from hearthlink_trio.cli.app import main as run_command_line
+
+            return run_command_line()
+        finally:
+            early.discard()
     from hearthlink_trio.cli.app import main as run_command_line
 
     return run_command_line()

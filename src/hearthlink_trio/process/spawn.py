@@ -48,14 +48,11 @@ WAITING_REPORT_SECONDS = 1.0
 
 
 def _prepare_child(
-    parent: int, cgroup_procs: int, listen: tuple[int, list[tuple[bytes, bytes]]] | None = None
+    parent: int, listen: tuple[int, list[tuple[bytes, bytes]]] | None = None
 ) -> None:
-    # Runs in the child between fork and exec: two system calls and nothing else that could
-    # take a lock. Joining the cgroup here, before exec, is what makes it complete: moving
-    # the child after spawn would leave it a window to fork outside (Popen returns only
-    # once the child has exec'd). The file was opened by the parent, so this is one write.
-    if cgroup_procs >= 0:
-        os.write(cgroup_procs, b"0")
+    # Runs in the child between fork and exec: a few system calls and nothing else that
+    # could take a lock. (Joining the service's cgroup is the parent's work, after the exec:
+    # done here it would make every start wait for the kernel's cgroup migration.)
     # If the parent died before the prctl, the signal will never come: exit.
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
@@ -134,6 +131,28 @@ class Child:
         found = service_processes(self.pid, self.start_ticks, self.lineage)
         self._seen.update(found)
         return found
+
+    def join_cgroup(self) -> None:
+        """Move the process, and any it has started already, into its service's cgroup (if
+        its lineage has one). It runs on meanwhile: the kernel's migration, which may wait
+        for a scheduler grace period, never delays its start. Until then it is found by its
+        group, its ancestry and its mark, as in a run without cgroups.
+
+        Raises:
+            OSError: it cannot be moved (what is running of it is then killed and reaped).
+        """
+        if self.lineage is None or self.lineage.cgroup is None:
+            return
+        try:
+            cgroups.join(self.lineage.cgroup, self.pid)
+        except OSError as exc:
+            killpg(self.pid, signal.SIGKILL)
+            kill_all(self.processes())
+            self.reap()
+            self.close_streams()
+            raise OSError(
+                exc.errno, f"could not join the cgroup {self.lineage.cgroup}: {exc.strerror}"
+            ) from None
 
     def share_service(self) -> None:
         """From now on count only this process's group and descendants as its own, not the
@@ -309,7 +328,7 @@ def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess
     return subprocess.Popen(
         list(argv),
         env=dict(env),
-        preexec_fn=functools.partial(_prepare_child, os.getpid(), -1),
+        preexec_fn=functools.partial(_prepare_child, os.getpid()),
         close_fds=True,
     )
 
@@ -328,14 +347,15 @@ def spawn(
     With ``user``, the process runs as that user, its group and its groups (switched by
     subprocess in the child before exec; the parent-death signal is armed after the switch,
     which would otherwise clear it). With a ``lineage``, the process carries the run's mark
-    in its environment and starts in the service's cgroup, if it has one. With ``listen``
+    in its environment (and joins the service's cgroup, if it has one, with
+    :meth:`Child.join_cgroup`: the caller's call, so that it can start several processes
+    first and move them together). With ``listen``
     (a listening socket's fd and its name), the process gets that socket as its fd 3 with
     ``LISTEN_FDS=1``, ``LISTEN_FDNAMES=<name>`` and ``LISTEN_PID=<its own pid>``. Must be called
     from the trio main thread (see the module docstring).
 
     Raises:
-        OSError: the program could not be started (not found, not executable, …), or could
-            not join its cgroup.
+        OSError: the program could not be started (not found, not executable, …).
     """
     uid = gid = None
     groups = None
@@ -344,11 +364,8 @@ def spawn(
         uid, gid = account.pw_uid, account.pw_gid
         groups = os.getgrouplist(user, gid)
     env = dict(env)
-    cgroup_procs = -1
     if lineage is not None:
         env[RUN_ENV] = lineage.run_id
-        if lineage.cgroup is not None:
-            cgroup_procs = os.open(lineage.cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
     executable = None
     listen_env = None
     pass_fds: tuple[int, ...] = ()
@@ -377,19 +394,13 @@ def spawn(
             env=env if listen_env is None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=functools.partial(_prepare_child, os.getpid(), cgroup_procs, listen_env),
+            preexec_fn=functools.partial(_prepare_child, os.getpid(), listen_env),
             close_fds=True,
             pass_fds=pass_fds,
             user=uid,
             group=gid,
             extra_groups=groups,
         )
-    except subprocess.SubprocessError as exc:
-        for fd in (out_r, err_r):
-            os.close(fd)
-        # Only the cgroup write can fail in the child before exec.
-        where = lineage.cgroup if lineage is not None else None
-        raise OSError(f"could not join the cgroup {where}: {exc}") from None
     except BaseException:
         for fd in (out_r, err_r):
             os.close(fd)
@@ -397,8 +408,6 @@ def spawn(
     finally:
         os.close(out_w)
         os.close(err_w)
-        if cgroup_procs >= 0:
-            os.close(cgroup_procs)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except OSError:

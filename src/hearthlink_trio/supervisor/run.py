@@ -14,9 +14,11 @@ supervisor once it has taken over every process started so far.
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -28,7 +30,7 @@ from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console, setup_event_log
-from hearthlink_trio.supervisor.preflight import preflight
+from hearthlink_trio.supervisor.preflight import Ready, preflight
 
 if TYPE_CHECKING:
     import trio
@@ -61,25 +63,46 @@ class PendingSignals:
         return received
 
 
-def run_supervisor(
+@dataclass
+class PreparedRun:
+    """A run up to its first services: signals kept, preflight passed (the lock held), the
+    containment made and the services that wait for nothing started. Nothing here needs
+    trio. :meth:`close` undoes it all (what was started is killed)."""
+
+    config: Config
+    log_format: str
+    selection: Selection | None
+    pending: PendingSignals
+    log: logging.Logger
+    ready: Ready
+    containment: Containment
+    console: Console
+    launcher: ServiceLauncher
+
+    def close(self) -> None:
+        self.launcher.close()
+        self.containment.close()
+        self.console.close()
+        self.ready.lock.release()
+
+
+def prepare_run(
     config: Config,
     *,
     log_format: str,
     selection: Selection | None = None,
-    watch: bool = True,
-    command: Sequence[str] = (),
-    wait_timeout: float = 60.0,
-) -> int:
-    """Run the supervisor in the foreground; returns the exit code.
+    pending: PendingSignals | None = None,
+) -> PreparedRun:
+    """Catch the stop signals (unless ``pending`` already does), run the preflight, make the
+    containment and start the services of ``selection`` (default: all) that wait for nothing.
 
-    Only the services of the ``selection`` start (default: all); the others wait for
-    ``hearthlink start``. ``watch=False`` turns file watching off. With a ``command``, it
-    is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
-    run ends when it does, and its exit code is the run's.
+    Raises:
+        PreflightError: a port is taken, a secret cannot be made, the lock is held…
     """
+    if pending is None:
+        pending = PendingSignals()
+        pending.install()
     selected = selection.pick(config) if selection is not None else None
-    pending = PendingSignals()
-    pending.install()
     log = setup_event_log(log_format)
     sockets = HeldSockets()
     try:
@@ -88,16 +111,51 @@ def run_supervisor(
         sockets.close()
         raise
     assert ready is not None
-    # Before the services: the subreaper, the run's cgroup and the sentinel come first.
-    containment = Containment.start()
+    try:
+        # Before the services: the subreaper, the run's cgroup and the sentinel come first.
+        containment = Containment.start()
+    except BaseException:
+        sockets.close()
+        ready.lock.release()
+        raise
     sentinel = containment.sentinel
     log_lines.emit(
         log, log_lines.containment(containment.guarantee, sentinel.pid if sentinel else None)
     )
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     launcher = ServiceLauncher(containment, sockets)
+    prepared = PreparedRun(
+        config, log_format, selection, pending, log, ready, containment, console, launcher
+    )
     try:
         launcher.start(config, ready.secrets, stop_asked=pending.stop_asked, selected=selected)
+    except BaseException:
+        prepared.close()
+        raise
+    return prepared
+
+
+def run_supervisor(
+    config: Config,
+    *,
+    log_format: str,
+    selection: Selection | None = None,
+    watch: bool = True,
+    command: Sequence[str] = (),
+    wait_timeout: float = 60.0,
+    prepared: PreparedRun | None = None,
+) -> int:
+    """Run the supervisor in the foreground; returns the exit code.
+
+    Only the services of the ``selection`` start (default: all); the others wait for
+    ``hearthlink start``. ``watch=False`` turns file watching off. With a ``command``, it
+    is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
+    run ends when it does, and its exit code is the run's. ``prepared``: the run's start
+    made already (:func:`prepare_run` with this config, log format and selection).
+    """
+    if prepared is None:
+        prepared = prepare_run(config, log_format=log_format, selection=selection)
+    try:
         # Loaded only now, while the first services boot.
         import trio
 
@@ -110,23 +168,20 @@ def run_supervisor(
         try:
             supervisor = Supervisor(
                 config,
-                log,
-                secrets=ready.secrets,
-                console=console,
-                containment=containment,
-                launcher=launcher,
+                prepared.log,
+                secrets=prepared.ready.secrets,
+                console=prepared.console,
+                containment=prepared.containment,
+                launcher=prepared.launcher,
                 watch=watch,
                 selection=selection,
                 foreground=foreground,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened
             raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None
-        return trio.run(_supervise, supervisor, pending, Notifier.from_environ())
+        return trio.run(_supervise, supervisor, prepared.pending, Notifier.from_environ())
     finally:
-        launcher.close()
-        containment.close()
-        console.close()
-        ready.lock.release()
+        prepared.close()
 
 
 async def _supervise(supervisor: Supervisor, pending: PendingSignals, notifier: Notifier) -> int:
