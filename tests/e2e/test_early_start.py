@@ -102,3 +102,28 @@ def test_a_prepared_run_for_another_command_line_is_closed_unused(tmp_path: Path
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("setpriv", ["on", "off"])
+def test_a_program_that_cannot_start_is_reported_as_such(tmp_path: Path, setpriv: str) -> None:
+    # Each program passes the preflight, then makes itself unstartable and exits: its
+    # restart meets what exec would meet.
+    gone, denied = tmp_path / "gone.sh", tmp_path / "denied.sh"
+    gone.write_text('#!/bin/sh\nrm -f "$0"\nexit 1\n')
+    denied.write_text('#!/bin/sh\nchmod -x "$0"\nexit 1\n')
+    for script in (gone, denied):
+        script.chmod(0o755)
+    config = write_config(
+        tmp_path / "hearthlink.toml",
+        {
+            "supervisor": {"data_dir": str(tmp_path / "data"), "stop_timeout": 2.0},
+            "restart": {"initial_backoff": 0.05, "max_attempts": 1},
+            "services.gone": {"command": [str(gone)], "probe": "none"},
+            "services.denied": {"command": [str(denied)], "probe": "none"},
+        },
+    )
+    with running(config, env={"HEARTHLINK_SETPRIV": setpriv}) as sup:
+        sup.wait_line("^gone service could not start: No such file or directory$")
+        sup.wait_line("^denied service could not start: Permission denied$")
+        sup.signal(signal.SIGTERM)
+        sup.wait()

@@ -67,6 +67,11 @@ class ServiceLauncher:
                 child.join_cgroup()
                 self._early[service.name] = (child, env)
 
+    @property
+    def started_early(self) -> bool:
+        """Whether processes started before the supervisor are waiting for it."""
+        return bool(self._early)
+
     def take(self, service: Service, env: Mapping[str, str]) -> Child | None:
         """The process started early for ``service`` (None if there is none). One started
         with another environment than ``env`` (a secret file replaced meanwhile) is killed:
