@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import logging.handlers
 import queue
 import sys
 import threading
@@ -99,22 +98,6 @@ class Console:
         self._thread.join(timeout)
 
 
-class _QuietRotatingHandler(logging.handlers.RotatingFileHandler):
-    """A rotating file whose write errors go to ``ServiceLog``, not to a traceback on stderr."""
-
-    failure: OSError | None = None
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        exc = sys.exc_info()[1]
-        self.failure = exc if isinstance(exc, OSError) else OSError(str(exc))
-        # A failed flush leaves the lines in the stream's buffer, to be written (or to fail
-        # again) with the next ones: drop them, so one full disk does not grow memory.
-        if self.stream is not None:
-            with contextlib.suppress(Exception):
-                self.stream.close()
-            self.stream = None
-
-
 class ServiceLog:
     """``<log_dir>/<name>.log``, rotated by size.
 
@@ -136,7 +119,9 @@ class ServiceLog:
         self.path = path
         self._on_error = on_error
         self._failing = False
-        self._handler = _QuietRotatingHandler(
+        from hearthlink_trio.supervisor.rotating import QuietRotatingHandler
+
+        self._handler = QuietRotatingHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         self._handler.setFormatter(logging.Formatter("%(message)s"))

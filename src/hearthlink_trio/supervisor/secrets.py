@@ -14,8 +14,7 @@ import base64
 import binascii
 import contextlib
 import os
-import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +66,8 @@ class Secrets:
 
 def generate_secret() -> str:
     """A fresh secret: 32 random bytes in standard, padded base64."""
+    import secrets  # only when a secret is made: not on the way to the first services
+
     return base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
@@ -105,13 +106,19 @@ def _check_token(path: Path, value: str) -> str:
     return value
 
 
-def _from_file(path: Path, fresh: str, *, create: bool) -> str:
+def _new_token() -> str:
+    import secrets  # only when a secret is made: not on the way to the first services
+
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def _from_file(path: Path, fresh: Callable[[], str], *, create: bool) -> str:
     if not os.path.lexists(path):
         if not create:
             return ""
         ensure_private_dir(path.parent)
         with contextlib.suppress(FileExistsError):  # another process made it first
-            write_private_file(path, fresh + "\n")
+            write_private_file(path, fresh() + "\n")
     return _read_line(path)
 
 
@@ -132,7 +139,7 @@ def load_secrets(
     token = environ.get(TOKEN_VARIABLE) or ""
     if not token:
         path = data_dir / TOKEN_FILE
-        token = _from_file(path, secrets.token_urlsafe(SECRET_BYTES), create=create)
+        token = _from_file(path, _new_token, create=create)
         if token:
             _check_token(path, token)
     values: dict[str, str] = {}
@@ -145,7 +152,7 @@ def load_secrets(
                 values[var] = environ[var]
                 continue
             path = data_dir / filename
-            value = _from_file(path, generate_secret(), create=create)
+            value = _from_file(path, generate_secret, create=create)
             if value:
                 values[var] = _check_secret(path, value)
                 files[var] = path
