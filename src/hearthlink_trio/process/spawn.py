@@ -56,11 +56,14 @@ WAITING_REPORT_SECONDS = 1.0
 
 
 def _prepare_child(
-    parent: int, listen: tuple[int, list[tuple[bytes, bytes]]] | None = None
+    parent: int, cgroup_procs: int, listen: tuple[int, list[tuple[bytes, bytes]]] | None = None
 ) -> None:
     # Runs in the child between fork and exec: a few system calls and nothing else that
-    # could take a lock. (Joining the service's cgroup is the parent's work, after the exec:
-    # done here it would make every start wait for the kernel's cgroup migration.)
+    # could take a lock. Joining the cgroup here, before exec, is what makes it complete:
+    # moved after its exec, a service could fork (and its child leave for the subreaper)
+    # outside. The file was opened by the parent, so this is one write.
+    if cgroup_procs >= 0:
+        os.write(cgroup_procs, b"0")
     # If the parent died before the prctl, the signal will never come: exit.
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
@@ -139,28 +142,6 @@ class Child:
         found = service_processes(self.pid, self.start_ticks, self.lineage)
         self._seen.update(found)
         return found
-
-    def join_cgroup(self) -> None:
-        """Move the process, and any it has started already, into its service's cgroup (if
-        its lineage has one). It runs on meanwhile: the kernel's migration, which may wait
-        for a scheduler grace period, never delays its start. Until then it is found by its
-        group, its ancestry and its mark, as in a run without cgroups.
-
-        Raises:
-            OSError: it cannot be moved (what is running of it is then killed and reaped).
-        """
-        if self.lineage is None or self.lineage.cgroup is None:
-            return
-        try:
-            cgroups.join(self.lineage.cgroup, self.pid)
-        except OSError as exc:
-            killpg(self.pid, signal.SIGKILL)
-            kill_all(self.processes())
-            self.reap()
-            self.close_streams()
-            raise OSError(
-                exc.errno, f"could not join the cgroup {self.lineage.cgroup}: {exc.strerror}"
-            ) from None
 
     def share_service(self) -> None:
         """From now on count only this process's group and descendants as its own, not the
@@ -339,7 +320,7 @@ def _pdeathsig_wrapper() -> tuple[str, ...] | None:
     if os.environ.get("HEARTHLINK_SETPRIV", "").lower() in ("off", "0", "no"):
         return None
     path = shutil.which(_SETPRIV_NAME)
-    if path is None:
+    if path is None or not os.access(_SHELL, os.X_OK):
         return None
     try:
         with open(path, "rb") as f:
@@ -349,6 +330,29 @@ def _pdeathsig_wrapper() -> tuple[str, ...] | None:
     if len(image) > _SETPRIV_MAX_BYTES or b"--pdeathsig" not in image:
         return None
     return (path, "--pdeathsig", "KILL", "--")
+
+
+#: The shell step of a start through setpriv into a cgroup: the process joins the cgroup
+#: (``$0``, its ``cgroup.procs``) and then becomes the service. A process joins its cgroup
+#: before the service's first instruction, so nothing the service forks can be born outside.
+_JOIN_THEN_EXEC = (
+    'echo 0 >"$0" || { echo "hearthlink: could not join the cgroup $0" >&2; exit 126; }; exec "$@"'
+)
+_SHELL = "/bin/sh"
+
+
+def _join_then_exec(procs: Path) -> tuple[str, ...]:
+    return (_SHELL, "-c", _JOIN_THEN_EXEC, str(procs))
+
+
+def _close_opened(path: Path) -> None:
+    """Raise what opening ``path`` for writing raises (OSError naming it)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"could not join the cgroup {path.parent}: {exc.strerror}"
+        ) from None
 
 
 def _check_program(program: str, env: Mapping[str, str], cwd: Path) -> None:
@@ -380,7 +384,7 @@ def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess
     return subprocess.Popen(
         list(argv),
         env=dict(env),
-        preexec_fn=functools.partial(_prepare_child, os.getpid()),
+        preexec_fn=functools.partial(_prepare_child, os.getpid(), -1),
         close_fds=True,
     )
 
@@ -399,15 +403,14 @@ def spawn(
     With ``user``, the process runs as that user, its group and its groups (switched by
     subprocess in the child before exec; the parent-death signal is armed after the switch,
     which would otherwise clear it). With a ``lineage``, the process carries the run's mark
-    in its environment (and joins the service's cgroup, if it has one, with
-    :meth:`Child.join_cgroup`: the caller's call, so that it can start several processes
-    first and move them together). With ``listen``
+    in its environment and starts in the service's cgroup, if it has one. With ``listen``
     (a listening socket's fd and its name), the process gets that socket as its fd 3 with
     ``LISTEN_FDS=1``, ``LISTEN_FDNAMES=<name>`` and ``LISTEN_PID=<its own pid>``. Must be called
     from the trio main thread (see the module docstring).
 
     Raises:
-        OSError: the program could not be started (not found, not executable, …).
+        OSError: the program could not be started (not found, not executable, …), or could
+            not join its cgroup.
     """
     uid = gid = None
     groups = None
@@ -416,8 +419,11 @@ def spawn(
         uid, gid = account.pw_uid, account.pw_gid
         groups = os.getgrouplist(user, gid)
     env = dict(env)
+    procs = None
     if lineage is not None:
         env[RUN_ENV] = lineage.run_id
+        if lineage.cgroup is not None:
+            procs = lineage.cgroup / "cgroup.procs"
     executable = None
     listen_env = None
     pass_fds: tuple[int, ...] = ()
@@ -437,6 +443,13 @@ def spawn(
     wrapper = None if user or listen is not None else _pdeathsig_wrapper()
     if wrapper is not None:
         _check_program(argv[0], env, cwd)
+        if procs is not None:
+            # Opened here only to report a cgroup it could not join as a failed start.
+            _close_opened(procs)
+            wrapper = (*wrapper, *_join_then_exec(procs))
+    cgroup_procs = -1
+    if wrapper is None and procs is not None:
+        cgroup_procs = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
@@ -463,13 +476,18 @@ def spawn(
                 env=env if listen_env is None else None,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=functools.partial(_prepare_child, os.getpid(), listen_env),
+                preexec_fn=functools.partial(_prepare_child, os.getpid(), cgroup_procs, listen_env),
                 close_fds=True,
                 pass_fds=pass_fds,
                 user=uid,
                 group=gid,
                 extra_groups=groups,
             )
+    except subprocess.SubprocessError as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        # Only the cgroup write can fail in the child before exec.
+        raise OSError(f"could not join the cgroup {procs}: {exc}") from None
     except BaseException:
         for fd in (out_r, err_r):
             os.close(fd)
@@ -477,6 +495,8 @@ def spawn(
     finally:
         os.close(out_w)
         os.close(err_w)
+        if cgroup_procs >= 0:
+            os.close(cgroup_procs)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except OSError:
