@@ -26,9 +26,11 @@ def _cgroups_possible() -> bool:
 
 
 def _forker_config(tmp_path: Path, names: list[str]) -> Path:
-    # Each service forks two children the moment its shell starts: before the supervisor
-    # can have moved it into its cgroup.
-    script = f"{SLEEP} 600 & {SLEEP} 600 & exec {SLEEP} 600"
+    # Each service forks two children the moment its shell starts (before the supervisor
+    # can have moved it into its cgroup): one stays its child, the other is a daemon whose
+    # parent exits at once (re-parented to the supervisor) and that replaced its environment
+    # (no mark of the run).
+    script = f"{SLEEP} 600 & (env -i setsid {SLEEP} 600 &); exec {SLEEP} 600"
     return write_config(
         tmp_path / "hearthlink.toml",
         {
@@ -63,15 +65,15 @@ def test_children_forked_before_the_cgroup_join_are_moved_with_their_parent(
         for name in names:
             sup.wait_line(f"^Started {name} service")
         sentinel = sentinel_of(sup)
-        trees: dict[int, list[int]] = {}
+        every: list[int] = []
 
         def forked() -> bool:
-            services = [pid for pid in children(sup.pid) if pid != sentinel]
-            trees.update({pid: _descendants(pid) for pid in services})
-            return len(services) == len(names) and all(len(t) == 2 for t in trees.values())
+            # Each service, its child, and its daemon (now a child of the supervisor).
+            every[:] = [pid for pid in children(sup.pid) if pid != sentinel]
+            every.extend(kid for pid in list(every) for kid in _descendants(pid))
+            return len(every) == 3 * len(names)
 
-        wait_for(forked, timeout=5.0, what="every service and its two children")
-        every = [pid for leader, kids in trees.items() for pid in (leader, *kids)]
+        wait_for(forked, timeout=5.0, what="every service, its child and its daemon")
         for pid in every:
             text = Path(f"/proc/{pid}/cgroup").read_text()
             assert any(f"/hearthlink-{sup.pid}/{name}\n" in text for name in names), (pid, text)
@@ -89,9 +91,9 @@ def test_a_prepared_run_for_another_command_line_is_closed_unused(tmp_path: Path
         ((child, _),) = prepared.launcher._early.values()
         leader = child.pid
         kids = wait_for(
-            lambda: len(k := _descendants(leader)) == 2 and k,
+            lambda: len(k := _descendants(leader)) == 1 and k,
             timeout=5.0,
-            what="the service's two children",
+            what="the service's child",
         )
         # The parser read names or options the early start did not: nothing prepared is used.
         assert early.take((config,), "human", plain=False) is None

@@ -84,6 +84,70 @@ def service_cgroup(run: Path, service: str) -> Path:
     return path
 
 
+def join(cgroup: Path, pid: int) -> None:
+    """Move ``pid`` and every descendant it has into ``cgroup``.
+
+    A process is moved before its children are listed, so a child it forks meanwhile is
+    either born in ``cgroup`` or listed (and moved) after it; one whose parent exits first
+    is re-parented to the supervisor (a subreaper), where :func:`strays` finds it. A process
+    that exits meanwhile is skipped.
+
+    Raises:
+        OSError: ``pid`` cannot be moved (not for a process that has exited).
+    """
+    fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        pending = [pid]
+        while pending:
+            current = pending.pop()
+            try:
+                os.write(fd, str(current).encode())
+            except ProcessLookupError:
+                continue
+            except OSError:
+                if current == pid:
+                    raise
+                continue
+            pending.extend(children(current))
+    finally:
+        os.close(fd)
+
+
+def children(pid: int) -> list[int]:
+    """The children of ``pid`` (of each of its threads); [] if it is gone."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(f"/proc/{pid}/task/{task}/children") as f,
+        ):
+            found.extend(int(word) for word in f.read().split())
+    return found
+
+
+def strays(run: Path, known: set[int]) -> list[int]:
+    """This process's children that it did not start (``known``) and that are in none of
+    the run's cgroups: processes of a service, re-parented here (the supervisor is a
+    subreaper) before the service was moved into its cgroup."""
+    found = []
+    for pid in children(os.getpid()):
+        if pid in known:
+            continue
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        path = next((line[3:] for line in lines if line.startswith("0::")), "")
+        if f"/{run.name}/" not in path + "/":
+            found.append(pid)
+    return found
+
+
 def procs(cgroup: Path) -> list[int]:
     """The pids in ``cgroup`` (zombies are not listed); [] if it is gone."""
     try:

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 import hearthlink_trio
+from hearthlink_trio.process import own
 from hearthlink_trio.process.sentinel_main import BYE
 
 #: How long a graceful exit waits for the sentinel to go after ``bye``.
@@ -132,5 +133,6 @@ def start_sentinel(run: str, cgroup: Path | None) -> Sentinel:
         raise
     finally:
         os.close(read_end)
+    own.remember(popen.pid)
     os.set_blocking(write_end, False)
     return Sentinel(popen, write_end)

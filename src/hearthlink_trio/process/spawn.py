@@ -25,6 +25,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import trio
 
-from hearthlink_trio.process import cgroups
+from hearthlink_trio.process import cgroups, own
 from hearthlink_trio.process.groups import killpg
 from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.procfs import proc_stat
@@ -108,6 +109,8 @@ class Child:
     lineage: Lineage | None = None
     #: Its notify socket (``probe = "notify"``), closed with its streams.
     notify: NotifyReceiver | None = None
+    #: Set once the process is in its service's cgroup (at once where it started there).
+    contained: threading.Event = field(default_factory=threading.Event)
     #: Every process ever found to be the service's: the zombies among them are ours to reap.
     _seen: set[int] = field(default_factory=set)
     _streams: tuple[trio.lowlevel.FdStream, trio.lowlevel.FdStream] | None = None
@@ -177,6 +180,7 @@ class Child:
     def reap(self) -> int:
         """Collect the exit status of an exited process and close the pidfd."""
         code = self.popen.wait()
+        own.forget(self.pid)
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
@@ -241,7 +245,10 @@ class Child:
                         nursery.start_soon(report)
             # The sweep: what stayed in the group, the cgroup or left them goes now. The
             # leader is not reaped yet (a zombie keeps its pid, and so the group id, from
-            # being reused).
+            # being reused). A process started a moment ago is first let into its cgroup,
+            # with whatever it forked: the sweep of a cgroup finds only what is in it.
+            if not self.contained.is_set():
+                await trio.to_thread.run_sync(self.contained.wait, KILL_WAIT_SECONDS)
             await self._kill_the_rest()
             await self.wait_exited()
         code = self.reap()
@@ -320,7 +327,7 @@ def _pdeathsig_wrapper() -> tuple[str, ...] | None:
     if os.environ.get("HEARTHLINK_SETPRIV", "").lower() in ("off", "0", "no"):
         return None
     path = shutil.which(_SETPRIV_NAME)
-    if path is None or not os.access(_SHELL, os.X_OK):
+    if path is None:
         return None
     try:
         with open(path, "rb") as f:
@@ -330,19 +337,6 @@ def _pdeathsig_wrapper() -> tuple[str, ...] | None:
     if len(image) > _SETPRIV_MAX_BYTES or b"--pdeathsig" not in image:
         return None
     return (path, "--pdeathsig", "KILL", "--")
-
-
-#: The shell step of a start through setpriv into a cgroup: the process joins the cgroup
-#: (``$0``, its ``cgroup.procs``) and then becomes the service. A process joins its cgroup
-#: before the service's first instruction, so nothing the service forks can be born outside.
-_JOIN_THEN_EXEC = (
-    'echo 0 >"$0" || { echo "hearthlink: could not join the cgroup $0" >&2; exit 126; }; exec "$@"'
-)
-_SHELL = "/bin/sh"
-
-
-def _join_then_exec(procs: Path) -> tuple[str, ...]:
-    return (_SHELL, "-c", _JOIN_THEN_EXEC, str(procs))
 
 
 def _close_opened(path: Path) -> None:
@@ -381,12 +375,14 @@ def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess
     Raises:
         OSError: the program could not be started.
     """
-    return subprocess.Popen(
+    popen = subprocess.Popen(
         list(argv),
         env=dict(env),
         preexec_fn=functools.partial(_prepare_child, os.getpid(), -1),
         close_fds=True,
     )
+    own.remember(popen.pid)
+    return popen
 
 
 def spawn(
@@ -403,7 +399,10 @@ def spawn(
     With ``user``, the process runs as that user, its group and its groups (switched by
     subprocess in the child before exec; the parent-death signal is armed after the switch,
     which would otherwise clear it). With a ``lineage``, the process carries the run's mark
-    in its environment and starts in the service's cgroup, if it has one. With ``listen``
+    in its environment and joins the service's cgroup, if it has one: before exec where
+    the child runs Python code anyway, else (started through setpriv, see the module's
+    docstring) the caller moves it, with what it forked meanwhile, and sets
+    :attr:`Child.contained` (``launcher``). With ``listen``
     (a listening socket's fd and its name), the process gets that socket as its fd 3 with
     ``LISTEN_FDS=1``, ``LISTEN_FDNAMES=<name>`` and ``LISTEN_PID=<its own pid>``. Must be called
     from the trio main thread (see the module docstring).
@@ -446,7 +445,6 @@ def spawn(
         if procs is not None:
             # Opened here only to report a cgroup it could not join as a failed start.
             _close_opened(procs)
-            wrapper = (*wrapper, *_join_then_exec(procs))
     cgroup_procs = -1
     if wrapper is None and procs is not None:
         cgroup_procs = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
@@ -506,7 +504,8 @@ def spawn(
         for fd in (out_r, err_r):
             os.close(fd)
         raise
-    return Child(
+    own.remember(popen.pid)
+    child = Child(
         popen=popen,
         pidfd=pidfd,
         stdout_fd=out_r,
@@ -514,3 +513,6 @@ def spawn(
         start_ticks=stat.start_ticks if (stat := proc_stat(popen.pid)) else None,
         lineage=lineage,
     )
+    if procs is None or wrapper is None:
+        child.contained.set()
+    return child

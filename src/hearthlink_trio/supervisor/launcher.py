@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 
 from hearthlink_trio.config import Config, Service
 from hearthlink_trio.process.containment import Containment
+from hearthlink_trio.process.joiner import CgroupJoiner
 from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.spawn import Child, spawn
@@ -31,6 +32,9 @@ class ServiceLauncher:
 
     def __init__(self, containment: Containment | None, sockets: HeldSockets | None = None) -> None:
         self._containment = containment
+        self._joiner: CgroupJoiner | None = None
+        #: Started but not yet given to the joiner (while :meth:`start` starts a batch).
+        self._to_join: list[Child] | None = None
         self._early: dict[str, tuple[Child, dict[str, str]]] = {}
         #: The listening sockets held for the services with ``socket = true``.
         self.sockets = sockets if sockets is not None else HeldSockets()
@@ -47,6 +51,29 @@ class ServiceLauncher:
         all; a scheduled task waits for its time), until ``stop_asked()`` (a signal came
         meanwhile: nothing more is started). One that cannot start is left to the
         supervisor, which tries again and reports why."""
+        if self._containment is not None:
+            # Every service's cgroup first: making one waits for any move into a cgroup
+            # under way (the kernel holds one lock for both).
+            for service in config.services:
+                with contextlib.suppress(OSError):  # the service's start reports it
+                    self._containment.lineage(service.name)
+        self._to_join = []
+        try:
+            self._start(config, secrets, stop_asked, selected)
+        finally:
+            # Moved into their cgroups together once all have started: the moves share one
+            # wait for the kernel, and none competes with the starts for the interpreter.
+            batch, self._to_join = self._to_join, None
+            for child in batch:
+                self._join(child)
+
+    def _start(
+        self,
+        config: Config,
+        secrets: Secrets,
+        stop_asked: Callable[[], bool],
+        selected: frozenset[str] | None,
+    ) -> None:
         for service in config.services:
             if stop_asked():
                 break
@@ -110,7 +137,19 @@ class ServiceLauncher:
         if receiver is not None:
             receiver.pid = child.pid
             child.notify = receiver
+        if not child.contained.is_set():
+            if self._to_join is not None:
+                self._to_join.append(child)
+            else:
+                self._join(child)
         return child
+
+    def _join(self, child: Child) -> None:
+        lineage = child.lineage
+        assert lineage is not None and lineage.cgroup is not None
+        if self._joiner is None:
+            self._joiner = CgroupJoiner(lineage.cgroup.parent)
+        self._joiner.add(child)
 
     def close(self) -> None:
         """Kill what was started early and never taken over (the run failed before the
@@ -118,6 +157,8 @@ class ServiceLauncher:
         for child, _ in self._early.values():
             _discard(child)
         self._early.clear()
+        if self._joiner is not None:
+            self._joiner.close()
         self.sockets.close()
 
 

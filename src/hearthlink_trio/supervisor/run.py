@@ -14,12 +14,9 @@ supervisor once it has taken over every process started so far.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -159,9 +156,7 @@ def run_supervisor(
     if prepared is None:
         prepared = prepare_run(config, log_format=log_format, selection=selection)
     try:
-        # Loaded only now, while the first services boot (and before them, if any started).
-        if prepared.launcher.started_early:
-            _load_behind_the_services()
+        # Loaded only now, while the first services boot.
         import trio
 
         from hearthlink_trio.supervisor.command import ForegroundCommand
@@ -187,46 +182,6 @@ def run_supervisor(
         return trio.run(_supervise, supervisor, prepared.pending, Notifier.from_environ())
     finally:
         prepared.close()
-
-
-#: The niceness of the thread that loads the supervisor while the first services boot.
-LOADING_NICENESS = 10
-
-
-def _load() -> None:
-    import trio  # noqa: F401
-
-    import hearthlink_trio.control.server
-    import hearthlink_trio.supervisor.command
-    import hearthlink_trio.supervisor.supervisor
-    import hearthlink_trio.systemd.notify  # noqa: F401
-
-
-def _load_behind_the_services() -> None:
-    """Import trio and the supervisor in a thread of lower priority, and wait for it.
-
-    On a machine with fewer cores than services starting, the supervisor's loading would
-    take CPU from the services it started a moment ago: loading behind them, the services
-    get ready sooner and the supervisor is loaded when they are. Only this thread is
-    niced: the main thread, which forks every later service, keeps its priority (a child
-    inherits the niceness of the thread that forks it). Signals meanwhile are kept, as
-    before the start.
-    """
-    failure: list[BaseException] = []
-
-    def load() -> None:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADING_NICENESS)
-        try:
-            _load()
-        except BaseException as exc:  # raised again by the main thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=load, name="hearthlink-load")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
 
 
 async def _supervise(supervisor: Supervisor, pending: PendingSignals, notifier: Notifier) -> int:
