@@ -1,8 +1,9 @@
 """The command line: ``hearthlink run``, ``check``, ``status``, ``restart``, ``stop``, ``logs``…
 
-:func:`main` answers ``--version`` before anything is imported (the argument parser alone
-costs more than the whole answer should take), and hands everything else to the commands
-of :mod:`hearthlink_trio.cli.app`.
+:func:`main` answers ``--version`` before anything is imported, and the exact command lines
+``status`` and ``status --json`` through the same function the parser calls (the argument
+parser alone costs more than the whole answer should take); it hands everything else to
+the commands of :mod:`hearthlink_trio.cli.app`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ def main() -> int:
     if sys.argv[1:] == ["--version"]:
         print(__version__)
         return 0
+    if sys.argv[1:] in (["status"], ["status", "--json"]):
+        from hearthlink_trio.cli.statuscmd import show_status
+
+        return show_status(None, as_json=sys.argv[2:] == ["--json"])
     from hearthlink_trio.cli.app import main as run_command_line
 
     return run_command_line()

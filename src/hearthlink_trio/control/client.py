@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from hearthlink_trio.control.errors import ControlError, NotRunning, UnknownService
-from hearthlink_trio.control.stream import StateChange, parse
 
 #: How often ``wait`` tries again to reach a supervisor that is still starting.
 STARTING_RETRY_SECONDS = 0.05
@@ -138,6 +137,9 @@ class ControlClient:
             UnknownService: a name matches no service.
             ControlError: anything else.
         """
+        # The event schema is loaded by the commands that read a stream only.
+        from hearthlink_trio.control.stream import StateChange, parse
+
         deadline = time.monotonic() + timeout
         connection = self._connect_while_starting(deadline)
         try:
