@@ -97,8 +97,11 @@ def test_status_of_a_running_supervisor_is_the_same_either_way(tmp_path: Path) -
         health = json.loads(text)
         assert [s["name"] for s in health["services"]] == ["idle", "other"]
         pids = [s["pid"] for s in health["services"]]
-        # The fast path really is the one without the parser.
-        assert "cyclopts" not in _modules_after_status(config)
+        # The fast path really is the one without the parser, and the client the one
+        # without the standard library's HTTP stack (email parser, ssl) or an async one.
+        modules = _modules_after_status(config)
+        assert not {"cyclopts", "http.client", "ssl", "email.parser", "httpx"} & modules
+        assert "h11" in modules
     all_gone(pids)
 
 
