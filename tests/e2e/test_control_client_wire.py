@@ -1,5 +1,6 @@
 """The control client against a real Unix socket that answers with exactly the bytes a test
-wrote: bodies in pieces, lines split across chunks, answers that break off or are not HTTP."""
+wrote (bodies in pieces, lines split across chunks, answers that break off or are not
+HTTP), and against a real supervisor for what must reach it intact."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from hearthlink_trio.control.client import ControlClient
 from hearthlink_trio.control.errors import ControlError
+from tests.stack import Stack, run_command, running
 
 
 @contextmanager
@@ -122,3 +124,18 @@ def test_no_answer_in_time_is_an_error(tmp_path: Path) -> None:
         pytest.raises(ControlError, match=r"did not answer within 0\.2s$"),
     ):
         ControlClient(path, timeout=0.2).health()
+
+
+def test_a_name_that_cannot_stand_in_a_request_line_still_gets_its_answer(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    stack.services["idle"] = {"command": ["sleep", "600"], "probe": "none"}
+    config = stack.write()
+    with running(config) as sup:
+        sup.wait_line("^idle service is healthy$")
+        for name in ("é", "a b"):
+            for action in ("restart", "stop", "start"):
+                odd = run_command(action, name, "--config", str(config), cwd=tmp_path)
+                assert (odd.returncode, odd.stdout) == (1, ""), odd.stderr
+                assert odd.stderr.startswith(f"no service named {name!r}"), odd.stderr

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import h11
 
@@ -77,15 +77,15 @@ class ControlClient:
 
     def restart(self, name: str) -> dict[str, Any]:
         """``POST /v1/services/{name}/restart``; returns once the restart is accepted."""
-        return self._request("POST", f"/v1/services/{name}/restart")
+        return self._request("POST", _service_path(name, "restart"))
 
     def stop_service(self, name: str) -> dict[str, Any]:
         """``POST /v1/services/{name}/stop``: stop it and keep it stopped."""
-        return self._request("POST", f"/v1/services/{name}/stop")
+        return self._request("POST", _service_path(name, "stop"))
 
     def start_service(self, name: str) -> dict[str, Any]:
         """``POST /v1/services/{name}/start``: start a service stopped by hand again."""
-        return self._request("POST", f"/v1/services/{name}/start")
+        return self._request("POST", _service_path(name, "start"))
 
     def reload(self) -> dict[str, Any]:
         """``POST /v1/reload``: re-read the config file (as SIGHUP)."""
@@ -301,6 +301,12 @@ class ControlClient:
         if payload.get("error") == "unknown_service":
             raise UnknownService(detail)
         raise ControlError(f"the supervisor answered {status}: {detail}")
+
+
+def _service_path(name: str, action: str) -> str:
+    # Percent-encoded: a name with a space or a non-ASCII letter is asked about (and
+    # answered "no service named …") rather than failing to make a request line.
+    return f"/v1/services/{quote(name, safe='')}/{action}"
 
 
 def _wait_targets(names: Sequence[str], services: dict[str, dict[str, Any]]) -> tuple[str, ...]:
