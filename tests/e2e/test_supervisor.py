@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from hearthlink_trio.process.procfs import proc_stat
 from hearthlink_trio.supervisor.output import MAX_LINE_BYTES
@@ -218,15 +220,20 @@ def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
     all_gone(pids, timeout=0.5)
 
 
+# The parent-death signal armed by util-linux's setpriv before exec, or by the child itself.
+@pytest.mark.parametrize("setpriv", ["on", "off"])
 def test_sigkill_of_supervisor_and_sentinel_leaves_no_service_and_next_run_reaps(
-    tmp_path: Path,
+    tmp_path: Path, setpriv: str
 ) -> None:
+    if setpriv == "on" and shutil.which("setpriv") is None:
+        pytest.skip("no setpriv here")
     stack = Stack(tmp_path)
     stack.add("a", env={"TESTSVC_GRANDCHILD": "1"})
     stack.add("b")
     config = stack.write()
     # Without cgroups (a leftover cgroup would be emptied by the next run's start anyway).
-    with running(config, env={"HEARTHLINK_CGROUPS": "off"}) as sup:
+    env = {"HEARTHLINK_CGROUPS": "off", "HEARTHLINK_SETPRIV": setpriv}
+    with running(config, env=env) as sup:
         sup.wait_line("a service is healthy")
         sup.wait_line("b service is healthy")
         services = stack.pids("a") + stack.pids("b")

@@ -95,18 +95,27 @@ def run(
     With ``-- CMD ARG…`` at the end: once the services are healthy, run CMD in the
     foreground with their environment, then stop them and exit with CMD's exit code.
     """
+    from hearthlink_trio.cli import early
     from hearthlink_trio.config.cache import load_config_cached
     from hearthlink_trio.config.selection import Selection
     from hearthlink_trio.supervisor.run import run_supervisor
 
     command = _COMMAND
-    if wait_timeout <= 0:
-        print("--wait-timeout must be more than 0", file=sys.stderr)
-        return ExitCode.CONFIG
     try:
-        cfg = load_config_cached(config_paths(config))
-        selection = Selection(tuple(names), tuple(profile or ()))
-        selection.check(cfg)
+        prepared = early.take(
+            tuple(config) if config else None, log_format, plain=not names and not profile
+        )
+        if wait_timeout <= 0:
+            if prepared is not None:
+                prepared.close()
+            print("--wait-timeout must be more than 0", file=sys.stderr)
+            return ExitCode.CONFIG
+        if prepared is not None:
+            cfg, selection = prepared.config, prepared.selection
+        else:
+            cfg = load_config_cached(config_paths(config))
+            selection = Selection(tuple(names), tuple(profile or ()))
+            selection.check(cfg)
         code = run_supervisor(
             cfg,
             log_format=log_format,
@@ -114,6 +123,7 @@ def run(
             watch=watch,
             command=command,
             wait_timeout=wait_timeout,
+            prepared=prepared,
         )
     except HearthlinkError as exc:
         return _report(exc, log_format)

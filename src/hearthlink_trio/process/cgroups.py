@@ -84,6 +84,50 @@ def service_cgroup(run: Path, service: str) -> Path:
     return path
 
 
+def join(cgroup: Path, pid: int) -> None:
+    """Move ``pid`` and every descendant it has into ``cgroup``.
+
+    Each move is a write of one pid to ``cgroup.procs``. A process is moved before its
+    children are listed, so a child it forks meanwhile is either born in ``cgroup`` or
+    listed (and moved) after it: none stays behind. A process that exits meanwhile is
+    skipped.
+
+    Raises:
+        OSError: ``pid`` cannot be moved (not for a process that has exited).
+    """
+    fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        pending = [pid]
+        while pending:
+            current = pending.pop()
+            try:
+                os.write(fd, str(current).encode())
+            except ProcessLookupError:
+                continue
+            except OSError:
+                if current == pid:
+                    raise
+                continue
+            pending.extend(_children(current))
+    finally:
+        os.close(fd)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        with (
+            contextlib.suppress(OSError, ValueError),
+            open(f"/proc/{pid}/task/{task}/children") as f,
+        ):
+            found.extend(int(word) for word in f.read().split())
+    return found
+
+
 def procs(cgroup: Path) -> list[int]:
     """The pids in ``cgroup`` (zombies are not listed); [] if it is gone."""
     try:

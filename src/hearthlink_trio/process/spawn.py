@@ -3,14 +3,22 @@
 Why not ``trio.lowlevel.open_process``: trio forks from its worker-thread cache, and
 ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, so a child armed
 there dies when an idle worker retires . We fork from the trio main thread
-with :class:`subprocess.Popen` (a few milliseconds of blocking) and learn of the exit
-through a pidfd, which trio can wait on like any file descriptor.
+with :class:`subprocess.Popen` and learn of the exit through a pidfd, which trio can wait on
+like any file descriptor.
+
+The parent-death signal must be armed by the child itself, between fork and exec. Where
+util-linux's ``setpriv`` is, the child executes ``setpriv --pdeathsig KILL -- <service>``:
+no Python runs in the child, so Popen uses vfork (a fraction of a millisecond, where a fork
+that runs Python in the child costs 3-15 ms on a busy machine, much of it waiting for the
+child to be scheduled). A service that switches user or gets a held socket is prepared by
+Python code in the child as before, and so is every service where setpriv is missing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import pwd
@@ -48,14 +56,11 @@ WAITING_REPORT_SECONDS = 1.0
 
 
 def _prepare_child(
-    parent: int, cgroup_procs: int, listen: tuple[int, list[tuple[bytes, bytes]]] | None = None
+    parent: int, listen: tuple[int, list[tuple[bytes, bytes]]] | None = None
 ) -> None:
-    # Runs in the child between fork and exec: two system calls and nothing else that could
-    # take a lock. Joining the cgroup here, before exec, is what makes it complete: moving
-    # the child after spawn would leave it a window to fork outside (Popen returns only
-    # once the child has exec'd). The file was opened by the parent, so this is one write.
-    if cgroup_procs >= 0:
-        os.write(cgroup_procs, b"0")
+    # Runs in the child between fork and exec: a few system calls and nothing else that
+    # could take a lock. (Joining the service's cgroup is the parent's work, after the exec:
+    # done here it would make every start wait for the kernel's cgroup migration.)
     # If the parent died before the prctl, the signal will never come: exit.
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:
@@ -134,6 +139,28 @@ class Child:
         found = service_processes(self.pid, self.start_ticks, self.lineage)
         self._seen.update(found)
         return found
+
+    def join_cgroup(self) -> None:
+        """Move the process, and any it has started already, into its service's cgroup (if
+        its lineage has one). It runs on meanwhile: the kernel's migration, which may wait
+        for a scheduler grace period, never delays its start. Until then it is found by its
+        group, its ancestry and its mark, as in a run without cgroups.
+
+        Raises:
+            OSError: it cannot be moved (what is running of it is then killed and reaped).
+        """
+        if self.lineage is None or self.lineage.cgroup is None:
+            return
+        try:
+            cgroups.join(self.lineage.cgroup, self.pid)
+        except OSError as exc:
+            killpg(self.pid, signal.SIGKILL)
+            kill_all(self.processes())
+            self.reap()
+            self.close_streams()
+            raise OSError(
+                exc.errno, f"could not join the cgroup {self.lineage.cgroup}: {exc.strerror}"
+            ) from None
 
     def share_service(self) -> None:
         """From now on count only this process's group and descendants as its own, not the
@@ -297,6 +324,50 @@ def _ensure_open(fd: int) -> None:
             os.close(null)
 
 
+#: Where util-linux's ``setpriv`` may be (it needs 2.33 or later for ``--pdeathsig``).
+_SETPRIV_NAME = "setpriv"
+#: A larger file is not util-linux's setpriv (busybox's applet has no --pdeathsig).
+_SETPRIV_MAX_BYTES = 1024 * 1024
+
+
+@functools.cache
+def _pdeathsig_wrapper() -> tuple[str, ...] | None:
+    """The command that arms the parent-death signal and then executes the service, so
+    that no Python code need run between fork and exec: util-linux's ``setpriv`` if this
+    machine has one that knows ``--pdeathsig`` (its usage text names the option), else
+    None (the child arms it itself). ``HEARTHLINK_SETPRIV=off`` turns it off."""
+    if os.environ.get("HEARTHLINK_SETPRIV", "").lower() in ("off", "0", "no"):
+        return None
+    path = shutil.which(_SETPRIV_NAME)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            image = f.read(_SETPRIV_MAX_BYTES + 1)
+    except OSError:
+        return None
+    if len(image) > _SETPRIV_MAX_BYTES or b"--pdeathsig" not in image:
+        return None
+    return (path, "--pdeathsig", "KILL", "--")
+
+
+def _check_program(program: str, env: Mapping[str, str], cwd: Path) -> None:
+    """Raise what exec would raise for ``program`` (looked up on ``env``'s PATH, or
+    relative to ``cwd``), so that a program that cannot start is reported as such and not
+    as the exit of the wrapper that would have executed it."""
+    if "\0" in program:
+        raise ValueError("embedded null byte")
+    if os.sep in program:
+        path = Path(cwd, program)
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+        if not os.access(path, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
+        return
+    if shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
+
+
 def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start ``argv`` in hearthlink's own session and process group, with its stdin, stdout
     and stderr, and the parent-death signal: a command run in the foreground for the user,
@@ -309,7 +380,7 @@ def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess
     return subprocess.Popen(
         list(argv),
         env=dict(env),
-        preexec_fn=functools.partial(_prepare_child, os.getpid(), -1),
+        preexec_fn=functools.partial(_prepare_child, os.getpid()),
         close_fds=True,
     )
 
@@ -328,14 +399,15 @@ def spawn(
     With ``user``, the process runs as that user, its group and its groups (switched by
     subprocess in the child before exec; the parent-death signal is armed after the switch,
     which would otherwise clear it). With a ``lineage``, the process carries the run's mark
-    in its environment and starts in the service's cgroup, if it has one. With ``listen``
+    in its environment (and joins the service's cgroup, if it has one, with
+    :meth:`Child.join_cgroup`: the caller's call, so that it can start several processes
+    first and move them together). With ``listen``
     (a listening socket's fd and its name), the process gets that socket as its fd 3 with
     ``LISTEN_FDS=1``, ``LISTEN_FDNAMES=<name>`` and ``LISTEN_PID=<its own pid>``. Must be called
     from the trio main thread (see the module docstring).
 
     Raises:
-        OSError: the program could not be started (not found, not executable, …), or could
-            not join its cgroup.
+        OSError: the program could not be started (not found, not executable, …).
     """
     uid = gid = None
     groups = None
@@ -344,11 +416,8 @@ def spawn(
         uid, gid = account.pw_uid, account.pw_gid
         groups = os.getgrouplist(user, gid)
     env = dict(env)
-    cgroup_procs = -1
     if lineage is not None:
         env[RUN_ENV] = lineage.run_id
-        if lineage.cgroup is not None:
-            cgroup_procs = os.open(lineage.cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
     executable = None
     listen_env = None
     pass_fds: tuple[int, ...] = ()
@@ -365,31 +434,42 @@ def spawn(
         # it up on the service's, as with an environment given.
         if os.sep not in argv[0]:
             executable = shutil.which(argv[0], path=os.pathsep.join(os.get_exec_path(env)))
+    wrapper = None if user or listen is not None else _pdeathsig_wrapper()
+    if wrapper is not None:
+        _check_program(argv[0], env, cwd)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        popen = subprocess.Popen(
-            list(argv),
-            executable=executable,
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            env=env if listen_env is None else None,
-            cwd=cwd,
-            start_new_session=True,
-            preexec_fn=functools.partial(_prepare_child, os.getpid(), cgroup_procs, listen_env),
-            close_fds=True,
-            pass_fds=pass_fds,
-            user=uid,
-            group=gid,
-            extra_groups=groups,
-        )
-    except subprocess.SubprocessError as exc:
-        for fd in (out_r, err_r):
-            os.close(fd)
-        # Only the cgroup write can fail in the child before exec.
-        where = lineage.cgroup if lineage is not None else None
-        raise OSError(f"could not join the cgroup {where}: {exc}") from None
+        if wrapper is not None:
+            # No Python in the child: Popen forks with vfork, which neither copies the
+            # supervisor's memory map nor waits for the child to be scheduled before exec.
+            popen = subprocess.Popen(
+                [*wrapper, *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        else:
+            popen = subprocess.Popen(
+                list(argv),
+                executable=executable,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                env=env if listen_env is None else None,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=functools.partial(_prepare_child, os.getpid(), listen_env),
+                close_fds=True,
+                pass_fds=pass_fds,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
     except BaseException:
         for fd in (out_r, err_r):
             os.close(fd)
@@ -397,8 +477,6 @@ def spawn(
     finally:
         os.close(out_w)
         os.close(err_w)
-        if cgroup_procs >= 0:
-            os.close(cgroup_procs)
     try:
         pidfd = os.pidfd_open(popen.pid)
     except OSError:

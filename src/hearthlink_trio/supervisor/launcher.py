@@ -47,9 +47,10 @@ class ServiceLauncher:
         all; a scheduled task waits for its time), until ``stop_asked()`` (a signal came
         meanwhile: nothing more is started). One that cannot start is left to the
         supervisor, which tries again and reports why."""
+        started: list[tuple[Service, Child, dict[str, str]]] = []
         for service in config.services:
             if stop_asked():
-                return
+                break
             if (
                 service.conditions
                 or service.schedule
@@ -58,7 +59,18 @@ class ServiceLauncher:
                 continue
             env = child_environment(config, service, secrets)
             with contextlib.suppress(Exception):  # the supervisor's own launch reports it
-                self._early[service.name] = (self.launch(service, env), env)
+                started.append((service, self._spawn(service, env), env))
+        # Moved into their cgroups once all have started: the first move may wait for the
+        # kernel (a grace period), the others then cost next to nothing.
+        for service, child, env in started:
+            with contextlib.suppress(OSError):  # killed: the supervisor starts it anew
+                child.join_cgroup()
+                self._early[service.name] = (child, env)
+
+    @property
+    def started_early(self) -> bool:
+        """Whether processes started before the supervisor are waiting for it."""
+        return bool(self._early)
 
     def take(self, service: Service, env: Mapping[str, str]) -> Child | None:
         """The process started early for ``service`` (None if there is none). One started
@@ -74,6 +86,16 @@ class ServiceLauncher:
         return None
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
+        """Start ``service``'s process in its containment.
+
+        Raises:
+            OSError: it could not be started or could not join its cgroup.
+        """
+        child = self._spawn(service, env)
+        child.join_cgroup()
+        return child
+
+    def _spawn(self, service: Service, env: Mapping[str, str]) -> Child:
         lineage = self._containment.lineage(service.name) if self._containment else None
         fd = self.sockets.fd_for(service)
         receiver = None

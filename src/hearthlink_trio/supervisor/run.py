@@ -14,9 +14,14 @@ supervisor once it has taken over every process started so far.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -28,7 +33,7 @@ from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.supervisor import log_lines
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console, setup_event_log
-from hearthlink_trio.supervisor.preflight import preflight
+from hearthlink_trio.supervisor.preflight import Ready, preflight
 
 if TYPE_CHECKING:
     import trio
@@ -61,25 +66,46 @@ class PendingSignals:
         return received
 
 
-def run_supervisor(
+@dataclass
+class PreparedRun:
+    """A run up to its first services: signals kept, preflight passed (the lock held), the
+    containment made and the services that wait for nothing started. Nothing here needs
+    trio. :meth:`close` undoes it all (what was started is killed)."""
+
+    config: Config
+    log_format: str
+    selection: Selection | None
+    pending: PendingSignals
+    log: logging.Logger
+    ready: Ready
+    containment: Containment
+    console: Console
+    launcher: ServiceLauncher
+
+    def close(self) -> None:
+        self.launcher.close()
+        self.containment.close()
+        self.console.close()
+        self.ready.lock.release()
+
+
+def prepare_run(
     config: Config,
     *,
     log_format: str,
     selection: Selection | None = None,
-    watch: bool = True,
-    command: Sequence[str] = (),
-    wait_timeout: float = 60.0,
-) -> int:
-    """Run the supervisor in the foreground; returns the exit code.
+    pending: PendingSignals | None = None,
+) -> PreparedRun:
+    """Catch the stop signals (unless ``pending`` already does), run the preflight, make the
+    containment and start the services of ``selection`` (default: all) that wait for nothing.
 
-    Only the services of the ``selection`` start (default: all); the others wait for
-    ``hearthlink start``. ``watch=False`` turns file watching off. With a ``command``, it
-    is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
-    run ends when it does, and its exit code is the run's.
+    Raises:
+        PreflightError: a port is taken, a secret cannot be made, the lock is held…
     """
+    if pending is None:
+        pending = PendingSignals()
+        pending.install()
     selected = selection.pick(config) if selection is not None else None
-    pending = PendingSignals()
-    pending.install()
     log = setup_event_log(log_format)
     sockets = HeldSockets()
     try:
@@ -88,17 +114,54 @@ def run_supervisor(
         sockets.close()
         raise
     assert ready is not None
-    # Before the services: the subreaper, the run's cgroup and the sentinel come first.
-    containment = Containment.start()
+    try:
+        # Before the services: the subreaper, the run's cgroup and the sentinel come first.
+        containment = Containment.start()
+    except BaseException:
+        sockets.close()
+        ready.lock.release()
+        raise
     sentinel = containment.sentinel
     log_lines.emit(
         log, log_lines.containment(containment.guarantee, sentinel.pid if sentinel else None)
     )
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     launcher = ServiceLauncher(containment, sockets)
+    prepared = PreparedRun(
+        config, log_format, selection, pending, log, ready, containment, console, launcher
+    )
     try:
         launcher.start(config, ready.secrets, stop_asked=pending.stop_asked, selected=selected)
-        # Loaded only now, while the first services boot.
+    except BaseException:
+        prepared.close()
+        raise
+    return prepared
+
+
+def run_supervisor(
+    config: Config,
+    *,
+    log_format: str,
+    selection: Selection | None = None,
+    watch: bool = True,
+    command: Sequence[str] = (),
+    wait_timeout: float = 60.0,
+    prepared: PreparedRun | None = None,
+) -> int:
+    """Run the supervisor in the foreground; returns the exit code.
+
+    Only the services of the ``selection`` start (default: all); the others wait for
+    ``hearthlink start``. ``watch=False`` turns file watching off. With a ``command``, it
+    is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
+    run ends when it does, and its exit code is the run's. ``prepared``: the run's start
+    made already (:func:`prepare_run` with this config, log format and selection).
+    """
+    if prepared is None:
+        prepared = prepare_run(config, log_format=log_format, selection=selection)
+    try:
+        # Loaded only now, while the first services boot (and before them, if any started).
+        if prepared.launcher.started_early:
+            _load_behind_the_services()
         import trio
 
         from hearthlink_trio.supervisor.command import ForegroundCommand
@@ -110,23 +173,60 @@ def run_supervisor(
         try:
             supervisor = Supervisor(
                 config,
-                log,
-                secrets=ready.secrets,
-                console=console,
-                containment=containment,
-                launcher=launcher,
+                prepared.log,
+                secrets=prepared.ready.secrets,
+                console=prepared.console,
+                containment=prepared.containment,
+                launcher=prepared.launcher,
                 watch=watch,
                 selection=selection,
                 foreground=foreground,
             )
         except OSError as exc:  # the log dir cannot be created or a log file opened
             raise PreflightError([f"Log dir {config.log_dir}: {exc.strerror or exc}"]) from None
-        return trio.run(_supervise, supervisor, pending, Notifier.from_environ())
+        return trio.run(_supervise, supervisor, prepared.pending, Notifier.from_environ())
     finally:
-        launcher.close()
-        containment.close()
-        console.close()
-        ready.lock.release()
+        prepared.close()
+
+
+#: The niceness of the thread that loads the supervisor while the first services boot.
+LOADING_NICENESS = 10
+
+
+def _load() -> None:
+    import trio  # noqa: F401
+
+    import hearthlink_trio.control.server
+    import hearthlink_trio.supervisor.command
+    import hearthlink_trio.supervisor.supervisor
+    import hearthlink_trio.systemd.notify  # noqa: F401
+
+
+def _load_behind_the_services() -> None:
+    """Import trio and the supervisor in a thread of lower priority, and wait for it.
+
+    On a machine with fewer cores than services starting, the supervisor's loading would
+    take CPU from the services it started a moment ago: loading behind them, the services
+    get ready sooner and the supervisor is loaded when they are. Only this thread is
+    niced: the main thread, which forks every later service, keeps its priority (a child
+    inherits the niceness of the thread that forks it). Signals meanwhile are kept, as
+    before the start.
+    """
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADING_NICENESS)
+        try:
+            _load()
+        except BaseException as exc:  # raised again by the main thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=load, name="hearthlink-load")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 async def _supervise(supervisor: Supervisor, pending: PendingSignals, notifier: Notifier) -> int:
