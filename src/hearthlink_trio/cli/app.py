@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from cyclopts import App, Parameter
 
 from hearthlink_trio import __version__
+from hearthlink_trio.cli.target import locate_supervisor as _locate
+from hearthlink_trio.cli.target import target as _target
 from hearthlink_trio.config.lookup import config_paths
 from hearthlink_trio.errors import ExitCode, HearthlinkError
 
 if TYPE_CHECKING:
     from hearthlink_trio.config import Config
-    from hearthlink_trio.config.locate import Location
-    from hearthlink_trio.control.client import ControlClient
 
 app = App(
     name="hearthlink",
@@ -170,38 +170,6 @@ def show_config(*, config: ConfigOption = None) -> int:
     return 0
 
 
-def _locate(config: list[Path] | None) -> tuple[Config | None, Location]:
-    """The config (None if the file does not load) and where its supervisor lives.
-
-    A file with errors still names the data dir of the supervisor that runs it (which
-    loaded it before the edit): say so in one line and find the supervisor anyway.
-    """
-    from hearthlink_trio.config.cache import load_config_cached
-    from hearthlink_trio.config.locate import Location, locate
-
-    paths = config_paths(config)
-    try:
-        # From the cache while the file is as the running supervisor loaded it: no pydantic.
-        cfg = load_config_cached(paths)
-    except HearthlinkError:
-        where = locate(paths)
-        print(
-            f"note: {', '.join(map(str, paths))} has errors (hearthlink check shows them); "
-            f"using its data dir {where.data_dir}",
-            file=sys.stderr,
-        )
-        return None, where
-    return cfg, Location(cfg.data_dir, cfg.control_socket, cfg.log_dir)
-
-
-def _target(config: list[Path] | None) -> tuple[Config | None, ControlClient]:
-    """The config (None if it does not load) and a client of its supervisor."""
-    from hearthlink_trio.control.client import ControlClient
-
-    cfg, where = _locate(config)
-    return cfg, ControlClient(where.control_socket, data_dir=where.data_dir)
-
-
 @app.command
 def status(
     *,
@@ -212,26 +180,9 @@ def status(
     ] = False,
 ) -> int:
     """Show the state of the running supervisor's services (exit 1 if none is running)."""
-    import json as json_module
+    from hearthlink_trio.cli.statuscmd import show_status
 
-    from hearthlink_trio.cli.statusview import render_status_table
-    from hearthlink_trio.control.errors import ControlError
-
-    _, client = _target(config)
-    if watch:
-        from hearthlink_trio.cli.statuswatch import watch_status
-
-        return watch_status(client)
-    try:
-        health = client.health()
-    except ControlError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if json:
-        print(json_module.dumps(health, indent=2))
-    else:
-        print(render_status_table(health))
-    return 0
+    return show_status(config, as_json=json, watch=watch)
 
 
 def _service_request(config: list[Path] | None, name: str, action: str) -> int:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -12,15 +11,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
+
+import h11
 
 from hearthlink_trio.control.errors import ControlError, NotRunning, UnknownService
-from hearthlink_trio.control.stream import StateChange, parse
 
 #: How often ``wait`` tries again to reach a supervisor that is still starting.
 STARTING_RETRY_SECONDS = 0.05
 #: States in which a waited-for service counts as ready (a task that completed, too).
 READY_STATES = frozenset({"healthy", "completed"})
+#: Bytes asked of the socket at a time.
+READ_SIZE = 65536
+#: What a request that broke off raises: the socket's errors, or an answer that is not HTTP.
+_BROKEN = (OSError, h11.ProtocolError)
 
 
 @dataclass(frozen=True)
@@ -73,15 +77,15 @@ class ControlClient:
 
     def restart(self, name: str) -> dict[str, Any]:
         """``POST /v1/services/{name}/restart``; returns once the restart is accepted."""
-        return self._request("POST", f"/v1/services/{name}/restart")
+        return self._request("POST", _service_path(name, "restart"))
 
     def stop_service(self, name: str) -> dict[str, Any]:
         """``POST /v1/services/{name}/stop``: stop it and keep it stopped."""
-        return self._request("POST", f"/v1/services/{name}/stop")
+        return self._request("POST", _service_path(name, "stop"))
 
     def start_service(self, name: str) -> dict[str, Any]:
         """``POST /v1/services/{name}/start``: start a service stopped by hand again."""
-        return self._request("POST", f"/v1/services/{name}/start")
+        return self._request("POST", _service_path(name, "start"))
 
     def reload(self) -> dict[str, Any]:
         """``POST /v1/reload``: re-read the config file (as SIGHUP)."""
@@ -113,7 +117,7 @@ class ControlClient:
             while True:
                 try:
                     line = response.readline()
-                except (OSError, http.client.HTTPException):
+                except _BROKEN:
                     return  # the supervisor went away mid-stream
                 if not line:
                     return
@@ -138,6 +142,9 @@ class ControlClient:
             UnknownService: a name matches no service.
             ControlError: anything else.
         """
+        # The event schema is loaded by the commands that read a stream only.
+        from hearthlink_trio.control.stream import StateChange, parse
+
         deadline = time.monotonic() + timeout
         connection = self._connect_while_starting(deadline)
         try:
@@ -191,14 +198,14 @@ class ControlClient:
             time.sleep(STARTING_RETRY_SECONDS)
 
     @staticmethod
-    def _next_event(response: http.client.HTTPResponse) -> dict[str, Any] | None:
+    def _next_event(response: _Response) -> dict[str, Any] | None:
         """The next JSON line of a stream; None once it ends. TimeoutError passes through."""
         while True:
             try:
                 line = response.readline()
             except TimeoutError:
                 raise
-            except (OSError, http.client.HTTPException):
+            except _BROKEN:
                 return None  # the supervisor went away mid-stream
             if not line:
                 return None
@@ -234,26 +241,21 @@ class ControlClient:
             raise self._connect_error(exc) from exc
         return connection
 
-    def _send(
-        self, connection: _UnixConnection, method: str, path: str
-    ) -> http.client.HTTPResponse:
+    def _send(self, connection: _UnixConnection, method: str, path: str) -> _Response:
         try:
-            connection.request(method, path, headers={"Host": "hearthlink"})
-            return connection.getresponse()
+            return connection.request(method, path)
         except TimeoutError as exc:
             raise self._connect_error(exc) from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except _BROKEN as exc:
             raise ControlError(f"talking to the supervisor on {self.socket_path}: {exc}") from exc
 
     def _request(self, method: str, path: str) -> dict[str, Any]:
-        # The standard library's HTTP client: the commands that only ask one thing answer
-        # without importing an HTTP stack (and its async backends) first.
         connection = self._connection(read_timeout=self.timeout)
         try:
             response = self._send(connection, method, path)
             try:
                 body = response.read()
-            except (OSError, http.client.HTTPException) as exc:
+            except _BROKEN as exc:
                 raise ControlError(
                     f"talking to the supervisor on {self.socket_path}: {exc}"
                 ) from exc
@@ -299,6 +301,12 @@ class ControlClient:
         if payload.get("error") == "unknown_service":
             raise UnknownService(detail)
         raise ControlError(f"the supervisor answered {status}: {detail}")
+
+
+def _service_path(name: str, action: str) -> str:
+    # Percent-encoded: a name with a space or a non-ASCII letter is asked about (and
+    # answered "no service named …") rather than failing to make a request line.
+    return f"/v1/services/{quote(name, safe='')}/{action}"
 
 
 def _wait_targets(names: Sequence[str], services: dict[str, dict[str, Any]]) -> tuple[str, ...]:
@@ -349,13 +357,20 @@ def _lock_holder(data_dir: Path) -> str | None:
     return None
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over the supervisor's Unix socket."""
+class _UnixConnection:
+    """One HTTP/1.1 request and its answer over the supervisor's Unix socket.
+
+    h11 speaks the protocol over a plain socket: the commands that only ask one thing
+    answer without importing an HTTP stack (and its async backends), nor the standard
+    library's client (which loads the email parser and ssl for its headers and https).
+    """
 
     def __init__(self, path: str, connect_timeout: float, read_timeout: float | None) -> None:
-        super().__init__("hearthlink", timeout=connect_timeout)
         self._path = path
+        self.timeout = connect_timeout
         self._read_timeout = read_timeout
+        self.sock: socket.socket | None = None
+        self._protocol = h11.Connection(h11.CLIENT)
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -367,3 +382,77 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def request(self, method: str, target: str) -> _Response:
+        """Send the request (no body) and read up to the answer's status and headers.
+
+        Raises:
+            OSError: the socket failed (TimeoutError: no answer in time).
+            h11.ProtocolError: the answer is not HTTP/1.1.
+        """
+        assert self.sock is not None, "connect() first"
+        headers = [("Host", "hearthlink")]
+        if method == "POST":
+            headers.append(("Content-Length", "0"))
+        data = self._protocol.send(h11.Request(method=method, target=target, headers=headers))
+        data = (data or b"") + (self._protocol.send(h11.EndOfMessage()) or b"")
+        self.sock.sendall(data)
+        while True:
+            event = self.next_event()
+            if isinstance(event, h11.Response):
+                return _Response(self, event.status_code)
+            if not isinstance(event, h11.InformationalResponse):
+                raise h11.RemoteProtocolError(f"the answer began with {type(event).__name__}")
+
+    def next_event(self) -> h11.Event:
+        """The next event of the answer, read from the socket as it is needed."""
+        assert self.sock is not None, "connect() first"
+        while True:
+            event = self._protocol.next_event()
+            if isinstance(event, h11.Event):
+                return event
+            if event is h11.PAUSED:  # only after the answer's end, where nothing reads on
+                raise h11.RemoteProtocolError("read past the end of the answer")
+            self._protocol.receive_data(self.sock.recv(READ_SIZE))
+
+
+class _Response:
+    """The body of an answer, read whole or a line at a time."""
+
+    def __init__(self, connection: _UnixConnection, status: int) -> None:
+        self.status = status
+        self._connection = connection
+        self._buffer = b""
+        self._ended = False
+
+    def read(self) -> bytes:
+        """The rest of the body."""
+        while self._more():
+            pass
+        body, self._buffer = self._buffer, b""
+        return body
+
+    def readline(self) -> bytes:
+        """The next line of the body with its newline; the rest without one at the end;
+        b"" once the body has ended."""
+        while b"\n" not in self._buffer and self._more():
+            pass
+        cut = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        line, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        return line
+
+    def _more(self) -> bool:
+        """Read the next piece of the body into the buffer; False once the body has ended."""
+        if self._ended:
+            return False
+        event = self._connection.next_event()
+        if isinstance(event, h11.Data):
+            self._buffer += event.data
+            return True
+        self._ended = True  # EndOfMessage, or the connection closed where a body may end
+        return False
