@@ -243,6 +243,7 @@ def build(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for k, label, limit in (
         ("version_ms", "`hearthlink --version` wall time", 60.0),
         ("status_ms", "`hearthlink status` wall time (N = 4 running)", 150.0),
+        ("status_config_ms", "`hearthlink status --config FILE` wall time", 150.0),
         ("check_ms", "`hearthlink check` wall time", None),
     ):
         if cli.get(k):

@@ -66,7 +66,7 @@ def test_only_the_mcp_command_loads_the_mcp_sdk(tmp_path: Path) -> None:
     )
     for argv in (
         ["--help"],
-        ["status", "--config", str(config)],
+        ["restart", "s", "--config", str(config)],
         ["wait", "--config", str(config)],
     ):
         modules = _modules_after(*argv)

@@ -1,9 +1,10 @@
-"""``hearthlink status`` and ``status --json`` are answered before the argument parser is
-loaded; they must print what the parser's ``status`` command prints, byte for byte, and exit
-with the same code, whatever the supervisor's state.
+"""``hearthlink status`` in its plain forms (``--config FILE``, ``--json``) is answered
+before the argument parser is loaded; it must print what the parser's ``status`` command
+prints, byte for byte, and exit with the same code, whatever the supervisor's state.
 
-The fast path is reached by the exact command line (the config from ``$HEARTHLINK_CONFIG``),
-the parser's path by the same config given as ``--config``.
+The fast path is reached by the console script's entry (the config from
+``$HEARTHLINK_CONFIG``, or given as ``--config``), the parser's path by calling the parser's
+entry itself.
 """
 
 from __future__ import annotations
@@ -22,8 +23,23 @@ def _fast(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_command("status", *args, cwd=config.parent, env={"HEARTHLINK_CONFIG": str(config)})
 
 
-def _parsed(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _fast_config(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_command("status", *args, "--config", str(config), cwd=config.parent)
+
+
+def _parsed(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # The argument parser's own entry: what every command line that is not a plain form
+    # goes through.
+    code = "import sys\nfrom hearthlink_trio.cli.app import main\nraise SystemExit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, "status", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=config.parent,
+        env=_environ(),
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _answer(result: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
@@ -39,15 +55,19 @@ def _same_answer(config: Path, *args: str) -> tuple[int, str, str]:
     """
 
     def sandwich() -> tuple[tuple[int, str, str], ...] | None:
-        before, parsed, after = (
+        before, parsed, given, after = (
             _answer(_fast(config, *args)),
             _answer(_parsed(config, *args)),
+            _answer(_fast_config(config, *args)),
             _answer(_fast(config, *args)),
         )
-        return (before, parsed) if before == after else None
+        return (before, parsed, given) if before == after else None
 
-    before, parsed = wait_for(sandwich, timeout=20, what="two equal fast answers around one")
+    before, parsed, given = wait_for(
+        sandwich, timeout=20, what="two equal fast answers around the others"
+    )
     assert parsed == before
+    assert given == before
     return parsed
 
 

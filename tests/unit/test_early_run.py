@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hearthlink_trio.cli.early import plain_run
+from hearthlink_trio.cli.early import plain_run, plain_status
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,32 @@ def test_the_plain_forms_are_read(words: list[str], expected: object) -> None:
 )
 def test_anything_else_is_left_to_the_parser(words: list[str]) -> None:
     assert plain_run(words) is None
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ([], (None, False)),
+        (["--json"], (None, True)),
+        (["--config", "a.toml", "--json"], ([Path("a.toml")], True)),
+        (["--config=a.toml", "--config", "b.toml"], ([Path("a.toml"), Path("b.toml")], False)),
+    ],
+)
+def test_the_plain_forms_of_status_are_read(words: list[str], expected: object) -> None:
+    assert plain_status(words) == expected
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["--watch"],
+        ["--json=true"],
+        ["--no-json"],
+        ["--config"],
+        ["--help"],
+        ["x"],
+        ["--log-format", "json"],
+    ],
+)
+def test_other_status_command_lines_are_left_to_the_parser(words: list[str]) -> None:
+    assert plain_status(words) is None

@@ -1,9 +1,9 @@
 """The command line: ``hearthlink run``, ``check``, ``status``, ``restart``, ``stop``, ``logs``…
 
 :func:`main` answers ``--version`` before anything is imported (the argument parser alone
-costs more than the whole answer should take), and the exact command lines ``status`` and
-``status --json`` through the same function the parser's command calls; it starts the plain
-forms of ``run`` before the parser loads (:mod:`hearthlink_trio.cli.early`), and hands
+costs more than the whole answer should take), and the plain forms of ``status`` through
+the same function the parser's command calls; it starts the plain forms of ``run`` before
+the parser loads (:mod:`hearthlink_trio.cli.early`), and hands
 everything else to the commands of :mod:`hearthlink_trio.cli.app`.
 """
 
@@ -19,10 +19,14 @@ def main() -> int:
     if sys.argv[1:] == ["--version"]:
         print(__version__)
         return 0
-    if sys.argv[1:] in (["status"], ["status", "--json"]):
-        from hearthlink_trio.cli.statuscmd import show_status
+    if sys.argv[1:2] == ["status"]:
+        from hearthlink_trio.cli.early import plain_status
 
-        return show_status(None, as_json=sys.argv[2:] == ["--json"])
+        plain = plain_status(sys.argv[2:])
+        if plain is not None:
+            from hearthlink_trio.cli.statuscmd import show_status
+
+            return show_status(plain[0], as_json=plain[1])
     if sys.argv[1:2] == ["run"]:
         # The plain forms of ``run`` start their services before the parser even loads.
         from hearthlink_trio.cli import early

@@ -1,4 +1,5 @@
-"""``hearthlink run`` started before the argument parser loads.
+"""``hearthlink run`` started (and ``hearthlink status`` answered) before the argument
+parser loads.
 
 Importing the parser (cyclopts) takes longer than everything else the run does before its
 first spawn. So for the plain forms of the command, ``hearthlink run`` with nothing but
@@ -10,7 +11,8 @@ and nothing is done here: the parser runs as for every other command.
 This is no second parser: the parser still reads the whole command line afterwards, and the
 ``run`` command uses what was prepared only if what it parsed is exactly what :func:`begin`
 assumed (:func:`take`); anything else, and what was started is killed before anything else
-happens, then the run starts as usual.
+happens, then the run starts as usual. ``hearthlink status`` in its plain form (``--config
+FILE``, repeatable, and ``--json``) is answered by the same function as the parser's command.
 """
 
 from __future__ import annotations
@@ -36,16 +38,21 @@ class _Early:
 _early: _Early | None = None
 
 
-def plain_run(words: list[str]) -> tuple[tuple[Path, ...] | None, str] | None:
-    """The config files given (None: none given) and the log format of ``run``'s ``words``
-    (what follows ``run``, up to a ``--``), if they are of the plain form only; else None."""
-    paths: list[Path] = []
-    log_format = "human"
+def plain_options(
+    words: list[str], *, values: tuple[str, ...], flags: tuple[str, ...] = ()
+) -> dict[str, list[str]] | None:
+    """``words`` as ``{option: [value, …]}`` if they are only the options ``values`` (each
+    with a value: ``--name VALUE`` or ``--name=VALUE``, repeatable) and ``flags`` (no value;
+    ``[]``); else None, and the argument parser reads them."""
+    found: dict[str, list[str]] = {}
     i = 0
     while i < len(words):
-        word = words[i]
-        name, eq, value = word.partition("=")
-        if name not in ("--config", "--log-format"):
+        name, eq, value = words[i].partition("=")
+        if name in flags and not eq:
+            found.setdefault(name, [])
+            i += 1
+            continue
+        if name not in values:
             return None
         if not eq:
             if i + 1 >= len(words) or words[i + 1].startswith("-"):
@@ -55,13 +62,31 @@ def plain_run(words: list[str]) -> tuple[tuple[Path, ...] | None, str] | None:
         i += 1
         if not value:
             return None
-        if name == "--config":
-            paths.append(Path(value))
-        elif value in _LOG_FORMATS:
-            log_format = value
-        else:
-            return None
-    return (tuple(paths) or None), log_format
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def plain_run(words: list[str]) -> tuple[tuple[Path, ...] | None, str] | None:
+    """The config files given (None: none given) and the log format of ``run``'s ``words``
+    (what follows ``run``, up to a ``--``), if they are of the plain form only; else None."""
+    found = plain_options(words, values=("--config", "--log-format"))
+    if found is None:
+        return None
+    formats = found.get("--log-format", ["human"])
+    if any(value not in _LOG_FORMATS for value in formats):
+        return None
+    paths = tuple(Path(value) for value in found.get("--config", []))
+    return (paths or None), formats[-1]
+
+
+def plain_status(words: list[str]) -> tuple[list[Path] | None, bool] | None:
+    """The config files given (None: none) and whether ``--json`` was, for ``status``'s
+    ``words`` of the plain form (``--config FILE``, repeatable, and ``--json``); else None."""
+    found = plain_options(words, values=("--config",), flags=("--json",))
+    if found is None:
+        return None
+    paths = [Path(value) for value in found.get("--config", [])]
+    return (paths or None), "--json" in found
 
 
 def begin(args: list[str]) -> None:
