@@ -31,8 +31,19 @@ GRACEFUL_SHUTDOWN_SECONDS = 1
 #: its importer (which carries on when it fails): ``rich`` and ``pygments`` (httpx's
 #: command-line client), ``trio`` (httpcore's trio backend: services run on asyncio under
 #: uvicorn), ``h2`` (HTTP/2) and ``pydantic.v1`` (imported by FastAPI only to refuse v1
-#: models). About 10 MiB of RSS per service, a fifth of the memory budget.
-UNUSED_OPTIONAL_MODULES = ("rich", "pygments", "trio", "h2", "pydantic.v1")
+#: models), ``watchfiles`` (uvicorn's ``--reload``) and ``python_multipart`` (or its old
+#: name ``multipart``: Starlette's form parser; no service takes a form). About 11 MiB of
+#: RSS per service, a fifth of the memory budget.
+UNUSED_OPTIONAL_MODULES = (
+    "rich",
+    "pygments",
+    "trio",
+    "h2",
+    "pydantic.v1",
+    "watchfiles",
+    "python_multipart",
+    "multipart",
+)
 
 #: Where a socket passed by the supervisor is (as systemd's SD_LISTEN_FDS_START).
 LISTEN_FD = 3
