@@ -87,6 +87,10 @@ class ServiceLauncher:
             with contextlib.suppress(Exception):  # the supervisor's own launch reports it
                 self._early[service.name] = (self.launch(service, env), env)
 
+    def early(self) -> list[tuple[str, Child]]:
+        """The processes started before the supervisor, not yet taken over."""
+        return [(name, child) for name, (child, _) in self._early.items()]
+
     @property
     def started_early(self) -> bool:
         """Whether processes started before the supervisor are waiting for it."""
