@@ -3,16 +3,19 @@ processes that fork at once."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from hearthlink_trio.cli import early
 from hearthlink_trio.process import cgroups
-from tests.helpers import pid_alive, wait_for
-from tests.stack import all_gone, children, running, sentinel_of, write_config
+from tests.helpers import wait_for
+from tests.stack import all_gone, children, run_command, running, sentinel_of, write_config
 
 SLEEP = "/bin/sleep"
 
@@ -82,28 +85,56 @@ def test_children_forked_before_the_cgroup_join_are_moved_with_their_parent(
     all_gone(every)
 
 
-def test_a_prepared_run_for_another_command_line_is_closed_unused(tmp_path: Path) -> None:
-    config = _forker_config(tmp_path, ["a"])
-    early.begin(["run", "--config", str(config)])
-    try:
-        prepared = early._early.prepared if early._early else None
-        assert prepared is not None
-        ((child, _),) = prepared.launcher._early.values()
-        leader = child.pid
-        kids = wait_for(
-            lambda: len(k := _descendants(leader)) == 1 and k,
-            timeout=5.0,
-            what="the service's child",
-        )
-        # The parser read names or options the early start did not: nothing prepared is used.
-        assert early.take((config,), "human", plain=False) is None
-        assert not pid_alive(leader)
-        all_gone(list(kids))
-    finally:
-        early.discard()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
+def _parser_path(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    # The argument parser's own entry: what every command line that is not a plain form
+    # goes through.
+    code = "import sys\nfrom hearthlink_trio.cli.app import main\nraise SystemExit(main())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTHLINK_")}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("log_format", ["human", "json"])
+def test_a_plain_run_fails_as_the_parsed_one_does(tmp_path: Path, log_format: str) -> None:
+    config = tmp_path / "hearthlink.toml"
+    config.write_text('[services.web]\ncommand = ["true"]\nport = 99999\n')
+    args = ["run", "--config", str(config), "--log-format", log_format]
+    plain, parsed = run_command(*args, cwd=tmp_path), _parser_path(args, tmp_path)
+    assert plain.returncode == parsed.returncode == 2
+    assert plain.stdout == parsed.stdout == ""
+
+    def without_times(text: str) -> str:
+        return re.sub(r'"ts": "[^"]*"', "", text)
+
+    assert without_times(plain.stderr) == without_times(parsed.stderr)
+    assert "port" in plain.stderr
+
+
+def test_a_plain_run_loads_no_argument_parser(tmp_path: Path) -> None:
+    config = tmp_path / "hearthlink.toml"
+    config.write_text('[services.web]\ncommand = ["true"]\nport = 99999\n')
+    code = (
+        "import contextlib, io, json, sys\n"
+        f"sys.argv = ['hearthlink', 'run', '--config', {str(config)!r}]\n"
+        "from hearthlink_trio.cli import main\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    exit_code = main()\n"
+        "print(json.dumps([exit_code, sorted(sys.modules)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    exit_code, modules = json.loads(out.stdout)
+    assert exit_code == 2
+    assert "hearthlink_trio.cli.runcmd" in modules
+    assert not [m for m in modules if m.split(".")[0] == "cyclopts"]
 
 
 @pytest.mark.parametrize("setpriv", ["on", "off"])

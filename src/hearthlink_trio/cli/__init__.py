@@ -1,10 +1,10 @@
 """The command line: ``hearthlink run``, ``check``, ``status``, ``restart``, ``stop``, ``logs``…
 
 :func:`main` answers ``--version`` before anything is imported (the argument parser alone
-costs more than the whole answer should take), and the plain forms of ``status`` through
-the same function the parser's command calls; it starts the plain forms of ``run`` before
-the parser loads (:mod:`hearthlink_trio.cli.early`), and hands
-everything else to the commands of :mod:`hearthlink_trio.cli.app`.
+costs more than the whole answer should take), runs the plain forms of ``run`` and
+``status`` through the functions the parser's commands call, without the parser
+(:mod:`hearthlink_trio.cli.early`), and hands everything else to the commands of
+:mod:`hearthlink_trio.cli.app`.
 """
 
 from __future__ import annotations
@@ -28,16 +28,11 @@ def main() -> int:
 
             return show_status(plain[0], as_json=plain[1])
     if sys.argv[1:2] == ["run"]:
-        # The plain forms of ``run`` start their services before the parser even loads.
-        from hearthlink_trio.cli import early
+        from hearthlink_trio.cli.early import run_plain
 
-        early.begin(sys.argv[1:])
-        try:
-            from hearthlink_trio.cli.app import main as run_command_line
-
-            return run_command_line()
-        finally:
-            early.discard()
+        code = run_plain(sys.argv[1:])
+        if code is not None:
+            return code
     from hearthlink_trio.cli.app import main as run_command_line
 
     return run_command_line()

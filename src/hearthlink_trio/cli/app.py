@@ -7,7 +7,6 @@ reported here and mapped to its exit code.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from cyclopts import App, Parameter
 
 from hearthlink_trio import __version__
+from hearthlink_trio.cli.runcmd import report as _report
+from hearthlink_trio.cli.runcmd import run_command
 from hearthlink_trio.cli.target import locate_supervisor as _locate
 from hearthlink_trio.cli.target import target as _target
 from hearthlink_trio.config.lookup import config_paths
@@ -42,21 +43,6 @@ ConfigOption = Annotated[
         ),
     ),
 ]
-
-
-def _report(exc: HearthlinkError, log_format: str = "human") -> int:
-    """Print every problem of ``exc`` on stderr (as JSON events with ``--log-format json``)."""
-    problems = getattr(exc, "problems", None) or [exc.message]
-    if log_format == "json":
-        from hearthlink_trio.supervisor.output import setup_event_log
-
-        log = setup_event_log("json")
-        for line in problems:
-            log.error(line, extra={"event": type(exc).__name__})
-    else:
-        for line in problems:
-            print(line, file=sys.stderr)
-    return exc.exit_code
 
 
 def _load(config: list[Path] | None) -> Config:
@@ -95,46 +81,16 @@ def run(
     With ``-- CMD ARG…`` at the end: once the services are healthy, run CMD in the
     foreground with their environment, then stop them and exit with CMD's exit code.
     """
-    from hearthlink_trio.cli import early
-    from hearthlink_trio.config.cache import load_config_cached
-    from hearthlink_trio.config.selection import Selection
-    from hearthlink_trio.supervisor.run import run_supervisor
-
-    command = _COMMAND
-    try:
-        prepared = early.take(
-            tuple(config) if config else None, log_format, plain=not names and not profile
-        )
-        if wait_timeout <= 0:
-            if prepared is not None:
-                prepared.close()
-            print("--wait-timeout must be more than 0", file=sys.stderr)
-            return ExitCode.CONFIG
-        if prepared is not None:
-            cfg, selection = prepared.config, prepared.selection
-        else:
-            cfg = load_config_cached(config_paths(config))
-            selection = Selection(tuple(names), tuple(profile or ()))
-            selection.check(cfg)
-        code = run_supervisor(
-            cfg,
-            log_format=log_format,
-            selection=selection,
-            watch=watch,
-            command=command,
-            wait_timeout=wait_timeout,
-            prepared=prepared,
-        )
-    except HearthlinkError as exc:
-        return _report(exc, log_format)
-    if _EXIT_AT_ONCE:
-        # Every service is stopped and reaped, every line written: skip the interpreter's
-        # teardown (~70 ms of freeing modules), so the exit follows the last service's.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return run_command(
+        names=names,
+        config=config,
+        log_format=log_format,
+        profiles=profile or (),
+        watch=watch,
+        wait_timeout=wait_timeout,
+        command=_COMMAND,
+        exit_at_once=_EXIT_AT_ONCE,
+    )
 
 
 @app.command

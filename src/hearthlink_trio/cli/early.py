@@ -1,41 +1,22 @@
-"""``hearthlink run`` started (and ``hearthlink status`` answered) before the argument
+"""The plain forms of ``hearthlink run`` and ``hearthlink status``, run before the argument
 parser loads.
 
-Importing the parser (cyclopts) takes longer than everything else the run does before its
-first spawn. So for the plain forms of the command, ``hearthlink run`` with nothing but
-``--config FILE`` (repeatable) and ``--log-format human|json``, optionally followed by
-``-- CMD…``, :func:`begin` makes the run's start (signals, preflight, containment, the
-services that wait for nothing) at once, from the raw words. Any other word, or any doubt,
-and nothing is done here: the parser runs as for every other command.
-
-This is no second parser: the parser still reads the whole command line afterwards, and the
-``run`` command uses what was prepared only if what it parsed is exactly what :func:`begin`
-assumed (:func:`take`); anything else, and what was started is killed before anything else
-happens, then the run starts as usual. ``hearthlink status`` in its plain form (``--config
-FILE``, repeatable, and ``--json``) is answered by the same function as the parser's command.
+Importing the parser (cyclopts) costs more CPU than everything ``run`` does before its
+first spawn, and on a small machine that CPU is taken from the services starting. The
+plain forms are command lines of a few options only, each with one reading and all the
+others at their defaults: ``run`` with ``--config FILE`` (repeatable) and ``--log-format
+human|json``, optionally followed by ``-- CMD…``; ``status`` with ``--config FILE``
+(repeatable) and ``--json``. They go straight to the functions the parser's commands call
+(``runcmd``, ``statuscmd``), with the same values the parser would give them. Any other
+word (a service name, another option, ``--help``, a value missing), and the parser reads
+the command line as for every other command.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from hearthlink_trio.supervisor.run import PreparedRun
 
 _LOG_FORMATS = ("human", "json")
-
-
-@dataclass
-class _Early:
-    paths: tuple[Path, ...] | None
-    log_format: str
-    prepared: PreparedRun | None = None
-    failure: Exception | None = None
-
-
-_early: _Early | None = None
 
 
 def plain_options(
@@ -89,60 +70,32 @@ def plain_status(words: list[str]) -> tuple[list[Path] | None, bool] | None:
     return (paths or None), "--json" in found
 
 
-def begin(args: list[str]) -> None:
-    """Prepare the run of ``hearthlink ARGS`` now if it is a plain ``run``; else do nothing.
-    A failure is kept for the ``run`` command to report, as it would have met it itself."""
-    global _early
+def run_plain(args: list[str]) -> int | None:
+    """Run ``hearthlink ARGS`` if it is a plain ``run`` (its exit code; the process may end
+    in it), else None: the argument parser reads the command line."""
     if args[:1] != ["run"]:
-        return
-    words = args[1:]
+        return None
+    words, command = args[1:], []
     if "--" in words:
-        words = words[: words.index("--")]
+        cut = words.index("--")
+        words, command = words[:cut], words[cut + 1 :]
+        if not command:
+            return None  # the parser's path says what is missing
     plain = plain_run(words)
     if plain is None:
-        return
+        return None
     from hearthlink_trio.supervisor.run import PendingSignals
 
-    # The stop signals are kept from here on, as the run itself would keep them.
+    # The stop signals are kept from here on, before anything else loads.
     pending = PendingSignals()
     pending.install()
+    from hearthlink_trio.cli.runcmd import run_command
+
     paths, log_format = plain
-    early = _early = _Early(paths, log_format)
-    try:
-        from hearthlink_trio.config.cache import load_config_cached
-        from hearthlink_trio.config.lookup import config_paths
-        from hearthlink_trio.config.selection import Selection
-        from hearthlink_trio.supervisor.run import prepare_run
-
-        config = load_config_cached(config_paths(paths))
-        early.prepared = prepare_run(
-            config, log_format=log_format, selection=Selection(), pending=pending
-        )
-    except Exception as exc:  # reported by the run command, as if it had met it
-        early.failure = exc
-
-
-def take(paths: tuple[Path, ...] | None, log_format: str, *, plain: bool) -> PreparedRun | None:
-    """What :func:`begin` prepared for this ``run`` (None if nothing); ``plain``: the parsed
-    command has no service names, profiles or other options that :func:`begin` would not
-    have read. A failure it met is raised here. What was prepared for another command line
-    than the one parsed is closed (its processes killed) and not used."""
-    global _early
-    early, _early = _early, None
-    if early is None:
-        return None
-    if not plain or early.paths != paths or early.log_format != log_format:
-        if early.prepared is not None:
-            early.prepared.close()
-        return None
-    if early.failure is not None:
-        raise early.failure
-    return early.prepared
-
-
-def discard() -> None:
-    """Close what was prepared and never taken (the command line failed to parse)."""
-    global _early
-    early, _early = _early, None
-    if early is not None and early.prepared is not None:
-        early.prepared.close()
+    return run_command(
+        config=paths,
+        log_format=log_format,
+        command=command,
+        exit_at_once=True,
+        pending=pending,
+    )

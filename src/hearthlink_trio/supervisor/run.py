@@ -145,18 +145,17 @@ def run_supervisor(
     watch: bool = True,
     command: Sequence[str] = (),
     wait_timeout: float = 60.0,
-    prepared: PreparedRun | None = None,
+    pending: PendingSignals | None = None,
 ) -> int:
     """Run the supervisor in the foreground; returns the exit code.
 
     Only the services of the ``selection`` start (default: all); the others wait for
     ``hearthlink start``. ``watch=False`` turns file watching off. With a ``command``, it
     is run once the selected services are healthy (at most ``wait_timeout`` seconds), the
-    run ends when it does, and its exit code is the run's. ``prepared``: the run's start
-    made already (:func:`prepare_run` with this config, log format and selection).
+    run ends when it does, and its exit code is the run's. ``pending``: the stop signals
+    caught already (default: caught from here on).
     """
-    if prepared is None:
-        prepared = prepare_run(config, log_format=log_format, selection=selection)
+    prepared = prepare_run(config, log_format=log_format, selection=selection, pending=pending)
     try:
         # Loaded only now, once the first services are up (or while they boot).
         import trio
