@@ -28,6 +28,7 @@ from hearthlink_trio.errors import ExitCode, PreflightError
 from hearthlink_trio.process.containment import Containment
 from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.supervisor import log_lines
+from hearthlink_trio.supervisor.boot import let_services_boot
 from hearthlink_trio.supervisor.launcher import ServiceLauncher
 from hearthlink_trio.supervisor.output import Console, setup_event_log
 from hearthlink_trio.supervisor.preflight import Ready, preflight
@@ -129,8 +130,10 @@ def prepare_run(
     )
     try:
         launcher.start(config, ready.secrets, stop_asked=pending.stop_asked, selected=selected)
-        # Before anything else loads (the argument parser too, on the early path).
-        _let_services_boot(prepared)
+        # Before anything else loads.
+        let_services_boot(
+            prepared.config, prepared.launcher.early(), lambda: bool(pending.received)
+        )
     except BaseException:
         prepared.close()
         raise
@@ -183,81 +186,6 @@ def run_supervisor(
         return trio.run(_supervise, supervisor, prepared.pending, Notifier.from_environ())
     finally:
         prepared.close()
-
-
-#: The longest the supervisor waits, before it loads, for the services it started to listen.
-BOOT_WAIT_SECONDS = 1.0
-#: Output of theirs waiting in a pipe beyond this makes it load at once (to read it).
-BOOT_WAIT_PIPE_BYTES = 16 * 1024
-#: How often their ports are looked at meanwhile: from the first to the last, growing.
-BOOT_POLL_FIRST, BOOT_POLL_LAST = 0.002, 0.02
-
-
-def _let_services_boot(prepared: PreparedRun) -> None:
-    """Let the services started early get to listening before the supervisor loads.
-
-    Loading trio and the supervisor is about 0.1 s of CPU: on a machine with fewer cores
-    than services starting, taken from them. So, while nothing needs the supervisor sooner,
-    it waits until every early service with an HTTP or TCP probe listens on its port (one
-    read of the kernel's socket tables at growing intervals), at most
-    ``BOOT_WAIT_SECONDS``. It does not wait at all when a service depends on another (the
-    dependency is probed as soon as possible), and stops waiting at once when a signal
-    comes, an early process exits, or one's output fills its pipe (it must be read).
-    """
-    config, launcher = prepared.config, prepared.launcher
-    early = launcher.early()
-    if not early or any(service.conditions for service in config.services):
-        return
-    by_name = {service.name: service for service in config.services}
-    pending = {
-        (_connect_host(service.host), service.port)
-        for name, _ in early
-        if (service := by_name.get(name)) is not None
-        and service.port is not None
-        and not service.socket
-        and service.probe.kind in ("http", "tcp")
-    }
-    if not pending:
-        return
-    import fcntl
-    import select
-    import termios
-    import time
-
-    exits = select.poll()
-    for _, child in early:
-        exits.register(child.pidfd, select.POLLIN)
-    pipes = [fd for _, child in early for fd in (child.stdout_fd, child.stderr_fd)]
-    deadline = time.monotonic() + BOOT_WAIT_SECONDS
-    interval = BOOT_POLL_FIRST
-    while time.monotonic() < deadline and not prepared.pending.received:
-        pending = {address for address in pending if not _listens(*address)}
-        if not pending:
-            return
-        for fd in pipes:
-            waiting = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
-            if int.from_bytes(waiting, sys.byteorder) > BOOT_WAIT_PIPE_BYTES:
-                return
-        if exits.poll(interval * 1000):
-            return  # an early process exited: the supervisor reports it
-        interval = min(BOOT_POLL_LAST, interval * 1.5)
-
-
-def _connect_host(host: str) -> str:
-    """Where to connect to reach a service bound to ``host`` (a wildcard: the loopback)."""
-    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-
-
-def _listens(host: str, port: int) -> bool:
-    """Whether something accepts connections at ``host:port`` (a connect, closed at once:
-    the loopback refuses or accepts it without waiting)."""
-    import socket
-
-    # A numeric address (the config's host is one, or localhost): no resolver involved.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.05)
-        return sock.connect_ex((host, port)) == 0
 
 
 async def _supervise(supervisor: Supervisor, pending: PendingSignals, notifier: Notifier) -> int:
