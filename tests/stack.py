@@ -78,7 +78,19 @@ class Stack:
             **options.pop("env", {}),
         }
         replicas = 1 if options.get("socket") else int(options.get("replicas", 1))
-        port = port or (free_ports(replicas) if replicas > 1 else free_port())
+        if port is None:
+            # Never one a service of this stack has already: free_port() may hand out the
+            # same port twice in a row.
+            taken = {
+                int(svc["port"]) + i
+                for svc in self.services.values()
+                if isinstance(svc.get("port"), int)
+                for i in range(int(svc.get("replicas", 1)))
+            }
+            while True:
+                port = free_ports(replicas) if replicas > 1 else free_port()
+                if not taken & set(range(port, port + replicas)):
+                    break
         service = {"script": str(TESTSVC), "port": port, "env": env, **options}
         self.services[name] = service
         return service

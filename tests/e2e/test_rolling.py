@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from hearthlink_trio.config import default_config_path
-from tests.helpers import free_port, pid_alive, wait_for
+from tests.helpers import free_ports, pid_alive, wait_for
 from tests.stack import Stack, all_gone, run_command, running
 
 
@@ -182,7 +182,9 @@ def test_the_default_stack_restarts_refusing_nothing(tmp_path: Path) -> None:
     """The bundled config (its four sockets held): Core rolls, the Vault is recreated, and a
     client of each sees no refused or failed request."""
     text = default_config_path().read_text()
-    ports = {name: free_port() for name in ("alden", "vault", "core", "synapse")}
+    # One block: four calls of free_port() may hand out the same port twice.
+    base = free_ports(4)
+    ports = {name: base + i for i, name in enumerate(("alden", "vault", "core", "synapse"))}
     for name, seed in (("alden", 8888), ("vault", 8001), ("core", 8000), ("synapse", 8002)):
         text = text.replace(f"port = {seed}\n", f"port = {ports[name]}\n")
     text = text.replace('data_dir = "~/.local/share/hearthlink"', f'data_dir = "{tmp_path / "d"}"')

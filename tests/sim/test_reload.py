@@ -9,7 +9,7 @@ import trio
 from trio.testing import MockClock
 
 from hearthlink_trio.supervisor.state import State
-from tests.helpers import free_port
+from tests.helpers import free_port, free_ports
 from tests.sim.harness import Script, simulate
 
 HEALTH = {"startup_interval": 5, "startup_period": 60, "steady_interval": 30, "timeout": 5}
@@ -29,7 +29,9 @@ def svc(port: int, **more: object) -> dict[str, object]:
 
 
 async def test_added_removed_changed_and_unchanged(tmp_path: Path, clock: MockClock) -> None:
-    keep, drop, change, new = (free_port() for _ in range(4))
+    # One block: four calls of free_port() may hand out the same port twice.
+    base = free_ports(4)
+    keep, drop, change, new = (base + i for i in range(4))
     before = tables(keep=svc(keep), drop=svc(drop), change=svc(change))
     async with simulate(tmp_path, before) as sim:
         await sim.until(lambda: sim.supervisor.overall_status() == "healthy")
@@ -50,7 +52,8 @@ async def test_added_removed_changed_and_unchanged(tmp_path: Path, clock: MockCl
 async def test_a_dependent_waiting_on_a_replaced_service_waits_on_its_successor(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    vault, alden = free_port(), free_port()
+    base = free_ports(2)
+    vault, alden = base, base + 1
     broken = tables(vault=svc(vault, env={"BROKEN": "1"}), alden=svc(alden, depends_on=["vault"]))
     scripts = {"vault": [Script(exit_after=0), Script()]}
     async with simulate(tmp_path, broken, scripts) as sim:
@@ -66,7 +69,8 @@ async def test_a_dependent_waiting_on_a_replaced_service_waits_on_its_successor(
 async def test_a_service_added_by_a_reload_gets_its_secret(
     tmp_path: Path, clock: MockClock
 ) -> None:
-    web, vault = free_port(), free_port()
+    base = free_ports(2)
+    web, vault = base, base + 1
     async with simulate(tmp_path, tables(web=svc(web))) as sim:
         await sim.until_state("web", State.HEALTHY)
         secrets = {"HEARTHLINK_VAULT_KEY": "vault.key"}
