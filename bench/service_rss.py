@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,24 +31,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import procs
+from net import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PORTS = {"alden": 8888, "vault": 8001, "core": 8000, "synapse": 8002}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    found = procs.rss_mib(pid)
+    if found is None:
+        raise RuntimeError(f"no VmRSS for {pid}")
+    return found
 
 
 def service_pids(supervisor: int) -> dict[str, int]:
@@ -130,7 +123,7 @@ def exercise(urls: dict[str, str], token: str, plugin: str) -> None:
 
 def measure(hearthlink: list[str]) -> dict[str, dict[str, float]]:
     tmp = Path(tempfile.mkdtemp(prefix="service-rss-"))
-    ports = {name: free_port() for name in DEFAULT_PORTS}
+    ports = dict(zip(DEFAULT_PORTS, free_ports(len(DEFAULT_PORTS)), strict=True))
     text = (ROOT / "config" / "hearthlink.toml").read_text()
     for name, default in DEFAULT_PORTS.items():
         text = re.sub(rf"^port = {default}$", f"port = {ports[name]}", text, flags=re.M)

@@ -214,6 +214,25 @@ def run_command(
     )
 
 
+def run_parsed(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """``hearthlink ARGS`` through the argument parser's own entry, whatever the form of the
+    command line (the console script runs plain forms of ``run`` and ``status`` without it)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTHLINK_")}
+    full_env.update(env or {})
+    code = "import sys\nfrom hearthlink_trio.cli.app import main\nraise SystemExit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def all_gone(pids: list[int], timeout: float = 5.0) -> None:
     wait_for(
         lambda: not any(pid_alive(p) for p in pids),

@@ -15,7 +15,15 @@ import pytest
 
 from hearthlink_trio.process import cgroups
 from tests.helpers import wait_for
-from tests.stack import all_gone, children, run_command, running, sentinel_of, write_config
+from tests.stack import (
+    all_gone,
+    children,
+    run_command,
+    run_parsed,
+    running,
+    sentinel_of,
+    write_config,
+)
 
 SLEEP = "/bin/sleep"
 
@@ -85,28 +93,12 @@ def test_children_forked_before_the_cgroup_join_are_moved_with_their_parent(
     all_gone(every)
 
 
-def _parser_path(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    # The argument parser's own entry: what every command line that is not a plain form
-    # goes through.
-    code = "import sys\nfrom hearthlink_trio.cli.app import main\nraise SystemExit(main())"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTHLINK_")}
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 @pytest.mark.parametrize("log_format", ["human", "json"])
 def test_a_plain_run_fails_as_the_parsed_one_does(tmp_path: Path, log_format: str) -> None:
     config = tmp_path / "hearthlink.toml"
     config.write_text('[services.web]\ncommand = ["true"]\nport = 99999\n')
     args = ["run", "--config", str(config), "--log-format", log_format]
-    plain, parsed = run_command(*args, cwd=tmp_path), _parser_path(args, tmp_path)
+    plain, parsed = run_command(*args, cwd=tmp_path), run_parsed(*args, cwd=tmp_path)
     assert plain.returncode == parsed.returncode == 2
     assert plain.stdout == parsed.stdout == ""
 

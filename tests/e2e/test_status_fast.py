@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import wait_for
-from tests.stack import Stack, all_gone, run_command, running
+from tests.stack import Stack, all_gone, run_command, run_parsed, running
 
 
 def _fast(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,18 +28,7 @@ def _fast_config(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _parsed(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # The argument parser's own entry: what every command line that is not a plain form
-    # goes through.
-    code = "import sys\nfrom hearthlink_trio.cli.app import main\nraise SystemExit(main())"
-    return subprocess.run(
-        [sys.executable, "-c", code, "status", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=config.parent,
-        env=_environ(),
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_parsed("status", *args, "--config", str(config), cwd=config.parent)
 
 
 def _answer(result: subprocess.CompletedProcess[str]) -> tuple[int, str, str]:
