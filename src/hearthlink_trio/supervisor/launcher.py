@@ -91,11 +91,6 @@ class ServiceLauncher:
         """The processes started before the supervisor, not yet taken over."""
         return [(name, child) for name, (child, _) in self._early.items()]
 
-    @property
-    def started_early(self) -> bool:
-        """Whether processes started before the supervisor are waiting for it."""
-        return bool(self._early)
-
     def take(self, service: Service, env: Mapping[str, str]) -> Child | None:
         """The process started early for ``service`` (None if there is none). One started
         with another environment than ``env`` (a secret file replaced meanwhile) is killed:

@@ -71,8 +71,6 @@ class PreparedRun:
     trio. :meth:`close` undoes it all (what was started is killed)."""
 
     config: Config
-    log_format: str
-    selection: Selection | None
     pending: PendingSignals
     log: logging.Logger
     ready: Ready
@@ -125,9 +123,7 @@ def prepare_run(
     )
     console = Console(sys.stdout.buffer, colour=sys.stdout.isatty())
     launcher = ServiceLauncher(containment, sockets)
-    prepared = PreparedRun(
-        config, log_format, selection, pending, log, ready, containment, console, launcher
-    )
+    prepared = PreparedRun(config, pending, log, ready, containment, console, launcher)
     try:
         launcher.start(config, ready.secrets, stop_asked=pending.stop_asked, selected=selected)
         # Before anything else loads.
