@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import functools
 import os
 import pwd
@@ -38,6 +37,7 @@ from hearthlink_trio.process import cgroups, own
 from hearthlink_trio.process.groups import killpg
 from hearthlink_trio.process.notify import NotifyReceiver
 from hearthlink_trio.process.procfs import proc_stat
+from hearthlink_trio.process.setpriv import check_program, pdeathsig_wrapper
 from hearthlink_trio.process.sockets import LISTEN_FD
 from hearthlink_trio.process.tree import RUN_ENV, Lineage, kill_all, reap_zombies, service_processes
 
@@ -312,33 +312,6 @@ def _ensure_open(fd: int) -> None:
             os.close(null)
 
 
-#: Where util-linux's ``setpriv`` may be (it needs 2.33 or later for ``--pdeathsig``).
-_SETPRIV_NAME = "setpriv"
-#: A larger file is not util-linux's setpriv (busybox's applet has no --pdeathsig).
-_SETPRIV_MAX_BYTES = 1024 * 1024
-
-
-@functools.cache
-def _pdeathsig_wrapper() -> tuple[str, ...] | None:
-    """The command that arms the parent-death signal and then executes the service, so
-    that no Python code need run between fork and exec: util-linux's ``setpriv`` if this
-    machine has one that knows ``--pdeathsig`` (its usage text names the option), else
-    None (the child arms it itself). ``HEARTHLINK_SETPRIV=off`` turns it off."""
-    if os.environ.get("HEARTHLINK_SETPRIV", "").lower() in ("off", "0", "no"):
-        return None
-    path = shutil.which(_SETPRIV_NAME)
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as f:
-            image = f.read(_SETPRIV_MAX_BYTES + 1)
-    except OSError:
-        return None
-    if len(image) > _SETPRIV_MAX_BYTES or b"--pdeathsig" not in image:
-        return None
-    return (path, "--pdeathsig", "KILL", "--")
-
-
 def _close_opened(path: Path) -> None:
     """Raise what opening ``path`` for writing raises (OSError naming it)."""
     try:
@@ -347,23 +320,6 @@ def _close_opened(path: Path) -> None:
         raise OSError(
             exc.errno, f"could not join the cgroup {path.parent}: {exc.strerror}"
         ) from None
-
-
-def _check_program(program: str, env: Mapping[str, str], cwd: Path) -> None:
-    """Raise what exec would raise for ``program`` (looked up on ``env``'s PATH, or
-    relative to ``cwd``), so that a program that cannot start is reported as such and not
-    as the exit of the wrapper that would have executed it."""
-    if "\0" in program:
-        raise ValueError("embedded null byte")
-    if os.sep in program:
-        path = Path(cwd, program)
-        if not path.is_file():
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
-        if not os.access(path, os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), program)
-        return
-    if shutil.which(program, path=os.pathsep.join(os.get_exec_path(env))) is None:
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def spawn_attached(argv: Sequence[str], *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -439,9 +395,9 @@ def spawn(
         # it up on the service's, as with an environment given.
         if os.sep not in argv[0]:
             executable = shutil.which(argv[0], path=os.pathsep.join(os.get_exec_path(env)))
-    wrapper = None if user or listen is not None else _pdeathsig_wrapper()
+    wrapper = None if user or listen is not None else pdeathsig_wrapper()
     if wrapper is not None:
-        _check_program(argv[0], env, cwd)
+        check_program(argv[0], env, cwd)
         if procs is not None:
             # Opened here only to report a cgroup it could not join as a failed start.
             _close_opened(procs)
