@@ -14,6 +14,7 @@ import pytest
 
 from hearthlink_trio.process.memory import MemoryMeter
 from tests.e2e.test_orphans import mode_env
+from tests.helpers import wait_for
 from tests.stack import Stack, run_command, running
 
 MIB = 1024 * 1024
@@ -80,6 +81,9 @@ def test_a_growing_service_is_restarted_over_its_limit_with_the_reason(
         assert "memory_bytes" in services["hog"]
         # The calm one was never restarted.
         assert services["calm"]["restart_count"] == 0
+        # The replacement records its pid once its interpreter runs: on a loaded machine that
+        # can be after the restart line, so wait for it before stopping.
+        wait_for(lambda: len(stack.pids("hog")) >= 2, what="the replacement hog's pid file")
         sup.signal(signal.SIGTERM)
         assert sup.wait() == 0
     assert len(stack.pids("hog")) >= 2
