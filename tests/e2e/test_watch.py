@@ -212,10 +212,11 @@ def test_a_service_that_writes_its_own_watched_files_is_caught_in_a_storm(
 ) -> None:
     cwd = project(tmp_path)
     stack = Stack(tmp_path)
-    # Each start of web writes gen.py, a file it watches. It waits for db, so its first
-    # start comes after the watcher is up (a service that waits for nothing may start
-    # before, and its first write go unseen).
-    stack.add("db")
+    # Each start of web writes gen.py, a file it watches. It waits for db, which listens
+    # only after 0.5 s, so its first start comes after the watcher is up (a service that
+    # starts before, waiting for nothing or started early after a quick dependency, may
+    # write before the watcher looks, and that first write goes unseen).
+    stack.add("db", env={"TESTSVC_DELAY": "0.5"})
     stack.add(
         "web",
         cwd=str(cwd),

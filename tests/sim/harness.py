@@ -169,9 +169,16 @@ class Launch:
 class FakeLauncher:
     """Starts :class:`FakeProcess` es; ``scripts[name]`` gives the Nth process's script."""
 
-    def __init__(self, nursery: trio.Nursery, scripts: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        scripts: Mapping[str, Any],
+        early: Mapping[str, bool] | None = None,
+    ) -> None:
         self._nursery = nursery
         self.scripts = dict(scripts)
+        #: The services started "before the supervisor loaded": name -> passed its probe.
+        self.early = dict(early or {})
         self.launches: list[Launch] = []
         self.current: dict[str, FakeProcess] = {}
         self.t0 = trio.current_time()
@@ -184,8 +191,13 @@ class FakeLauncher:
         scripts: list[Script] = list(entry)
         return scripts[min(nth, len(scripts) - 1)]
 
-    def take(self, service: Service, env: Mapping[str, str]) -> None:
-        return None  # nothing is started before the supervisor in a simulation
+    def take(self, service: Service, env: Mapping[str, str]) -> tuple[FakeProcess, bool] | None:
+        """A process of an ``early`` service, started now (the supervisor takes it over
+        before anything else happens, as it does a process started before it loaded)."""
+        if service.name not in self.early:
+            return None
+        passed = self.early.pop(service.name)
+        return self.launch(service, env), passed
 
     def launch(self, service: Service, env: Mapping[str, str]) -> FakeProcess:
         script = self.script_for(service.name)
@@ -317,9 +329,15 @@ def sim_config(tmp_path: Path, sections: Mapping[str, Any]) -> Config:
 
 @asynccontextmanager
 async def simulate(
-    tmp_path: Path, sections: Mapping[str, Any], scripts: Mapping[str, Any] | None = None
+    tmp_path: Path,
+    sections: Mapping[str, Any],
+    scripts: Mapping[str, Any] | None = None,
+    *,
+    early: Mapping[str, bool] | None = None,
 ) -> AsyncIterator[Sim]:
     """Run the supervisor on ``sections`` (config tables) with scripted processes.
+    ``early``: the services whose processes the launcher started before the supervisor
+    loaded (name -> whether it found them passing their probe).
 
     Leaving the block shuts the supervisor down (as a signal would) and waits for its end.
     """
@@ -333,7 +351,7 @@ async def simulate(
     console = Console(io.BytesIO(), colour=False)  # type: ignore[arg-type]
     try:
         async with trio.open_nursery() as nursery:
-            launcher = FakeLauncher(nursery, scripts or {})
+            launcher = FakeLauncher(nursery, scripts or {}, early)
             prober = FakeProber(launcher)
             supervisor = Supervisor(
                 config,

@@ -1,7 +1,5 @@
-"""Health probes: how the supervisor learns that a service is ready and stays so."""
+"""Health probes: how the supervisor learns that a service is ready and stays so.
 
-from __future__ import annotations
-
-from hearthlink_trio.probes.http import HttpProber
-
-__all__ = ["HttpProber"]
+Nothing is imported here: the launcher's checks before the supervisor loads
+(:mod:`~hearthlink_trio.probes.early`) must not load trio with the probes that use it.
+"""

@@ -9,7 +9,6 @@ probe costs the same for 4 services as for 100.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from types import TracebackType
@@ -17,6 +16,8 @@ from urllib.parse import urlsplit
 
 import h11
 import trio
+
+from hearthlink_trio.probes.verdict import judge_answer
 
 READ_BYTES = 64 * 1024
 #: A /health answer larger than this is refused (it is a few dozen bytes).
@@ -174,17 +175,4 @@ async def exchange(
             break
         elif isinstance(event, h11.ConnectionClosed):
             raise trio.BrokenResourceError("connection closed before the answer")
-    if status != expected:
-        return f"HTTP {status}"
-    if not json_body:
-        return None
-    if not ctype.startswith("application/json"):
-        return f"not JSON (Content-Type {ctype or 'missing'})"
-    try:
-        obj = json.loads(body)
-    except ValueError:
-        return "invalid JSON body"
-    value = obj.get("status") if isinstance(obj, dict) else None
-    if value != "healthy":
-        return f"status {value!r}"
-    return None
+    return judge_answer(status, ctype, bytes(body), expected=expected, json_body=json_body)

@@ -34,14 +34,16 @@ async def watch_health(
     once.
     """
     if passes_at_once:
-        record.passed_probe(first=True)
+        if record.state is not State.HEALTHY:  # else found passing before it was watched
+            record.passed_probe(first=True)
         await trio.sleep_forever()
     tracker = ProbeTracker(ctx.config.health, ctx.started, process_start=trio.current_time())
     healthy_since: float | None = None
     if ready:
         tracker.passed_once = True
         healthy_since = trio.current_time()
-        record.passed_probe(first=True)
+        if record.state is not State.HEALTHY:
+            record.passed_probe(first=True)
     reason = ""
     while True:
         health, policy = ctx.config.health, ctx.config.restart

@@ -159,7 +159,9 @@ async def run_incarnation(
         watchers.append(lambda: _post_start(ctx, service, record, env, out))
     readiness = Readiness(ctx, service, env, watched)
     if not service.is_task:  # a task is done when it exits: nothing to probe
-        ready = adopt is not None
+        # Ready already: a rolling restart's successor, or a process taken over that the
+        # launcher found passing its probe (healthy from its take-over on).
+        ready = adopt is not None or record.state is State.HEALTHY
         watchers.append(lambda: _unhealthy(record, readiness, ready=ready))
     if service.max_memory is not None:
         watchers.append(lambda: _over_memory(ctx, service, record))

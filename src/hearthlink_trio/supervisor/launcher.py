@@ -1,12 +1,16 @@
 """The launcher of a run: starts every service process, the first ones before trio loads.
 
-``hearthlink run`` spends about 0.2 s importing trio and the rest of the supervisor. The
+``hearthlink run`` spends about 0.1 s importing trio and the rest of the supervisor. The
 services that wait for nothing need none of it to start: once the preflight has passed,
 :meth:`ServiceLauncher.start` spawns them at once (from the main thread, with the
-parent-death signal, in their cgroups), and they boot while the supervisor loads. The
-supervisor then takes each of them over (:meth:`ServiceLauncher.take`) before it handles
-any signal, so a stop at any moment finds them announced and owned by their runner, and
-stops them like any other process. Nothing here imports trio.
+parent-death signal, in their cgroups), and they boot while the supervisor loads.
+Meanwhile a thread checks the http or tcp probes of those that others depend on, and
+starts each dependent whose dependencies all pass (and so on down a chain), until the
+supervisor takes over. The supervisor then takes each process over
+(:meth:`ServiceLauncher.take`), in dependency order, before it handles any signal: it
+announces it, says it healthy at once if it was found passing (so the log reads as if the
+supervisor had started them: a dependency healthy before its dependent starts), and stops
+it like any other process whenever the run ends. Nothing here imports trio.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Mapping
 
 from hearthlink_trio.config import Config, Service
@@ -24,6 +30,13 @@ from hearthlink_trio.process.sockets import HeldSockets
 from hearthlink_trio.process.spawn import Child, spawn
 from hearthlink_trio.supervisor.environment import child_environment
 from hearthlink_trio.supervisor.secrets import Secrets
+
+#: How often the thread checks the probes of the early services that others depend on.
+FOLLOW_POLL_SECONDS = 0.005
+#: The longest it waits on one check (an answer to a connection accepted).
+FOLLOW_CHECK_TIMEOUT = 1.0
+#: It gives up after this long (the supervisor takes over well before).
+FOLLOW_SECONDS = 10.0
 
 
 class ServiceLauncher:
@@ -36,6 +49,15 @@ class ServiceLauncher:
         #: Started but not yet given to the joiner (while :meth:`start` starts a batch).
         self._to_join: list[Child] | None = None
         self._early: dict[str, tuple[Child, dict[str, str]]] = {}
+        #: The early services found to pass their probe (or whose probe is ``none``).
+        self._passed: set[str] = set()
+        #: Held while the thread starts a dependent; set ``_closed`` to end its starts.
+        self._lock = threading.Lock()
+        self._closed = False
+        #: Set once the run is over. Until then the thread that started dependents stays:
+        #: the kernel sends a child its parent-death signal when the *thread* that started
+        #: it ends, not only the process.
+        self._run_over = threading.Event()
         #: The listening sockets held for the services with ``socket = true``.
         self.sockets = sockets if sockets is not None else HeldSockets()
 
@@ -66,6 +88,18 @@ class ServiceLauncher:
             batch, self._to_join = self._to_join, None
             for child in batch:
                 self._join(child)
+        dependents = [
+            service
+            for service in config.services
+            if service.conditions and _startable(service, selected)
+        ]
+        if dependents and self._early and not stop_asked():
+            threading.Thread(
+                target=self._follow,
+                args=(config, secrets, stop_asked, dependents),
+                name="hearthlink-early-dependents",
+                daemon=True,
+            ).start()
 
     def _start(
         self,
@@ -77,32 +111,95 @@ class ServiceLauncher:
         for service in config.services:
             if stop_asked():
                 break
-            if (
-                service.conditions
-                or service.schedule
-                or (selected is not None and service.name not in selected)
-            ):
+            if service.conditions or not _startable(service, selected):
                 continue
-            env = child_environment(config, service, secrets)
-            with contextlib.suppress(Exception):  # the supervisor's own launch reports it
-                self._early[service.name] = (self.launch(service, env), env)
+            self._start_early(config, service, secrets)
+
+    def _start_early(self, config: Config, service: Service, secrets: Secrets) -> None:
+        env = child_environment(config, service, secrets)
+        with contextlib.suppress(Exception):  # the supervisor's own launch reports it
+            self._early[service.name] = (self.launch(service, env), env)
+            if service.probe.kind == "none" and not service.is_task:
+                self._passed.add(service.name)
+
+    def _follow(
+        self,
+        config: Config,
+        secrets: Secrets,
+        stop_asked: Callable[[], bool],
+        dependents: list[Service],
+    ) -> None:
+        """Until the supervisor takes over: start each of ``dependents`` once every service
+        it depends on was started here and holds (started, or passing its probe). Then
+        stay until the run is over (see ``_run_over``)."""
+        try:
+            self._start_dependents(config, secrets, stop_asked, dependents)
+        finally:
+            self._run_over.wait()
+
+    def _start_dependents(
+        self,
+        config: Config,
+        secrets: Secrets,
+        stop_asked: Callable[[], bool],
+        dependents: list[Service],
+    ) -> None:
+        # Loaded here, in this thread, once the first services have started.
+        from hearthlink_trio.probes.early import CHECKED_KINDS, passes_now
+
+        by_name = {service.name: service for service in config.services}
+        timeout = min(config.health.timeout, FOLLOW_CHECK_TIMEOUT)
+        deadline = time.monotonic() + FOLLOW_SECONDS
+        waiting = list(dependents)
+        while waiting and not self._closed and time.monotonic() < deadline:
+            awaited = {dep for service in waiting for dep in service.conditions}
+            for name in list(self._early):
+                service = by_name[name]
+                if (
+                    name in awaited
+                    and name not in self._passed
+                    and not service.is_task
+                    and service.probe.kind in CHECKED_KINDS
+                    and passes_now(service, timeout)
+                ):
+                    self._passed.add(name)
+            for service in list(waiting):
+                if any(not self._holds(dep, how) for dep, how in service.conditions.items()):
+                    continue
+                waiting.remove(service)
+                with self._lock:
+                    if self._closed or stop_asked():
+                        return
+                    self._start_early(config, service, secrets)
+            time.sleep(FOLLOW_POLL_SECONDS)
+
+    def _holds(self, dependency: str, condition: str) -> bool:
+        if dependency not in self._early:
+            return False
+        return condition == "started" or (condition == "healthy" and dependency in self._passed)
 
     def early(self) -> list[tuple[str, Child]]:
         """The processes started before the supervisor, not yet taken over."""
         return [(name, child) for name, (child, _) in self._early.items()]
 
-    def take(self, service: Service, env: Mapping[str, str]) -> Child | None:
-        """The process started early for ``service`` (None if there is none). One started
-        with another environment than ``env`` (a secret file replaced meanwhile) is killed:
-        the service starts anew."""
+    def take(self, service: Service, env: Mapping[str, str]) -> tuple[Child, bool] | None:
+        """The process started early for ``service`` and whether it passed its probe
+        already (None if there is none). One started with another environment than ``env``
+        (a secret file replaced meanwhile) is killed: the service starts anew. The first
+        call ends the early starts."""
+        self._end_early_starts()
         early = self._early.pop(service.name, None)
         if early is None:
             return None
         child, early_env = early
         if early_env == dict(env):
-            return child
+            return child, service.name in self._passed
         _discard(child)
         return None
+
+    def _end_early_starts(self) -> None:
+        with self._lock:  # waits for a start under way
+            self._closed = True
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
         """Start ``service``'s process in its containment.
@@ -153,12 +250,19 @@ class ServiceLauncher:
     def close(self) -> None:
         """Kill what was started early and never taken over (the run failed before the
         supervisor began: nothing else can stop them)."""
+        self._end_early_starts()
         for child, _ in self._early.values():
             _discard(child)
         self._early.clear()
+        self._run_over.set()
         if self._joiner is not None:
             self._joiner.close()
         self.sockets.close()
+
+
+def _startable(service: Service, selected: frozenset[str] | None) -> bool:
+    """Started with the run (a scheduled task waits for its time)."""
+    return not service.schedule and (selected is None or service.name in selected)
 
 
 def _discard(child: Child) -> None:

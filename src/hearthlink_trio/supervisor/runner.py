@@ -226,10 +226,14 @@ class Runner:
         whenever the runner ends, even before its first incarnation began."""
         if self._taken is not None:
             return
-        process = self.ctx.launcher.take(self.service, self._environment())
-        if process is not None:
-            self._taken = process
-            started(self.ctx, self.service, self.record, process, attempt=0)
+        taken = self.ctx.launcher.take(self.service, self._environment())
+        if taken is not None:
+            self._taken, passed = taken
+            started(self.ctx, self.service, self.record, self._taken, attempt=0)
+            if passed:
+                # Found passing its probe before the supervisor loaded (the launcher started
+                # its dependents then: they are taken over next, in dependency order).
+                self.record.passed_probe(first=True)
 
     def retire(self) -> None:
         """Stop this service for good (a reload removed or changed it)."""
@@ -265,7 +269,7 @@ class Runner:
             with trio.CancelScope() as self._activity:
                 if self.record.state is State.STOPPED:
                     self.record.waiting()
-                if self._adopted is None:  # already serving: nothing to wait for
+                if self._adopted is None and self._taken is None:  # else started already
                     await self._wait_for_dependencies()
                 if self.service.schedule:
                     await self._run_on_schedule()

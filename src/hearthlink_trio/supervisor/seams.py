@@ -69,8 +69,9 @@ class Process(Protocol):
 
 
 class Launcher(Protocol):
-    def take(self, service: Service, env: Mapping[str, str]) -> Process | None:
-        """The process started for ``service`` before the supervisor loaded, if any."""
+    def take(self, service: Service, env: Mapping[str, str]) -> tuple[Process, bool] | None:
+        """The process started for ``service`` before the supervisor loaded, if any, and
+        whether it passed its probe already."""
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Process:
         """Start ``service``'s process now.
