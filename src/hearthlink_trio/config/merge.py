@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hearthlink_trio.config.tomlfile import read_toml
-
 __all__ = [
     "OVERRIDE_NAME",
     "Merged",
@@ -90,6 +88,10 @@ def _labels(files: Sequence[Path]) -> tuple[str, ...]:
 
 
 def _read(path: Path, label: str) -> dict[str, Any]:
+    # Imported here: the config cache finds the files (effective_files) without the TOML
+    # parser, which only a miss needs.
+    from hearthlink_trio.config.tomlfile import read_toml
+
     return read_toml(path, label)
 
 
