@@ -129,3 +129,16 @@ def test_a_hit_does_not_load_the_toml_parser(tmp_path: Path, environ: dict[str, 
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [True, False, False]
+
+
+def test_the_fields_types_are_those_typing_gives() -> None:
+    # The cache evaluates the annotations itself (typing.get_type_hints is slower): the
+    # same types, for every class a config is built of.
+    import typing
+
+    from hearthlink_trio.config import resolved
+    from hearthlink_trio.config.cache import _hints
+
+    kinds = (resolved.Config, resolved.Service, resolved.Probe, resolved.Health, resolved.Restart)
+    for kind in kinds:
+        assert _hints(kind) == typing.get_type_hints(kind), kind
