@@ -154,9 +154,17 @@ def test_a_program_that_cannot_start_is_reported_as_such(tmp_path: Path, setpriv
         sup.wait()
 
 
-#: Modules the plain run leaves for later: a config cache hit needs no TOML parser and no
-#: OpenSSL (hashlib), log lines no datetime, a config without secrets no base64.
-_NOT_BEFORE_THE_FIRST_SPAWN = ("tomllib", "hashlib", "_hashlib", "datetime", "base64")
+#: Modules the plain run leaves for later: a config cache hit needs no TOML parser (nor the
+#: merging of files) and no OpenSSL (hashlib), log lines no datetime, a config without
+#: secrets no base64.
+_NOT_BEFORE_THE_FIRST_SPAWN = (
+    "tomllib",
+    "hearthlink_trio.config.merge",
+    "hashlib",
+    "_hashlib",
+    "datetime",
+    "base64",
+)
 
 
 def test_the_plain_run_reaches_its_first_spawn_without_what_it_does_not_need(

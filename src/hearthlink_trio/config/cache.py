@@ -44,7 +44,7 @@ from hearthlink_trio._util import (
     read_text_file,
     write_private_file,
 )
-from hearthlink_trio.config.merge import effective_files, read_merged
+from hearthlink_trio.config.lookup import effective_files
 from hearthlink_trio.config.resolved import Config
 from hearthlink_trio.errors import ConfigError
 
@@ -85,6 +85,8 @@ def _digest(path: Path) -> str | None:
 def _inputs(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> dict[str, Any]:
     """What loading ``paths`` depends on, read from the files themselves (their TOML names
     the env files), as recorded in an entry."""
+    from hearthlink_trio.config.merge import read_merged  # writing an entry only
+
     merged = read_merged(paths)
     raw = merged.raw
     base = merged.files[0].resolve().parent
@@ -145,6 +147,7 @@ def _loader_fingerprint() -> list[list[int]]:
     for name in (
         "model.py",
         "load.py",
+        "lookup.py",
         "merge.py",
         "services.py",
         "resolved.py",
@@ -197,6 +200,8 @@ def store(config: Config, environ: Mapping[str, str]) -> None:
 
 
 def _checks(config: Config) -> dict[str, list[str]]:
+    from hearthlink_trio.config.merge import read_merged
+
     raw = read_merged(config.files).raw
     base = config.path.resolve().parent
     scripts = []
