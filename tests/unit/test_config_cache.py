@@ -142,3 +142,27 @@ def test_the_fields_types_are_those_typing_gives() -> None:
     kinds = (resolved.Config, resolved.Service, resolved.Probe, resolved.Health, resolved.Restart)
     for kind in kinds:
         assert _hints(kind) == typing.get_type_hints(kind), kind
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("port", "4000"),  # a string where an int belongs
+        ("env", ["A", "B"]),  # a list where a table belongs
+        ("restart", "sometimes"),  # not one of the policies
+        ("stop_signal", 999),  # no such signal
+        ("probe", "http"),  # a string where a table belongs
+    ],
+)
+def test_an_entry_of_the_wrong_shape_is_a_miss(
+    tmp_path: Path, environ: dict[str, str], key: str, value: object
+) -> None:
+    import json
+
+    path = _config(tmp_path)
+    load_config_cached(path, environ)
+    entry_path = _entry_path(path, environ)
+    entry = json.loads(entry_path.read_text())
+    entry["config"]["services"][0][key] = value
+    entry_path.write_text(json.dumps(entry))
+    assert load_cached(path, environ) is None

@@ -32,7 +32,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,44 +239,79 @@ def _plain(value: Any) -> Any:
 
 
 def _config_from(data: dict[str, Any]) -> Config:
-    return _build(Config, data)  # type: ignore[no-any-return]
+    return _converter(Config)(data)  # type: ignore[no-any-return]
 
 
-def _build(kind: Any, data: Any) -> Any:
-    """The value of type ``kind`` that :func:`_plain` turned into ``data``.
+@functools.cache
+def _converter(kind: Any) -> Callable[[Any], Any]:
+    """A function that turns what :func:`_plain` made of a value of type ``kind`` back into
+    that value. Made once per type from the dataclasses' own type hints (so a new field
+    needs no code here), and not worked out again for each of many services.
 
-    Driven by the dataclasses' own type hints, so a new field needs no code here.
-
-    Raises:
-        TypeError or ValueError: ``data`` does not fit ``kind`` (a corrupt entry).
+    The function raises TypeError or ValueError where its data does not fit ``kind`` (a
+    corrupt entry).
     """
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
-        hints = _hints(kind)
-        if not isinstance(data, dict):
-            raise TypeError(f"{kind.__name__}: not an object")
-        return kind(**{name: _build(hints[name], item) for name, item in data.items()})
+        return _dataclass_converter(kind)
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
-        if data is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _build(inner, data)
+        others = [arg for arg in args if arg is not type(None)]
+        inner = _converter(others[0]) if len(others) == 1 else _unsupported(kind)
+        if type(None) not in args:
+            return inner
+        return lambda data: None if data is None else inner(data)
     if origin is tuple:
-        return tuple(_build(args[0], item) for item in data)
+        item = _converter(args[0])
+        return lambda data: tuple(item(value) for value in data)
     if origin in (dict, Mapping, collections.abc.Mapping):
-        return {key: _build(args[1], item) for key, item in data.items()}
+        value = _converter(args[1])
+
+        def mapping(data: Any) -> dict[Any, Any]:
+            if not isinstance(data, dict):
+                raise TypeError(f"{data!r} is not an object")
+            return {key: value(item) for key, item in data.items()}
+
+        return mapping
     if origin is typing.Literal:
-        if data not in args:
-            raise ValueError(f"{data!r} is not one of {args}")
-        return data
+
+        def literal(data: Any) -> Any:
+            if data not in args:
+                raise ValueError(f"{data!r} is not one of {args}")
+            return data
+
+        return literal
     if isinstance(kind, type) and issubclass(kind, enum.Enum | Path):
-        return kind(data)
-    if kind is float and isinstance(data, int):
-        return float(data)
-    if isinstance(kind, type) and not isinstance(data, kind):
-        raise TypeError(f"{data!r} is not a {kind.__name__}")
-    return data
+        return kind
+    if isinstance(kind, type):
+
+        def checked(data: Any) -> Any:
+            if kind is float and isinstance(data, int):
+                return float(data)
+            if not isinstance(data, kind):
+                raise TypeError(f"{data!r} is not a {kind.__name__}")
+            return data
+
+        return checked
+    return lambda data: data
+
+
+def _dataclass_converter(kind: type) -> Callable[[Any], Any]:
+    fields = {name: _converter(hint) for name, hint in _hints(kind).items()}
+
+    def build(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise TypeError(f"{kind.__name__}: not an object")
+        return kind(**{name: fields[name](item) for name, item in data.items()})
+
+    return build
+
+
+def _unsupported(kind: Any) -> Callable[[Any], Any]:
+    def refuse(data: Any) -> Any:
+        raise TypeError(f"{kind} is not a type a cached config holds")
+
+    return refuse
 
 
 @functools.cache
