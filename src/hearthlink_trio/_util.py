@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import stat
-from datetime import UTC, datetime
+import time
 from pathlib import Path
+
+
+def utc_iso(ts: float) -> str:
+    """``ts`` (seconds since the epoch, not before it) as ISO 8601 UTC to the millisecond,
+    ``2026-03-01T00:05:00.123+00:00``: what ``datetime.fromtimestamp(ts, UTC)
+    .isoformat(timespec="milliseconds")`` gives (rounded to the microsecond, then cut),
+    without the datetime module, which the supervisor would load before its first spawn
+    for the first log line."""
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{micros // 1000:03d}+00:00"
 
 
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with millisecond precision and a ``Z`` suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(time.time()).replace("+00:00", "Z")
 
 
 def fsync_dir(path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hearthlink_trio.process import cgroups
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.stack import (
     all_gone,
     children,
@@ -152,3 +152,65 @@ def test_a_program_that_cannot_start_is_reported_as_such(tmp_path: Path, setpriv
         sup.wait_line("^denied service could not start: Permission denied$")
         sup.signal(signal.SIGTERM)
         sup.wait()
+
+
+#: Modules the plain run leaves for later: a config cache hit needs no TOML parser (nor the
+#: merging of files) and no OpenSSL (hashlib), log lines no datetime, a config without
+#: secrets no base64.
+_NOT_BEFORE_THE_FIRST_SPAWN = (
+    "tomllib",
+    "hearthlink_trio.config.merge",
+    "hashlib",
+    "_hashlib",
+    "datetime",
+    "base64",
+)
+
+
+def test_the_plain_run_reaches_its_first_spawn_without_what_it_does_not_need(
+    tmp_path: Path,
+) -> None:
+    # The real command up to the moment it would start the first service: the sentinel
+    # starts for real (and sweeps and exits once this process is gone), the service's
+    # Popen reports the process's state instead and exits.
+    config = write_config(
+        tmp_path / "hearthlink.toml",
+        {
+            "supervisor": {"data_dir": str(tmp_path / "data")},
+            "services.web": {
+                "command": ["/bin/sh", "-c", "exit 0", "first-service"],
+                "port": free_port(),  # a port: its check logs a line before the spawn
+            },
+        },
+    )
+    assert run_command("check", "--config", str(config), cwd=tmp_path).returncode == 0
+    code = (
+        "import gc, json, os, subprocess, sys\n"
+        "real_init = subprocess.Popen.__init__\n"
+        "sentinels = []\n"
+        "def init(self, args, *rest, **kwargs):\n"
+        "    if 'first-service' not in map(str, args):\n"
+        "        real_init(self, args, *rest, **kwargs)\n"
+        "        sentinels.append(self.pid)\n"
+        "        return\n"
+        "    state = [sentinels, sorted(sys.modules), gc.isenabled(), gc.get_freeze_count()]\n"
+        "    print(json.dumps(state), flush=True)\n"
+        "    os._exit(0)\n"
+        "subprocess.Popen.__init__ = init\n"
+        f"sys.argv = ['hearthlink', 'run', '--config', {str(config)!r}, '--log-format', 'json']\n"
+        "from hearthlink_trio.cli import main\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTHLINK_")}
+    env["HEARTHLINK_API_TOKEN"] = "a-token-of-the-test-0123456789"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert out.stdout, out.stderr
+    sentinels, modules, collecting, frozen = json.loads(out.stdout)
+    all_gone(sentinels)
+    assert "hearthlink_trio.supervisor.launcher" in modules  # it did get that far
+    assert [name for name in _NOT_BEFORE_THE_FIRST_SPAWN if name in modules] == []
+    # The collector is on again by then, with the modules loaded frozen out of its walks.
+    assert collecting
+    assert frozen > 10_000

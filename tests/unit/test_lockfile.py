@@ -63,6 +63,19 @@ def test_what_the_file_held_before_is_reported_and_replaced(tmp_path: Path) -> N
         lock.release()
 
 
+@pytest.mark.parametrize("before", ["", "7", "9" * 30, str(os.getpid())])
+def test_our_pid_replaces_a_shorter_longer_or_equal_content(tmp_path: Path, before: str) -> None:
+    # Written over in place and cut to length (never emptied first: see acquire).
+    path = tmp_path / "x.lock"
+    path.write_text(f"{before}\n" if before else "")
+    lock = lockfile.acquire(path)
+    try:
+        assert lock.previous == before
+        assert path.read_text() == f"{os.getpid()}\n"
+    finally:
+        lock.release()
+
+
 def test_the_kernel_releases_the_lock_of_a_killed_holder(tmp_path: Path) -> None:
     path = tmp_path / "x.lock"
     code = (

@@ -196,3 +196,39 @@ def test_one_table_of_exit_codes() -> None:
     assert ConfigError(["a", "b"]).exit_code == 2
     assert PreflightError("one").problems == ["one"]
     assert HearthlinkError("x").exit_code == ExitCode.FATAL
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        0.0,
+        1.5,
+        1_780_000_000.0,
+        1_780_000_000.0005,  # a half millisecond: cut, not rounded
+        1_780_000_000.9994999,
+        1_780_000_000.9999996,  # rounds to the next second's microsecond 0, as datetime does
+        1_780_000_059.9999999,  # ... and carries into the minute
+        1_780_000_000.123456789,
+        *(1_700_000_000 + n * 7_654.321_987 for n in range(200)),
+    ],
+)
+def test_log_times_are_what_datetime_writes(ts: float) -> None:
+    from datetime import UTC, datetime
+
+    from hearthlink_trio._util import utc_iso
+
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    assert utc_iso(ts) == expected
+
+
+def test_a_json_log_line_carries_its_time_in_utc() -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from hearthlink_trio.supervisor.output import JsonFormatter
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+    record.created = 1_780_000_000.25
+    line = json.loads(JsonFormatter().format(record))
+    assert line["ts"] == "2026-05-28T20:26:40.250+00:00"
+    assert datetime.fromisoformat(line["ts"]) == datetime.fromtimestamp(record.created, UTC)

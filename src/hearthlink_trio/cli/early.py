@@ -14,6 +14,7 @@ the command line as for every other command.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 _LOG_FORMATS = ("human", "json")
@@ -84,6 +85,11 @@ def run_plain(args: list[str]) -> int | None:
     plain = plain_run(words)
     if plain is None:
         return None
+    # No collections while the supervisor's modules load and the config is read: they make
+    # next to no garbage, yet the collector would walk what they build some twenty times
+    # (~4 ms before the first spawn). ``run_command`` freezes what is there by then, alive
+    # for the whole run, and turns the collector on again.
+    gc.disable()
     from hearthlink_trio.supervisor.run import PendingSignals
 
     # The stop signals are kept from here on, before anything else loads.

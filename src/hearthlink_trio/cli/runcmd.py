@@ -4,6 +4,7 @@ parsed commands, which import no argument parser (the plain forms of ``run`` cal
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -59,6 +60,11 @@ def run_command(
         cfg = load_config_cached(config_paths(config))
         selection = Selection(tuple(names), tuple(profiles))
         selection.check(cfg)
+        if not gc.isenabled():
+            # The plain start turned the collector off until here (see ``early``): what
+            # exists now lasts the run, so later collections need not walk it again.
+            gc.freeze()
+            gc.enable()
         code = run_supervisor(
             cfg,
             log_format=log_format,

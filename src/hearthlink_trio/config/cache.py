@@ -9,6 +9,11 @@ those are unchanged; what the machine must still provide (scripts, folders, user
 checked again each time, so a hit never skips a check a full load would make. Anything
 unusual (no entry, a corrupt one, a mismatch) is a full load, which writes the entry anew.
 
+A hit reads no TOML: while the config files hash as recorded they name the same env files
+as when the entry was written, so the recorded list of those is checked as it stands. The
+hashes are BLAKE2b, CPython's own: ``hashlib`` would load OpenSSL first, a few ms more
+before the first service starts.
+
 Entries live in ``$XDG_CACHE_HOME/hearthlink/`` (``~/.cache/hearthlink``), 0600 in a
 0700 folder: env files may hold passwords.
 """
@@ -20,7 +25,6 @@ import contextlib
 import dataclasses
 import enum
 import functools
-import hashlib
 import json
 import os
 import pwd
@@ -28,7 +32,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +44,23 @@ from hearthlink_trio._util import (
     read_text_file,
     write_private_file,
 )
-from hearthlink_trio.config.merge import effective_files, read_merged
+from hearthlink_trio.config.lookup import effective_files
 from hearthlink_trio.config.resolved import Config
 from hearthlink_trio.errors import ConfigError
 
-FORMAT = 2
-#: ``${NAME}`` or ``$NAME`` in an env file: loading read that variable.
-_REFERENCE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+try:  # BLAKE2 is built into CPython; hashlib's import loads OpenSSL for it all the same.
+    from _blake2 import blake2b
+except ImportError:  # an interpreter built without it
+    from hashlib import blake2b
+
+FORMAT = 3
+#: ``${NAME}`` or ``$NAME`` in an env file: loading read that variable. Compiled (and
+#: cached by ``re``) only when an entry is written.
+_REFERENCE = r"\$\{?([A-Za-z_][A-Za-z0-9_]*)"
+
+
+def _hash(data: bytes) -> str:
+    return blake2b(data, digest_size=32).hexdigest()
 
 
 def cache_dir(environ: Mapping[str, str]) -> Path:
@@ -57,42 +71,71 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
 def _entry_path(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> Path:
     # Keyed on every file merged: the same base with another override is another entry.
     key = "\n".join(str(path.absolute()) for path in effective_files(paths))
-    name = hashlib.sha256(key.encode()).hexdigest()[:24]
+    name = _hash(key.encode())[:24]
     return cache_dir(environ) / f"config-{name}.json"
 
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(read_regular_file(path, limit=MAX_TEXT_FILE_BYTES)).hexdigest()
+        return _hash(read_regular_file(path, limit=MAX_TEXT_FILE_BYTES))
     except (OSError, ValueError):
         return None
 
 
 def _inputs(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> dict[str, Any]:
-    """What loading ``paths`` depends on, as recorded in (and compared with) an entry."""
+    """What loading ``paths`` depends on, read from the files themselves (their TOML names
+    the env files), as recorded in an entry."""
+    from hearthlink_trio.config.merge import read_merged  # writing an entry only
+
     merged = read_merged(paths)
     raw = merged.raw
     base = merged.files[0].resolve().parent
-    files = [file.absolute() for file in merged.files]
-    configs = len(files)
+    env_files = []
+    variables = {"HEARTHLINK_DATA_DIR"}
     tables = [raw.get("supervisor", {}), *raw.get("services", {}).values()]
     for table in tables:
         if isinstance(table, dict) and isinstance(table.get("env_file"), str) and table["env_file"]:
+            if table["env_file"].startswith("~"):
+                variables.add("HOME")  # where "~" is
             env_file = Path(table["env_file"]).expanduser()
-            files.append(env_file if env_file.is_absolute() else base / env_file)
-    variables = {"HEARTHLINK_DATA_DIR"}
-    for extra in files[configs:]:
+            env_files.append(env_file if env_file.is_absolute() else base / env_file)
+    for extra in env_files:
         with contextlib.suppress(OSError, ValueError):
-            variables.update(_REFERENCE.findall(read_text_file(extra)))
+            variables.update(re.findall(_REFERENCE, read_text_file(extra)))
+    return _fingerprint(merged.files, env_files, variables, base, environ)
+
+
+def _fingerprint(
+    configs: Sequence[Path],
+    env_files: Sequence[Path],
+    variables: Iterable[str],
+    base: Path,
+    environ: Mapping[str, str],
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": hearthlink_trio.__version__,
         "loader": _loader_fingerprint(),
         "python": os.path.realpath(sys.executable),
         "euid": os.geteuid(),
-        "files": {str(file): _digest(file) for file in files},
+        "base": str(base),
+        "configs": {str(file.absolute()): _digest(file) for file in configs},
+        "env_files": {str(file): _digest(file) for file in env_files},
         "environ": {name: environ.get(name) for name in sorted(variables)},
     }
+
+
+def _still_valid(
+    recorded: Mapping[str, Any], paths: Path | Sequence[Path], environ: Mapping[str, str]
+) -> bool:
+    """Whether ``recorded`` (an entry's inputs) holds now, found without reading TOML: the
+    same config files, hashing as recorded, in the same folder, name the env files and the
+    variables recorded, so those are compared as they stand."""
+    configs = effective_files(paths)
+    env_files = [Path(file) for file in recorded["env_files"]]
+    base = configs[0].resolve().parent
+    now = _fingerprint(configs, env_files, recorded["environ"], base, environ)
+    return now == recorded
 
 
 def _loader_fingerprint() -> list[list[int]]:
@@ -104,6 +147,7 @@ def _loader_fingerprint() -> list[list[int]]:
     for name in (
         "model.py",
         "load.py",
+        "lookup.py",
         "merge.py",
         "services.py",
         "resolved.py",
@@ -133,7 +177,7 @@ def load_cached(paths: Path | Sequence[Path], environ: Mapping[str, str]) -> Con
     """The cached config for ``paths`` if it is still valid, else None."""
     try:
         entry = json.loads(_entry_path(paths, environ).read_text(encoding="utf-8"))
-        if entry["inputs"] != _inputs(paths, environ):
+        if not _still_valid(entry["inputs"], paths, environ):
             return None
         config = _config_from(entry["config"])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ConfigError):
@@ -156,6 +200,8 @@ def store(config: Config, environ: Mapping[str, str]) -> None:
 
 
 def _checks(config: Config) -> dict[str, list[str]]:
+    from hearthlink_trio.config.merge import read_merged
+
     raw = read_merged(config.files).raw
     base = config.path.resolve().parent
     scripts = []
@@ -193,49 +239,102 @@ def _plain(value: Any) -> Any:
 
 
 def _config_from(data: dict[str, Any]) -> Config:
-    return _build(Config, data)  # type: ignore[no-any-return]
+    return _converter(Config)(data)  # type: ignore[no-any-return]
 
 
-def _build(kind: Any, data: Any) -> Any:
-    """The value of type ``kind`` that :func:`_plain` turned into ``data``.
+@functools.cache
+def _converter(kind: Any) -> Callable[[Any], Any]:
+    """A function that turns what :func:`_plain` made of a value of type ``kind`` back into
+    that value. Made once per type from the dataclasses' own type hints (so a new field
+    needs no code here), and not worked out again for each of many services.
 
-    Driven by the dataclasses' own type hints, so a new field needs no code here.
-
-    Raises:
-        TypeError or ValueError: ``data`` does not fit ``kind`` (a corrupt entry).
+    The function raises TypeError or ValueError where its data does not fit ``kind`` (a
+    corrupt entry).
     """
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
-        hints = _hints(kind)
-        if not isinstance(data, dict):
-            raise TypeError(f"{kind.__name__}: not an object")
-        return kind(**{name: _build(hints[name], item) for name, item in data.items()})
+        return _dataclass_converter(kind)
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
-        if data is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _build(inner, data)
+        others = [arg for arg in args if arg is not type(None)]
+        inner = _converter(others[0]) if len(others) == 1 else _unsupported(kind)
+        if type(None) not in args:
+            return inner
+        return lambda data: None if data is None else inner(data)
     if origin is tuple:
-        return tuple(_build(args[0], item) for item in data)
+        item = _converter(args[0])
+        return lambda data: tuple(item(value) for value in data)
     if origin in (dict, Mapping, collections.abc.Mapping):
-        return {key: _build(args[1], item) for key, item in data.items()}
+        value = _converter(args[1])
+
+        def mapping(data: Any) -> dict[Any, Any]:
+            if not isinstance(data, dict):
+                raise TypeError(f"{data!r} is not an object")
+            return {key: value(item) for key, item in data.items()}
+
+        return mapping
     if origin is typing.Literal:
-        if data not in args:
-            raise ValueError(f"{data!r} is not one of {args}")
-        return data
+
+        def literal(data: Any) -> Any:
+            if data not in args:
+                raise ValueError(f"{data!r} is not one of {args}")
+            return data
+
+        return literal
     if isinstance(kind, type) and issubclass(kind, enum.Enum | Path):
-        return kind(data)
-    if kind is float and isinstance(data, int):
-        return float(data)
-    if isinstance(kind, type) and not isinstance(data, kind):
-        raise TypeError(f"{data!r} is not a {kind.__name__}")
-    return data
+        return kind
+    if isinstance(kind, type):
+
+        def checked(data: Any) -> Any:
+            if kind is float and isinstance(data, int):
+                return float(data)
+            if not isinstance(data, kind):
+                raise TypeError(f"{data!r} is not a {kind.__name__}")
+            return data
+
+        return checked
+    return lambda data: data
+
+
+def _dataclass_converter(kind: type) -> Callable[[Any], Any]:
+    fields = {name: _converter(hint) for name, hint in _hints(kind).items()}
+
+    def build(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise TypeError(f"{kind.__name__}: not an object")
+        return kind(**{name: fields[name](item) for name, item in data.items()})
+
+    return build
+
+
+def _unsupported(kind: Any) -> Callable[[Any], Any]:
+    def refuse(data: Any) -> Any:
+        raise TypeError(f"{kind} is not a type a cached config holds")
+
+    return refuse
 
 
 @functools.cache
 def _hints(kind: type) -> dict[str, Any]:
-    return typing.get_type_hints(kind, vars(sys.modules[kind.__module__]))
+    """The type of each field of ``kind``, as ``typing.get_type_hints`` gives it: each
+    annotation evaluated in the module of the class that declares it. Evaluated here, once
+    per distinct text, because get_type_hints (which wraps and walks every one) costs ~3 ms
+    before the first service starts."""
+    hints: dict[str, Any] = {}
+    for base in reversed(kind.__mro__):
+        for name, annotation in vars(base).get("__annotations__", {}).items():
+            hints[name] = (
+                _evaluate(annotation, base.__module__)
+                if isinstance(annotation, str)
+                else annotation
+            )
+    return hints
+
+
+@functools.cache
+def _evaluate(annotation: str, module: str) -> Any:
+    # The package's own annotations, as get_type_hints would evaluate them.
+    return eval(annotation, vars(sys.modules[module]))  # noqa: S307
 
 
 def load_config_cached(

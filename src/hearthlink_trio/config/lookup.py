@@ -1,4 +1,5 @@
-"""Which config file a command uses: ``--config``, ``$HEARTHLINK_CONFIG``, or the bundled one."""
+"""Which config file a command uses: ``--config``, ``$HEARTHLINK_CONFIG``, or the bundled one;
+and the files a config is read from (the override file beside the first added)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,24 @@ from pathlib import Path
 #: The package is installed as files (a wheel or an editable install, never a zip), so its
 #: data sits beside its modules: no importlib.resources (8 ms) on every command's path.
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+#: Merged onto a config file when it sits beside it (see ``merge``).
+OVERRIDE_NAME = "hearthlink.override.toml"
+
+
+def effective_files(paths: Path | Sequence[Path]) -> tuple[Path, ...]:
+    """The files a config is read from, in merge order: the first of ``paths``, the
+    override file beside it (when present and not given anyway), then the rest."""
+    given = [paths] if isinstance(paths, Path) else list(paths)
+    if not given:
+        raise ValueError("at least one config file is needed")
+    files = [given[0]]
+    override = given[0].parent / OVERRIDE_NAME
+    listed = {path.absolute() for path in given}
+    if override.absolute() not in listed and override.is_file():
+        files.append(override)
+    files += given[1:]
+    return tuple(files)
 
 
 def default_config_path() -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hearthlink_trio.config.lookup import OVERRIDE_NAME, effective_files
 from hearthlink_trio.config.tomlfile import read_toml
 
 __all__ = [
@@ -24,24 +25,6 @@ __all__ = [
     "merge_files",
     "read_merged",
 ]
-
-#: Merged onto a config file when it sits beside it.
-OVERRIDE_NAME = "hearthlink.override.toml"
-
-
-def effective_files(paths: Path | Sequence[Path]) -> tuple[Path, ...]:
-    """The files a config is read from, in merge order: the first of ``paths``, the
-    override file beside it (when present and not given anyway), then the rest."""
-    given = [paths] if isinstance(paths, Path) else list(paths)
-    if not given:
-        raise ValueError("at least one config file is needed")
-    files = [given[0]]
-    override = given[0].parent / OVERRIDE_NAME
-    listed = {path.absolute() for path in given}
-    if override.absolute() not in listed and override.is_file():
-        files.append(override)
-    files += given[1:]
-    return tuple(files)
 
 
 @dataclass

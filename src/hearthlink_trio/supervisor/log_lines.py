@@ -11,9 +11,9 @@ backoff: 2s``…). Durations are written with ``:g`` (``2s``, ``0.2s``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -403,7 +403,7 @@ def notify_note(service: str, note: str) -> Event:
 
 def _clock(ts: float) -> str:
     """A scheduled time as the local clock shows it: ``2026-03-01 00:05:00``."""
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def scheduled_run(service: str, due: float) -> Event:

@@ -22,14 +22,13 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 if TYPE_CHECKING:
     import trio
 
-from hearthlink_trio._util import ensure_private_dir
+from hearthlink_trio._util import ensure_private_dir, utc_iso
 from hearthlink_trio.process.lines import MAX_LINE_BYTES, LineSplitter
 
 __all__ = [
@@ -212,7 +211,7 @@ async def pump_lines(stream: trio.abc.ReceiveStream, write: Callable[[list[bytes
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": utc_iso(record.created),
             "level": record.levelname.lower(),
             "event": getattr(record, "event", "message"),
             "message": record.getMessage(),

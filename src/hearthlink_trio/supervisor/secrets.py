@@ -10,8 +10,6 @@ opens a service's data.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import os
 from collections.abc import Callable, Mapping
@@ -66,6 +64,7 @@ class Secrets:
 
 def generate_secret() -> str:
     """A fresh secret: 32 random bytes in standard, padded base64."""
+    import base64
     import secrets  # only when a secret is made: not on the way to the first services
 
     return base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
@@ -89,6 +88,9 @@ def _read_line(path: Path) -> str:
 
 
 def _check_secret(path: Path, value: str) -> str:
+    import base64  # only for a declared secret: most configs have none
+    import binascii
+
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
