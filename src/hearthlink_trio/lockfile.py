@@ -80,4 +80,7 @@ def acquire(path: Path) -> LockFile:
 
 
 def _read(fd: int) -> str:
-    return os.pread(fd, _READ_BYTES, 0).decode(errors="replace").strip()
+    # The first line: the pid is written over an older one before the rest is cut, so a
+    # reader in between may see the tail of the old one on the next line.
+    text = os.pread(fd, _READ_BYTES, 0).decode(errors="replace").strip()
+    return text.split("\n", 1)[0].strip()
