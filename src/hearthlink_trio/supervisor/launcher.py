@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,8 +32,11 @@ from hearthlink_trio.process.spawn import Child, spawn
 from hearthlink_trio.supervisor.environment import child_environment
 from hearthlink_trio.supervisor.secrets import Secrets
 
-#: How often the thread checks the probes of the early services that others depend on.
-FOLLOW_POLL_SECONDS = 0.005
+#: How often the thread checks the probes of the early services that others depend on
+#: (a refused connection costs some microseconds).
+FOLLOW_POLL_SECONDS = 0.001
+#: How often the interpreter passes from thread to thread meanwhile.
+FOLLOW_SWITCH_SECONDS = 0.001
 #: The longest it waits on one check (an answer to a connection accepted).
 FOLLOW_CHECK_TIMEOUT = 1.0
 #: It gives up after this long (the supervisor takes over well before).
@@ -54,6 +58,7 @@ class ServiceLauncher:
         #: Held while the thread starts a dependent; set ``_closed`` to end its starts.
         self._lock = threading.Lock()
         self._closed = False
+        self._switch_interval: float | None = None
         #: Set once the run is over. Until then the thread that started dependents stays:
         #: the kernel sends a child its parent-death signal when the *thread* that started
         #: it ends, not only the process.
@@ -94,6 +99,10 @@ class ServiceLauncher:
             if service.conditions and _startable(service, selected)
         ]
         if dependents and self._early and not stop_asked():
+            # The thread's checks wait for the interpreter while the supervisor loads: hand
+            # it over every millisecond meanwhile (5 ms by default), until the take-over.
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(FOLLOW_SWITCH_SECONDS)
             threading.Thread(
                 target=self._follow,
                 args=(config, secrets, stop_asked, dependents),
@@ -200,6 +209,9 @@ class ServiceLauncher:
     def _end_early_starts(self) -> None:
         with self._lock:  # waits for a start under way
             self._closed = True
+            if self._switch_interval is not None:
+                sys.setswitchinterval(self._switch_interval)
+                self._switch_interval = None
 
     def launch(self, service: Service, env: Mapping[str, str]) -> Child:
         """Start ``service``'s process in its containment.
