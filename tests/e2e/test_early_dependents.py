@@ -101,3 +101,56 @@ def test_sigkill_of_the_supervisor_takes_the_services_the_thread_started(tmp_pat
         assert len(pids) == 2
         sup.kill()
         wait_for(lambda: not any(pid_alive(pid) for pid in pids), timeout=5, what="services gone")
+
+
+def test_a_stop_while_the_launcher_starts_dependents_is_graceful(tmp_path: Path) -> None:
+    # a passes at once, so the launcher's thread starts b, then c once b answers, while the
+    # supervisor loads: a SIGTERM at each of these moments stops whatever started, each
+    # announced before the stop line and said stopped after it, and leaves nothing.
+    for delay in (0.0, 0.005, 0.02, 0.05, 0.1):
+        root = tmp_path / f"run-{delay}"
+        root.mkdir()
+        stack = Stack(root)
+        stack.add("a", probe="none")
+        stack.add("b", depends_on=["a"])
+        stack.add("c", depends_on=["b"])
+        with running(stack.write()) as sup:
+            wait_for(
+                lambda sup=sup: bool(service_children(sup.pid)),
+                timeout=15,
+                interval=0.0005,
+                what="a first service process",
+            )
+            time.sleep(delay)
+            sup.signal(signal.SIGTERM)
+            assert sup.wait(15) == 0, sup.stderr()
+        err = sup.stderr()
+        lines = err.splitlines()
+        began = lines.index("Received SIGTERM, stopping all services")
+        started = re.findall(r"Started (\w+) service on port \d+ with PID (\d+)", err)
+        assert not [line for line in lines[began:] if line.startswith("Started ")], err
+        for name, _ in started:
+            assert f"Stopped {name} service" in err, err
+        # No process of theirs went unannounced: each pid written is one announced.
+        assert set(stack.pids()) <= {int(pid) for _, pid in started}, err
+        wait_for(
+            lambda stack=stack, started=started: (
+                not any(pid_alive(pid) for pid in [*stack.pids(), *(int(p) for _, p in started)])
+            ),
+            timeout=5,
+            what="every service gone",
+        )
+
+
+def service_children(pid: int) -> list[int]:
+    """The children of ``pid`` that are not its sentinel."""
+    found = []
+    for kids in thread_children(pid).values():
+        for child in kids:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue  # gone meanwhile
+            if b"sentinel" not in cmdline:
+                found.append(child)
+    return found
