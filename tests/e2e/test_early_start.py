@@ -154,10 +154,16 @@ def test_a_program_that_cannot_start_is_reported_as_such(tmp_path: Path, setpriv
         sup.wait()
 
 
-#: Modules the plain run leaves for later: a config cache hit needs no TOML parser (nor the
-#: merging of files) and no OpenSSL (hashlib), log lines no datetime, a config without
-#: secrets no base64.
+#: Modules the plain run leaves for later: trio and the supervisor load while the first
+#: services boot (the probes too: the launcher's thread loads its own checks, and h11, once
+#: they have started), a config cache hit needs no TOML parser (nor the merging of files)
+#: and no OpenSSL (hashlib), log lines no datetime, a config without secrets no base64.
 _NOT_BEFORE_THE_FIRST_SPAWN = (
+    "trio",
+    "hearthlink_trio.supervisor.supervisor",
+    "hearthlink_trio.probes.http",
+    "hearthlink_trio.probes.early",
+    "h11",
     "tomllib",
     "hearthlink_trio.config.merge",
     "hashlib",
